@@ -1,0 +1,527 @@
+//! The parallel walk of the target DAG. The calling thread coordinates (ready queue, failure
+//! propagation, fail-fast); `jobs` worker threads each take one target at a time: hash its
+//! sources (file-state cache), compute its action key, restore a cached result or execute.
+//! A dependency that failed marks its dependents `skipped`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cairn_store::{
+    Digest, FileInfo, FileStates, Store, StoreError, read_tree, reapi, restore_contents,
+    restore_file,
+};
+
+use crate::action::{PreparedAction, prepare_action};
+use crate::exec::{ExecError, ExecFailure, Executor};
+use crate::graph::{Graph, Kind, Label, Target};
+use crate::report::Reporter;
+use crate::workspace::WorkspacePath;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Executed,
+    Cached,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Executed => "executed",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TargetReport {
+    pub label: Label,
+    pub kind: Kind,
+    pub status: Status,
+    pub action_key: Option<Digest>,
+    pub duration_ms: u64,
+    /// How many times the command ran (more than 1 for a retried flaky test).
+    pub attempts: u32,
+    pub cmd: String,
+    pub failure: Option<ExecFailure>,
+    /// For a skipped target: the failed dependency that caused it.
+    pub blocked_by: Option<Label>,
+    /// The recorded run time of a cached result (what the cache saved).
+    pub saved_ms: u64,
+}
+
+pub(crate) struct BuildOptions {
+    pub roots: Vec<Label>,
+    pub run_tests: bool,
+    pub jobs: usize,
+    pub keep_going: bool,
+}
+
+pub(crate) struct BuildOutcome {
+    /// One report per action or test, in completion order.
+    pub reports: Vec<TargetReport>,
+    pub wall_ms: u64,
+}
+
+impl BuildOutcome {
+    pub fn count(&self, status: Status) -> usize {
+        self.reports.iter().filter(|r| r.status == status).count()
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.count(Status::Failed) == 0 && self.count(Status::Skipped) == 0
+    }
+}
+
+/// Files a finished target makes available to its dependents.
+type Provided = Arc<BTreeMap<WorkspacePath, FileInfo>>;
+
+struct Shared<'a> {
+    graph: &'a Graph,
+    store: &'a Store,
+    states: &'a FileStates,
+    executor: &'a dyn Executor,
+    reporter: &'a dyn Reporter,
+    workspace_root: &'a std::path::Path,
+}
+
+struct Job {
+    label: Label,
+    deps: Vec<Provided>,
+}
+
+struct Done {
+    label: Label,
+    report: Option<TargetReport>,
+    provided: Provided,
+    ok: bool,
+}
+
+pub(crate) fn run_build(
+    graph: &Graph,
+    store: &Store,
+    states: &FileStates,
+    executor: &dyn Executor,
+    reporter: &dyn Reporter,
+    workspace_root: &std::path::Path,
+    options: &BuildOptions,
+) -> BuildOutcome {
+    let start = Instant::now();
+    let roots = options.roots.iter().cloned().collect();
+    let order: Vec<Label> = graph
+        .closure_in_order(&roots)
+        .into_iter()
+        .filter(|l| options.run_tests || graph.kind_of(l) != Kind::Test)
+        .collect();
+    let in_build: HashSet<&Label> = order.iter().collect();
+    let mut waiting: HashMap<Label, usize> = order
+        .iter()
+        .map(|l| {
+            let n = graph.get(l).map_or(0, |t| {
+                t.deps.iter().filter(|d| in_build.contains(d)).count()
+            });
+            (l.clone(), n)
+        })
+        .collect();
+    let mut ready: VecDeque<Label> = order.iter().filter(|l| waiting[*l] == 0).cloned().collect();
+    let total = order.iter().filter(|l| graph.kind_of(l).runs()).count();
+    reporter.build_started(total);
+
+    let shared = Shared {
+        graph,
+        store,
+        states,
+        executor,
+        reporter,
+        workspace_root,
+    };
+    let mut provided: HashMap<Label, Provided> = HashMap::new();
+    let mut reports: Vec<TargetReport> = Vec::new();
+    let mut blocked: HashMap<Label, Label> = HashMap::new();
+    let mut finished: HashSet<Label> = HashSet::new();
+    let mut stop = false;
+
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        for _ in 0..options.jobs.max(1) {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            let shared = &shared;
+            scope.spawn(move || {
+                loop {
+                    let job = {
+                        let rx = job_rx.lock().unwrap_or_else(|p| p.into_inner());
+                        rx.recv()
+                    };
+                    let Ok(job) = job else { break };
+                    let done = run_target(shared, job);
+                    if done_tx.send(done).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+
+        let mut running = 0usize;
+        loop {
+            while let Some(label) = if stop { None } else { ready.pop_front() } {
+                let target = graph.get(&label).expect("scheduled labels exist");
+                let deps = target
+                    .deps
+                    .iter()
+                    .filter_map(|d| provided.get(d).cloned())
+                    .collect();
+                running += 1;
+                let _ = job_tx.send(Job { label, deps });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok(done) = done_rx.recv() else { break };
+            running -= 1;
+            finished.insert(done.label.clone());
+            if let Some(report) = done.report {
+                reports.push(report);
+            }
+            if !done.ok {
+                if !options.keep_going {
+                    stop = true;
+                }
+                block_dependents(graph, &done.label, &done.label, &in_build, &mut blocked);
+                continue;
+            }
+            for rdep in graph.rdeps(&done.label) {
+                if let Some(n) = waiting.get_mut(rdep) {
+                    *n -= 1;
+                    if *n == 0 && !blocked.contains_key(rdep) {
+                        ready.push_back(rdep.clone());
+                    }
+                }
+            }
+            provided.insert(done.label, done.provided);
+        }
+        drop(job_tx);
+    });
+
+    for label in &order {
+        let target = graph.get(label).expect("ordered labels exist");
+        if finished.contains(label) || !target.kind.runs() {
+            continue;
+        }
+        let report = TargetReport {
+            label: label.clone(),
+            kind: target.kind,
+            status: Status::Skipped,
+            action_key: None,
+            duration_ms: 0,
+            attempts: 0,
+            cmd: target.cmd.clone(),
+            failure: None,
+            blocked_by: blocked.get(label).cloned(),
+            saved_ms: 0,
+        };
+        reporter.target_finished(&report);
+        reports.push(report);
+    }
+    BuildOutcome {
+        reports,
+        wall_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+fn block_dependents(
+    graph: &Graph,
+    from: &Label,
+    cause: &Label,
+    in_build: &HashSet<&Label>,
+    blocked: &mut HashMap<Label, Label>,
+) {
+    let mut stack = vec![from.clone()];
+    while let Some(label) = stack.pop() {
+        for rdep in graph.rdeps(&label) {
+            if in_build.contains(rdep) && !blocked.contains_key(rdep) {
+                blocked.insert(rdep.clone(), cause.clone());
+                stack.push(rdep.clone());
+            }
+        }
+    }
+}
+
+fn run_target(shared: &Shared, job: Job) -> Done {
+    let target = shared
+        .graph
+        .get(&job.label)
+        .expect("scheduled labels exist");
+    let started = Instant::now();
+    let mut dep_files: BTreeMap<WorkspacePath, FileInfo> = BTreeMap::new();
+    for d in &job.deps {
+        dep_files.extend(d.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+    let srcs = match hash_sources(shared, target) {
+        Ok(srcs) => srcs,
+        Err(message) => return failed(shared, target, None, started, message),
+    };
+    if !target.kind.runs() {
+        let mut all = srcs;
+        all.extend(dep_files);
+        return Done {
+            label: job.label,
+            report: None,
+            provided: Arc::new(all),
+            ok: true,
+        };
+    }
+    shared.reporter.target_started(&target.label);
+    let action = prepare_action(target, &srcs, &dep_files);
+
+    match lookup(shared, &action) {
+        Ok(Some((provided, saved_ms))) => {
+            let report = TargetReport {
+                label: target.label.clone(),
+                kind: target.kind,
+                status: Status::Cached,
+                action_key: Some(action.key),
+                duration_ms: started.elapsed().as_millis() as u64,
+                attempts: 0,
+                cmd: target.cmd.clone(),
+                failure: None,
+                blocked_by: None,
+                saved_ms,
+            };
+            shared.reporter.target_finished(&report);
+            return Done {
+                label: job.label,
+                report: Some(report),
+                provided: Arc::new(provided),
+                ok: true,
+            };
+        }
+        Ok(None) => {}
+        Err(e) => shared.reporter.warning(&format!(
+            "cache entry of `{}` is unusable and was dropped: {e}",
+            target.label
+        )),
+    }
+
+    let attempts_allowed = 1 + if target.kind == Kind::Test {
+        target.flaky
+    } else {
+        0
+    };
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        let outcome = shared.executor.execute(&target.label, &action);
+        let retry = matches!(&outcome, Ok(o) if o.result.is_none()) && attempts < attempts_allowed;
+        if !retry {
+            break outcome;
+        }
+        shared.reporter.warning(&format!(
+            "`{}` failed on attempt {attempts}; retrying (flaky = {})",
+            target.label, target.flaky
+        ));
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return failed(shared, target, Some(action.key), started, error_text(&e)),
+    };
+    let Some(result) = outcome.result else {
+        let mut done = failed(shared, target, Some(action.key), started, String::new());
+        if let Some(report) = &mut done.report {
+            report.failure = outcome.failure;
+            report.attempts = attempts;
+        }
+        if let Some(report) = &done.report {
+            shared.reporter.target_finished(report);
+        }
+        return done;
+    };
+    let provided = shared
+        .store
+        .put_action_result(&action.key, &result)
+        .and_then(|()| restore_outputs(shared, &action, &result));
+    let provided = match provided {
+        Ok(p) => p,
+        Err(e) => {
+            return failed(
+                shared,
+                target,
+                Some(action.key),
+                started,
+                format!("cannot store or restore its outputs: {e}"),
+            );
+        }
+    };
+    let report = TargetReport {
+        label: target.label.clone(),
+        kind: target.kind,
+        status: Status::Executed,
+        action_key: Some(action.key),
+        duration_ms: started.elapsed().as_millis() as u64,
+        attempts,
+        cmd: target.cmd.clone(),
+        failure: None,
+        blocked_by: None,
+        saved_ms: 0,
+    };
+    shared.reporter.target_finished(&report);
+    Done {
+        label: job.label,
+        report: Some(report),
+        provided: Arc::new(provided),
+        ok: true,
+    }
+}
+
+fn error_text(e: &ExecError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Builds a failed report; `message` empty means the caller fills `failure` itself (and
+/// reports it).
+fn failed(
+    shared: &Shared,
+    target: &Target,
+    key: Option<Digest>,
+    started: Instant,
+    message: String,
+) -> Done {
+    let report = TargetReport {
+        label: target.label.clone(),
+        kind: target.kind,
+        status: Status::Failed,
+        action_key: key,
+        duration_ms: started.elapsed().as_millis() as u64,
+        attempts: 0,
+        cmd: target.cmd.clone(),
+        failure: (!message.is_empty()).then(|| ExecFailure {
+            exit_code: None,
+            message: message.clone(),
+            stderr_tail: String::new(),
+            log: None,
+        }),
+        blocked_by: None,
+        saved_ms: 0,
+    };
+    if !message.is_empty() {
+        shared.reporter.target_finished(&report);
+    }
+    Done {
+        label: target.label.clone(),
+        report: target.kind.runs().then_some(report),
+        provided: Arc::default(),
+        ok: false,
+    }
+}
+
+fn hash_sources(
+    shared: &Shared,
+    target: &Target,
+) -> Result<BTreeMap<WorkspacePath, FileInfo>, String> {
+    let mut out = BTreeMap::new();
+    for src in &target.srcs {
+        let host = src.to_host(shared.workspace_root);
+        match shared.states.file_info(&host) {
+            Ok((info, _)) => {
+                out.insert(src.clone(), info);
+            }
+            Err(e) => return Err(format!("cannot read source file `{src}`: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Files by workspace path.
+type FileMap = BTreeMap<WorkspacePath, FileInfo>;
+
+/// A cached result restored into the workspace, and its recorded run time; `None` on a miss.
+fn lookup(shared: &Shared, action: &PreparedAction) -> Result<Option<(FileMap, u64)>, StoreError> {
+    let Some(result) = shared.store.get_action_result(&action.key)? else {
+        return Ok(None);
+    };
+    match restore_outputs(shared, action, &result) {
+        Ok(provided) => {
+            let saved = result
+                .execution_metadata
+                .as_ref()
+                .and_then(|m| m.virtual_execution_duration.as_ref())
+                .map_or(0, |d| d.seconds as u64 * 1000 + d.nanos as u64 / 1_000_000);
+            Ok(Some((provided, saved)))
+        }
+        Err(e) => {
+            shared.store.db().remove_action_result(&action.key)?;
+            Err(e)
+        }
+    }
+}
+
+/// Makes the workspace hold the result's outputs; returns them by workspace path.
+fn restore_outputs(
+    shared: &Shared,
+    action: &PreparedAction,
+    result: &reapi::ActionResult,
+) -> Result<BTreeMap<WorkspacePath, FileInfo>, StoreError> {
+    let cas = shared.store.cas();
+    let bad = |what: &str| StoreError::BadTree {
+        digest: action.key,
+        why: format!("action result has an invalid {what}"),
+    };
+    let mut provided = BTreeMap::new();
+    for file in &result.output_files {
+        let path = WorkspacePath::in_package(&action.working_dir, &file.path)
+            .map_err(|_| bad("output path"))?;
+        let digest = file
+            .digest
+            .as_ref()
+            .and_then(Digest::from_reapi)
+            .ok_or_else(|| bad("digest"))?;
+        let info = FileInfo {
+            digest,
+            executable: file.is_executable,
+        };
+        restore_file(
+            cas,
+            shared.states,
+            &info,
+            &path.to_host(shared.workspace_root),
+        )?;
+        provided.insert(path, info);
+    }
+    for dir in &result.output_directories {
+        let path = WorkspacePath::in_package(&action.working_dir, &dir.path)
+            .map_err(|_| bad("output path"))?;
+        let digest = dir
+            .tree_digest
+            .as_ref()
+            .and_then(Digest::from_reapi)
+            .ok_or_else(|| bad("digest"))?;
+        let contents = read_tree(cas, &digest)?;
+        restore_contents(
+            cas,
+            shared.states,
+            &contents,
+            &path.to_host(shared.workspace_root),
+        )?;
+        for (rel, info) in contents.files {
+            provided.insert(
+                WorkspacePath::in_package(path.as_str(), &rel).map_err(|_| bad("tree entry"))?,
+                info,
+            );
+        }
+    }
+    Ok(provided)
+}

@@ -1,0 +1,343 @@
+//! The local executor. Each action gets a fresh directory under the store's `sandbox/` holding
+//! only its input root (copied from the CAS, never hard-linked), a private `HOME` and
+//! `TMPDIR`, and only the environment its `Command` lists. A relative read of an undeclared
+//! workspace file finds nothing, because the workspace is not there. Outputs are checked
+//! against the declaration (missing, wrong type, or undeclared files fail the action) and
+//! stored in the CAS with normalised modes.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cairn_store::{Digest, Store, StoreError, capture_dir, reapi};
+use prost::Message;
+
+use super::{ExecError, ExecFailure, ExecOutcome, Executor};
+use crate::action::PreparedAction;
+use crate::graph::Label;
+use crate::workspace::WorkspacePath;
+
+/// How much of stderr a failure shows.
+const STDERR_TAIL_LINES: usize = 20;
+/// How many undeclared files a failure lists.
+const MAX_LISTED: usize = 5;
+
+pub(crate) struct LocalExecutor<'a> {
+    pub store: &'a Store,
+    /// The workspace, to read source files from (they are stored in the CAS first, verified).
+    pub workspace_root: &'a Path,
+}
+
+impl LocalExecutor<'_> {
+    fn sandbox_dir(&self) -> PathBuf {
+        self.store.root().join("sandbox")
+    }
+}
+
+impl Executor for LocalExecutor<'_> {
+    fn execute(&self, label: &Label, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
+        let start = Instant::now();
+        let sandbox_err = |source: StoreError| ExecError::Sandbox {
+            label: label.clone(),
+            source,
+        };
+        let io_err = |op: &'static str, path: &Path, source: std::io::Error| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        let base = self.sandbox_dir();
+        fs::create_dir_all(&base).map_err(|e| sandbox_err(io_err("create", &base, e)))?;
+        let sandbox = tempfile::Builder::new()
+            .prefix("action-")
+            .tempdir_in(&base)
+            .map_err(|e| sandbox_err(io_err("create", &base, e)))?;
+        let root = sandbox.path().join("root");
+        let home = sandbox.path().join("home");
+        let tmp = sandbox.path().join("tmp");
+        for dir in [&root, &home, &tmp] {
+            fs::create_dir_all(dir).map_err(|e| sandbox_err(io_err("create", dir, e)))?;
+        }
+
+        // REAPI: the Action and its Command live in the CAS beside the inputs, so the store
+        // holds everything needed to re-run or explain this action later.
+        let cas = self.store.cas();
+        cas.put_bytes(&action.command.encode_to_vec())
+            .map_err(sandbox_err)?;
+        cas.put_bytes(&action.action.encode_to_vec())
+            .map_err(sandbox_err)?;
+
+        // Inputs: sources enter the CAS (re-verified against the digest in the key), then
+        // every input is written from the CAS, so the sandbox holds exactly what was hashed.
+        for (path, info) in &action.inputs {
+            if !cas.contains(&info.digest) {
+                cas.put_file_with_digest(&path.to_host(self.workspace_root), info.digest)
+                    .map_err(sandbox_err)?;
+            }
+            cas.write_to(&info.digest, &path.to_host(&root), info.executable)
+                .map_err(sandbox_err)?;
+        }
+        let workdir = root.join(&action.working_dir);
+        fs::create_dir_all(&workdir).map_err(|e| sandbox_err(io_err("create", &workdir, e)))?;
+        for out in &action.outs {
+            if let Some(parent) = out.to_host(&root).parent() {
+                fs::create_dir_all(parent).map_err(|e| sandbox_err(io_err("create", parent, e)))?;
+            }
+        }
+        for dir in &action.out_dirs {
+            let host = dir.to_host(&root);
+            fs::create_dir_all(&host).map_err(|e| sandbox_err(io_err("create", &host, e)))?;
+        }
+
+        let stdout_path = sandbox.path().join("stdout");
+        let stderr_path = sandbox.path().join("stderr");
+        let stdout = File::create(&stdout_path)
+            .map_err(|e| sandbox_err(io_err("create", &stdout_path, e)))?;
+        let stderr = File::create(&stderr_path)
+            .map_err(|e| sandbox_err(io_err("create", &stderr_path, e)))?;
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(&action.cmd)
+            .current_dir(&workdir)
+            .env_clear()
+            .envs(&action.env)
+            // Fresh empty directories each run: not part of the key, the same for every run.
+            .env("HOME", &home)
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        let child = command.spawn().map_err(|source| ExecError::Spawn {
+            label: label.clone(),
+            source,
+        })?;
+        let (status, timed_out) =
+            wait_with_timeout(child, Duration::from_millis(action.timeout_ms));
+        let duration_ms = start.elapsed().as_millis() as u64;
+
+        let exit_code = status.and_then(|s| s.code());
+        let failure = |message: String| {
+            let tail = tail_lines(&stderr_path, STDERR_TAIL_LINES);
+            let log = save_log(self.store, label, &action.key, &stdout_path, &stderr_path);
+            ExecOutcome {
+                result: None,
+                failure: Some(ExecFailure {
+                    exit_code,
+                    message,
+                    stderr_tail: tail,
+                    log,
+                }),
+            }
+        };
+        if timed_out {
+            return Ok(failure(format!(
+                "timed out after {} and was killed",
+                format_ms(action.timeout_ms)
+            )));
+        }
+        match exit_code {
+            Some(0) => {}
+            Some(code) => return Ok(failure(format!("exited with code {code}"))),
+            None => return Ok(failure("was killed by a signal".to_string())),
+        }
+        if let Some(problem) = check_outputs(&root, action) {
+            return Ok(failure(problem));
+        }
+
+        let capture_err = |source: StoreError| ExecError::Capture {
+            label: label.clone(),
+            source,
+        };
+        let mut result = reapi::ActionResult {
+            exit_code: 0,
+            ..Default::default()
+        };
+        for out in &action.outs {
+            let host = out.to_host(&root);
+            let executable = is_executable(&host);
+            let digest = cas.put_file(&host).map_err(capture_err)?;
+            result.output_files.push(reapi::OutputFile {
+                path: out.relative_to(&action.working_dir),
+                digest: Some(digest.to_reapi()),
+                is_executable: executable,
+                ..Default::default()
+            });
+        }
+        for dir in &action.out_dirs {
+            let (tree, _) = capture_dir(cas, &dir.to_host(&root)).map_err(capture_err)?;
+            result.output_directories.push(reapi::OutputDirectory {
+                path: dir.relative_to(&action.working_dir),
+                tree_digest: Some(tree.to_reapi()),
+                ..Default::default()
+            });
+        }
+        result.stdout_digest = Some(cas.put_file(&stdout_path).map_err(capture_err)?.to_reapi());
+        result.stderr_digest = Some(cas.put_file(&stderr_path).map_err(capture_err)?.to_reapi());
+        result.execution_metadata = Some(reapi::ExecutedActionMetadata {
+            worker: "cairn-local".into(),
+            virtual_execution_duration: Some(bazel_remote_apis::google::protobuf::Duration {
+                seconds: (duration_ms / 1000) as i64,
+                nanos: ((duration_ms % 1000) * 1_000_000) as i32,
+            }),
+            ..Default::default()
+        });
+        Ok(ExecOutcome {
+            result: Some(result),
+            failure: None,
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+/// Waits for the child; on timeout kills its whole process group. Either way, the group is
+/// killed afterwards so no background process outlives its action.
+fn wait_with_timeout(
+    mut child: std::process::Child,
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, bool) {
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait().ok();
+        let _ = tx.send(status);
+    });
+    let (status, timed_out) = match rx.recv_timeout(timeout) {
+        Ok(status) => (status, false),
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            (rx.recv().ok().flatten(), true)
+        }
+    };
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = waiter.join();
+    (status, timed_out)
+}
+
+/// Whether the sandbox holds exactly the declared outputs (besides the inputs).
+fn check_outputs(root: &Path, action: &PreparedAction) -> Option<String> {
+    let mut problems = Vec::new();
+    for out in &action.outs {
+        match fs::symlink_metadata(out.to_host(root)) {
+            Ok(m) if m.is_file() => {}
+            Ok(m) if m.is_dir() => problems.push(format!(
+                "declared output `{out}` is a directory (declare it in `out_dirs`)"
+            )),
+            Ok(_) => problems.push(format!("declared output `{out}` is not a regular file")),
+            Err(_) => problems.push(format!("did not create declared output `{out}`")),
+        }
+    }
+    for dir in &action.out_dirs {
+        if !out_is_dir(&dir.to_host(root)) {
+            problems.push(format!(
+                "declared output directory `{dir}` is not a directory"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Some(problems.join("; "));
+    }
+    if !action.check_undeclared_writes {
+        return None;
+    }
+    let mut extra = Vec::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let Ok(entry) = entry else { continue };
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let rel = WorkspacePath::from_normalized(rel.to_string_lossy().into_owned());
+        let declared = action.outputs_contain(&rel) || action.inputs.contains_key(&rel);
+        if !declared {
+            extra.push(format!("`{rel}`"));
+        }
+    }
+    if extra.is_empty() {
+        return None;
+    }
+    let more = extra.len().saturating_sub(MAX_LISTED);
+    extra.truncate(MAX_LISTED);
+    let mut msg = format!(
+        "wrote files outside its declared outputs: {}",
+        extra.join(", ")
+    );
+    if more > 0 {
+        msg.push_str(&format!(" and {more} more"));
+    }
+    msg.push_str(" (declare them in `outs`/`out_dirs`, or write scratch files to $TMPDIR)");
+    Some(msg)
+}
+
+fn out_is_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+impl PreparedAction {
+    fn outputs_contain(&self, path: &WorkspacePath) -> bool {
+        self.outs.contains(path) || self.out_dirs.iter().any(|d| path.is_within(d))
+    }
+}
+
+/// The last `n` lines of a file (reading at most its last 64 KiB).
+fn tail_lines(path: &Path, n: usize) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Keeps a failed action's output as `<store>/logs/<package>/<name>-<key>.log`.
+fn save_log(
+    store: &Store,
+    label: &Label,
+    key: &Digest,
+    stdout: &Path,
+    stderr: &Path,
+) -> Option<PathBuf> {
+    let dir = store.logs_dir().join(if label.package.is_empty() {
+        "_root"
+    } else {
+        &label.package
+    });
+    fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(format!("{}-{}.log", label.name, key.short()));
+    let mut text = String::new();
+    text.push_str(&format!("# {label}\n# --- stdout ---\n"));
+    text.push_str(&String::from_utf8_lossy(
+        &fs::read(stdout).unwrap_or_default(),
+    ));
+    text.push_str("\n# --- stderr ---\n");
+    text.push_str(&String::from_utf8_lossy(
+        &fs::read(stderr).unwrap_or_default(),
+    ));
+    fs::write(&path, text).ok()?;
+    Some(path)
+}
+
+pub(crate) fn format_ms(ms: u64) -> String {
+    if ms >= 60_000 && ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms >= 1000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
+}

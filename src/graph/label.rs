@@ -1,0 +1,216 @@
+//! Labels (`//apps/web:build`) and patterns (`//...`, `//apps/...`, `//apps/web:all`,
+//! `:name`): parsing relative to a package, and matching.
+
+use std::fmt;
+
+/// A target's name: the package (workspace-relative directory, `""` for the root) and the
+/// target name within it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Label {
+    pub package: String,
+    pub name: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum LabelError {
+    #[error("Invalid label `{label}`: {why}")]
+    Invalid { label: String, why: &'static str },
+}
+
+fn invalid(label: &str, why: &'static str) -> LabelError {
+    LabelError::Invalid {
+        label: label.to_string(),
+        why,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.+=,@~".contains(c))
+}
+
+fn valid_package(package: &str) -> bool {
+    package.is_empty()
+        || package
+            .split('/')
+            .all(|part| valid_name(part) && part != "...")
+}
+
+impl Label {
+    /// Parses `//pkg:name`, `//pkg` (short for `//pkg:<last component of pkg>`) or `:name`
+    /// (in `current_package`).
+    pub fn parse(text: &str, current_package: &str) -> Result<Label, LabelError> {
+        let (package, name) = if let Some(rest) = text.strip_prefix("//") {
+            match rest.split_once(':') {
+                Some((pkg, name)) => (pkg.to_string(), name.to_string()),
+                None => {
+                    let last = rest.rsplit('/').next().unwrap_or_default();
+                    if last.is_empty() {
+                        return Err(invalid(text, "`//` alone names no target; write `//:name`"));
+                    }
+                    (rest.to_string(), last.to_string())
+                }
+            }
+        } else if let Some(name) = text.strip_prefix(':') {
+            (current_package.to_string(), name.to_string())
+        } else {
+            return Err(invalid(text, "expected `//package:name` or `:name`"));
+        };
+        if package.ends_with('/') || !valid_package(&package) {
+            return Err(invalid(
+                text,
+                "the package must be a `/`-separated path of names made of letters, digits and `_-.+=,@~`",
+            ));
+        }
+        if !valid_name(&name) {
+            return Err(invalid(
+                text,
+                "the target name must be letters, digits and `_-.+=,@~`",
+            ));
+        }
+        Ok(Label { package, name })
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "//{}:{}", self.package, self.name)
+    }
+}
+
+impl fmt::Debug for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// A set of targets named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    /// Every target in the package and all packages below it (`//apps/...`).
+    Recursive(String),
+    /// Every target in one package (`//apps/web:all`, `//apps/web:*`).
+    Package(String),
+    /// One target.
+    Target(Label),
+}
+
+impl Pattern {
+    /// Parses a pattern; forms without `//` are relative to `current_package` (the package of
+    /// the directory cairn was started in).
+    pub fn parse(text: &str, current_package: &str) -> Result<Pattern, LabelError> {
+        let absolute = if text.starts_with("//") || text.starts_with(':') {
+            text.to_string()
+        } else if current_package.is_empty() {
+            format!("//{text}")
+        } else {
+            format!("//{current_package}/{text}")
+        };
+        if let Some(rest) = absolute.strip_prefix("//") {
+            if rest == "..." {
+                return Ok(Pattern::Recursive(String::new()));
+            }
+            if let Some(pkg) = rest.strip_suffix("/...") {
+                if !valid_package(pkg) {
+                    return Err(invalid(text, "invalid package before `/...`"));
+                }
+                return Ok(Pattern::Recursive(pkg.to_string()));
+            }
+            if let Some((pkg, "all" | "*")) = rest.split_once(':') {
+                if !valid_package(pkg) {
+                    return Err(invalid(text, "invalid package before `:all`"));
+                }
+                return Ok(Pattern::Package(pkg.to_string()));
+            }
+        }
+        if let Some(name) = absolute.strip_prefix(':')
+            && (name == "all" || name == "*")
+        {
+            return Ok(Pattern::Package(current_package.to_string()));
+        }
+        Label::parse(&absolute, current_package).map(Pattern::Target)
+    }
+
+    pub fn matches(&self, label: &Label) -> bool {
+        match self {
+            Pattern::Recursive(pkg) => {
+                pkg.is_empty()
+                    || label.package == *pkg
+                    || (label.package.starts_with(pkg.as_str())
+                        && label.package.as_bytes().get(pkg.len()) == Some(&b'/'))
+            }
+            Pattern::Package(pkg) => label.package == *pkg,
+            Pattern::Target(l) => l == label,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(p: &str, n: &str) -> Label {
+        Label {
+            package: p.into(),
+            name: n.into(),
+        }
+    }
+
+    #[test]
+    fn parses_labels() {
+        assert_eq!(
+            Label::parse("//apps/web:build", "x").unwrap(),
+            l("apps/web", "build")
+        );
+        assert_eq!(
+            Label::parse(":build", "apps/web").unwrap(),
+            l("apps/web", "build")
+        );
+        assert_eq!(
+            Label::parse("//apps/web", "").unwrap(),
+            l("apps/web", "web")
+        );
+        assert_eq!(Label::parse("//:ci", "").unwrap(), l("", "ci"));
+        assert_eq!(l("apps/web", "build").to_string(), "//apps/web:build");
+        for bad in [
+            "build",
+            "//apps/web:",
+            "//apps/../x:y",
+            "//a b:c",
+            "//",
+            "//apps/:x",
+        ] {
+            assert!(Label::parse(bad, "").is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn parses_and_matches_patterns() {
+        let web = l("apps/web", "build");
+        let webx = l("apps/webx", "build");
+        let all = Pattern::parse("//...", "").unwrap();
+        assert!(all.matches(&web));
+        let apps = Pattern::parse("//apps/...", "").unwrap();
+        assert!(apps.matches(&web) && !apps.matches(&l("packages/t", "x")));
+        let webonly = Pattern::parse("//apps/web/...", "").unwrap();
+        assert!(webonly.matches(&web) && !webonly.matches(&webx));
+        let pkg = Pattern::parse("//apps/web:all", "").unwrap();
+        assert!(pkg.matches(&web) && !pkg.matches(&l("apps/web/sub", "x")));
+        assert_eq!(
+            Pattern::parse(":build", "apps/web").unwrap(),
+            Pattern::Target(web.clone())
+        );
+        assert_eq!(
+            Pattern::parse("...", "apps").unwrap(),
+            Pattern::Recursive("apps".into())
+        );
+        assert_eq!(
+            Pattern::parse("web:build", "apps").unwrap(),
+            Pattern::Target(web)
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! A target as declared in a BUILD file, after its attributes were checked and its paths
+//! normalised.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::Label;
+use crate::workspace::WorkspacePath;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    Filegroup,
+    Action,
+    Test,
+    Group,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Filegroup => "filegroup",
+            Kind::Action => "action",
+            Kind::Test => "test",
+            Kind::Group => "group",
+        }
+    }
+
+    /// Whether targets of this kind run a command (and so appear in build summaries).
+    pub fn runs(self) -> bool {
+        matches!(self, Kind::Action | Kind::Test)
+    }
+}
+
+/// Where something was declared: a workspace-relative file, 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Target {
+    #[serde(with = "label_serde")]
+    pub label: Label,
+    pub kind: Kind,
+    /// Source files, workspace-relative, sorted and deduplicated.
+    pub srcs: Vec<WorkspacePath>,
+    /// Dependencies (from `deps`, and labels written in `srcs`).
+    #[serde(with = "labels_serde")]
+    pub deps: Vec<Label>,
+    pub cmd: String,
+    pub outs: Vec<WorkspacePath>,
+    pub out_dirs: Vec<WorkspacePath>,
+    pub env: BTreeMap<String, String>,
+    pub tools: Vec<String>,
+    pub timeout_ms: u64,
+    pub flaky: u32,
+    pub tags: Vec<String>,
+    pub location: Location,
+}
+
+impl Target {
+    /// Every declared output path (files and directories).
+    pub fn outputs(&self) -> impl Iterator<Item = &WorkspacePath> {
+        self.outs.iter().chain(&self.out_dirs)
+    }
+}
+
+impl Serialize for WorkspacePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkspacePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WorkspacePath::in_package("", &s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod label_serde {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(label: &Label, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&label.to_string())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Label, D::Error> {
+        let s = String::deserialize(d)?;
+        Label::parse(&s, "").map_err(serde::de::Error::custom)
+    }
+}
+
+mod labels_serde {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(labels: &[Label], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(labels.iter().map(|l| l.to_string()))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Label>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| Label::parse(s, "").map_err(serde::de::Error::custom))
+            .collect()
+    }
+}

@@ -1,0 +1,399 @@
+//! The core builtins of BUILD files: `glob`, `filegroup`, `action`, `test`, `group` and
+//! `package_name`. Each checks its attributes and raises errors inside the call, so Starlark
+//! attaches the call site (file, line, column) to every message.
+// Builtins take one parameter per BUILD attribute (the macro-generated code cannot carry the allow).
+#![allow(clippy::too_many_arguments)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
+use starlark::any::ProvidesStaticType;
+use starlark::environment::GlobalsBuilder;
+use starlark::eval::Evaluator;
+use starlark::starlark_module;
+use starlark::values::dict::UnpackDictEntries;
+use starlark::values::list::UnpackList;
+use starlark::values::none::NoneType;
+
+use crate::graph::{Kind, Label, Location, Target};
+use crate::workspace::WorkspacePath;
+
+/// Default `timeout` of `action`.
+const ACTION_TIMEOUT: &str = "10m";
+/// Default `timeout` of `test`.
+const TEST_TIMEOUT: &str = "5m";
+
+/// What a BUILD file's evaluation collects; reachable from builtins through `eval.extra`.
+#[derive(ProvidesStaticType)]
+pub(crate) struct PackageContext {
+    pub root: PathBuf,
+    pub package: String,
+    /// Files the package owns, package-relative, sorted (from the workspace scan).
+    pub files: Arc<Vec<String>>,
+    pub targets: RefCell<Vec<Target>>,
+    /// Paths returned by `glob()`.
+    pub globbed: RefCell<HashSet<WorkspacePath>>,
+    /// Explicit `srcs` that did not exist when the BUILD file was evaluated.
+    pub missing_srcs: RefCell<Vec<(Label, WorkspacePath, Location)>>,
+}
+
+impl PackageContext {
+    pub fn new(root: PathBuf, package: String, files: Arc<Vec<String>>) -> PackageContext {
+        PackageContext {
+            root,
+            package,
+            files,
+            targets: RefCell::default(),
+            globbed: RefCell::default(),
+            missing_srcs: RefCell::default(),
+        }
+    }
+}
+
+fn context<'a>(eval: &'a Evaluator) -> anyhow::Result<&'a PackageContext> {
+    eval.extra
+        .and_then(|e| e.downcast_ref::<PackageContext>())
+        .ok_or_else(|| {
+            anyhow!("Targets can only be declared while a BUILD.star file is evaluated, not at the top level of a `.star` file")
+        })
+}
+
+/// The BUILD.star call site of the builtin being run (the outermost frame that has one).
+fn call_site(eval: &Evaluator) -> Location {
+    let stack = eval.call_stack();
+    let span = stack
+        .frames
+        .iter()
+        .find_map(|f| f.location.clone())
+        .or_else(|| eval.call_stack_top_location());
+    match span {
+        Some(span) => {
+            let r = span.resolve();
+            Location {
+                file: r.file.trim_start_matches("//").to_string(),
+                line: r.span.begin.line + 1,
+                column: r.span.begin.column + 1,
+            }
+        }
+        None => Location {
+            file: "<unknown>".into(),
+            line: 0,
+            column: 0,
+        },
+    }
+}
+
+/// Parses `"10m"`, `"30s"`, `"500ms"`, `"1h"` or a bare number of seconds.
+pub(crate) fn parse_timeout(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (num, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (text, 1000)
+    };
+    let n: u64 = num.trim().parse().map_err(|_| {
+        anyhow!(
+            "Invalid timeout `{text}`: expected e.g. `\"30s\"`, `\"10m\"`, `\"1h\"` or `\"500ms\"`"
+        )
+    })?;
+    if n == 0 {
+        bail!("Invalid timeout `{text}`: it must be positive");
+    }
+    Ok(n * unit_ms)
+}
+
+struct Attrs {
+    name: String,
+    kind: Kind,
+    srcs: Vec<String>,
+    deps: Vec<String>,
+    cmd: String,
+    outs: Vec<String>,
+    out_dirs: Vec<String>,
+    env: Vec<(String, String)>,
+    tools: Vec<String>,
+    timeout: String,
+    flaky: i32,
+    tags: Vec<String>,
+}
+
+impl Attrs {
+    fn new(name: &str, kind: Kind) -> Attrs {
+        Attrs {
+            name: name.to_string(),
+            kind,
+            srcs: vec![],
+            deps: vec![],
+            cmd: String::new(),
+            outs: vec![],
+            out_dirs: vec![],
+            env: vec![],
+            tools: vec![],
+            timeout: ACTION_TIMEOUT.to_string(),
+            flaky: 0,
+            tags: vec![],
+        }
+    }
+}
+
+fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
+    let ctx = context(eval)?;
+    let location = call_site(eval);
+    let pkg = ctx.package.as_str();
+    let label = Label::parse(&format!(":{}", attrs.name), pkg).map_err(|_| {
+        anyhow!(
+            "Invalid target name `{}`: use letters, digits and `_-.+=,@~`",
+            attrs.name
+        )
+    })?;
+    if let Some(first) = ctx.targets.borrow().iter().find(|t| t.label == label) {
+        bail!(
+            "Duplicate target name `{}` in package `//{pkg}` (first declared at {})",
+            attrs.name,
+            first.location
+        );
+    }
+    if attrs.kind.runs() && attrs.cmd.trim().is_empty() {
+        bail!("`{label}` has an empty `cmd`");
+    }
+
+    let mut deps: Vec<Label> = Vec::new();
+    for dep in &attrs.deps {
+        deps.push(Label::parse(dep, pkg).map_err(|e| anyhow!("In `deps` of `{label}`: {e}"))?);
+    }
+    let mut srcs: BTreeSet<WorkspacePath> = BTreeSet::new();
+    let globbed = ctx.globbed.borrow();
+    for src in &attrs.srcs {
+        if src.starts_with("//") || src.starts_with(':') {
+            deps.push(Label::parse(src, pkg).map_err(|e| anyhow!("In `srcs` of `{label}`: {e}"))?);
+            continue;
+        }
+        let path = WorkspacePath::in_package(pkg, src)
+            .map_err(|e| anyhow!("Source `{src}` of `{label}` is not in its package: {e}"))?;
+        if !globbed.contains(&path) {
+            let host = path.to_host(&ctx.root);
+            if host.is_dir() {
+                bail!(
+                    "Source `{src}` of `{label}` is a directory; name its files, e.g. with `glob([\"{src}/**\"])`"
+                );
+            }
+            if !host.is_file() {
+                ctx.missing_srcs
+                    .borrow_mut()
+                    .push((label.clone(), path.clone(), location.clone()));
+            }
+        }
+        srcs.insert(path);
+    }
+    deps.sort();
+    deps.dedup();
+
+    let outputs = |list: &[String], what: &str| -> anyhow::Result<Vec<WorkspacePath>> {
+        let mut out = BTreeSet::new();
+        for o in list {
+            let path = WorkspacePath::in_package(pkg, o).map_err(|e| {
+                anyhow!("Output `{o}` in `{what}` of `{label}` must be a path inside package `//{pkg}`: {e}")
+            })?;
+            if !out.insert(path) {
+                bail!("Output `{o}` is listed twice in `{what}` of `{label}`");
+            }
+        }
+        Ok(out.into_iter().collect())
+    };
+    let outs = outputs(&attrs.outs, "outs")?;
+    let out_dirs = outputs(&attrs.out_dirs, "out_dirs")?;
+
+    let mut env = BTreeMap::new();
+    for (k, v) in attrs.env {
+        if k.is_empty() || k.contains('=') {
+            bail!("Invalid environment variable name `{k}` in `env` of `{label}`");
+        }
+        env.insert(k, v);
+    }
+    if attrs.flaky < 0 {
+        bail!(
+            "`flaky` of `{label}` must be 0 or more, not {}",
+            attrs.flaky
+        );
+    }
+    let timeout_ms = parse_timeout(&attrs.timeout).map_err(|e| anyhow!("In `{label}`: {e}"))?;
+    drop(globbed);
+    ctx.targets.borrow_mut().push(Target {
+        label,
+        kind: attrs.kind,
+        srcs: srcs.into_iter().collect(),
+        deps,
+        cmd: attrs.cmd,
+        outs,
+        out_dirs,
+        env,
+        tools: attrs.tools,
+        timeout_ms,
+        flaky: attrs.flaky as u32,
+        tags: attrs.tags,
+        location,
+    });
+    Ok(NoneType)
+}
+
+fn compile_globs(patterns: &[String], what: &str) -> anyhow::Result<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        if p.starts_with('/') || p.split('/').any(|c| c == "..") {
+            bail!(
+                "Invalid pattern `{p}` in `{what}` of glob(): patterns are relative to the package and stay inside it"
+            );
+        }
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| anyhow!("Invalid pattern `{p}` in `{what}` of glob(): {e}"))?;
+        builder.add(glob);
+    }
+    Ok(builder.build()?)
+}
+
+#[starlark_module]
+pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
+    /// Files of this package matching any `include` pattern and no `exclude` pattern, sorted.
+    /// Never matches files of subpackages, ignored files, or any target's declared outputs.
+    fn glob<'v>(
+        #[starlark(require = pos)] include: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] exclude: UnpackList<String>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Vec<String>> {
+        let ctx = context(eval)?;
+        let inc = compile_globs(&include.items, "include")?;
+        let exc = compile_globs(&exclude.items, "exclude")?;
+        let matched: Vec<String> = ctx
+            .files
+            .iter()
+            .filter(|f| inc.is_match(f.as_str()) && !exc.is_match(f.as_str()))
+            .cloned()
+            .collect();
+        let mut globbed = ctx.globbed.borrow_mut();
+        for f in &matched {
+            if let Ok(p) = WorkspacePath::in_package(&ctx.package, f) {
+                globbed.insert(p);
+            }
+        }
+        Ok(matched)
+    }
+
+    /// The package of the BUILD file being evaluated (`"apps/web"`; `""` at the root).
+    fn package_name(eval: &mut Evaluator) -> anyhow::Result<String> {
+        Ok(context(eval)?.package.clone())
+    }
+
+    /// A named set of files (and labels of other targets) to use in `srcs` or `deps`.
+    fn filegroup(
+        #[starlark(require = named)] name: &str,
+        #[starlark(require = named, default = UnpackList::default())] srcs: UnpackList<String>,
+        eval: &mut Evaluator,
+    ) -> anyhow::Result<NoneType> {
+        let mut a = Attrs::new(name, Kind::Filegroup);
+        a.srcs = srcs.items;
+        declare(eval, a)
+    }
+
+    /// A named set of targets, e.g. `group(name = "ci", deps = [...])`.
+    fn group(
+        #[starlark(require = named)] name: &str,
+        #[starlark(require = named, default = UnpackList::default())] deps: UnpackList<String>,
+        eval: &mut Evaluator,
+    ) -> anyhow::Result<NoneType> {
+        let mut a = Attrs::new(name, Kind::Group);
+        a.deps = deps.items;
+        declare(eval, a)
+    }
+
+    /// A cached build step: `cmd` runs by `/bin/sh -c` in the package directory of a sandbox
+    /// holding only `srcs` and the outputs of `deps`, and must create `outs` / `out_dirs`.
+    fn action(
+        #[starlark(require = named)] name: &str,
+        #[starlark(require = named)] cmd: &str,
+        #[starlark(require = named, default = UnpackList::default())] srcs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] deps: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] outs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] out_dirs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackDictEntries::default())] env: UnpackDictEntries<
+            String,
+            String,
+        >,
+        #[starlark(require = named, default = UnpackList::default())] tools: UnpackList<String>,
+        #[starlark(require = named, default = ACTION_TIMEOUT)] timeout: &str,
+        #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
+        eval: &mut Evaluator,
+    ) -> anyhow::Result<NoneType> {
+        if outs.items.is_empty() && out_dirs.items.is_empty() {
+            bail!(
+                "Action `{name}` declares no `outs` or `out_dirs`; an action without outputs is a `test`"
+            );
+        }
+        let mut a = Attrs::new(name, Kind::Action);
+        a.cmd = cmd.to_string();
+        a.srcs = srcs.items;
+        a.deps = deps.items;
+        a.outs = outs.items;
+        a.out_dirs = out_dirs.items;
+        a.env = env.entries;
+        a.tools = tools.items;
+        a.timeout = timeout.to_string();
+        a.tags = tags.items;
+        declare(eval, a)
+    }
+
+    /// A cached check: passes when `cmd` exits 0. A passing test whose inputs are unchanged is
+    /// not run again; `flaky = N` retries a failure up to N times.
+    fn test(
+        #[starlark(require = named)] name: &str,
+        #[starlark(require = named)] cmd: &str,
+        #[starlark(require = named, default = UnpackList::default())] srcs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] deps: UnpackList<String>,
+        #[starlark(require = named, default = UnpackDictEntries::default())] env: UnpackDictEntries<
+            String,
+            String,
+        >,
+        #[starlark(require = named, default = UnpackList::default())] tools: UnpackList<String>,
+        #[starlark(require = named, default = TEST_TIMEOUT)] timeout: &str,
+        #[starlark(require = named, default = 0)] flaky: i32,
+        #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
+        eval: &mut Evaluator,
+    ) -> anyhow::Result<NoneType> {
+        let mut a = Attrs::new(name, Kind::Test);
+        a.cmd = cmd.to_string();
+        a.srcs = srcs.items;
+        a.deps = deps.items;
+        a.env = env.entries;
+        a.tools = tools.items;
+        a.timeout = timeout.to_string();
+        a.flaky = flaky;
+        a.tags = tags.items;
+        declare(eval, a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse() {
+        assert_eq!(parse_timeout("10m").unwrap(), 600_000);
+        assert_eq!(parse_timeout("30s").unwrap(), 30_000);
+        assert_eq!(parse_timeout("500ms").unwrap(), 500);
+        assert_eq!(parse_timeout("2h").unwrap(), 7_200_000);
+        assert_eq!(parse_timeout("5").unwrap(), 5_000);
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("0s").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! The workspace: its root (the directory holding `cairn.toml`), its settings, the host
+//! environment cairn was started with, and `WorkspacePath`, the only path type that may enter
+//! a key. The only module that reads environment variables.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file that marks a workspace root.
+pub(crate) const CONFIG_FILE: &str = "cairn.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkspaceError {
+    #[error(
+        "No `cairn.toml` found in `{0}` or any parent directory (a workspace root holds one; it may be empty)"
+    )]
+    NotFound(PathBuf),
+    #[error("Cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Invalid `{path}`: {message}")]
+    Config { path: PathBuf, message: String },
+}
+
+/// Settings from `cairn.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub build: BuildConfig,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreConfig {
+    /// Store directory; relative paths are relative to the workspace root.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildConfig {
+    /// Default parallelism.
+    pub jobs: Option<usize>,
+}
+
+/// The environment variables cairn itself uses, read once at start-up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostEnv {
+    pub cairn_store: Option<PathBuf>,
+    pub xdg_cache_home: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+    pub no_color: bool,
+}
+
+impl HostEnv {
+    #[allow(clippy::disallowed_methods)] // The one place that reads the host environment.
+    pub fn read() -> HostEnv {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        HostEnv {
+            cairn_store: var("CAIRN_STORE").map(PathBuf::from),
+            xdg_cache_home: var("XDG_CACHE_HOME").map(PathBuf::from),
+            home: var("HOME").map(PathBuf::from),
+            no_color: var("NO_COLOR").is_some(),
+        }
+    }
+}
+
+/// A found workspace.
+#[derive(Debug, Clone)]
+pub(crate) struct Workspace {
+    pub root: PathBuf,
+    pub config: Config,
+}
+
+impl Workspace {
+    /// Finds the workspace containing `dir` by walking up to the nearest `cairn.toml`.
+    pub fn find(dir: &Path) -> Result<Workspace, WorkspaceError> {
+        let start = dir.canonicalize().map_err(|source| WorkspaceError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut cur = start.as_path();
+        loop {
+            let candidate = cur.join(CONFIG_FILE);
+            if candidate.is_file() {
+                let text =
+                    std::fs::read_to_string(&candidate).map_err(|source| WorkspaceError::Read {
+                        path: candidate.clone(),
+                        source,
+                    })?;
+                let config: Config = toml::from_str(&text).map_err(|e| WorkspaceError::Config {
+                    path: candidate.clone(),
+                    message: e.to_string().trim().replace('\n', " "),
+                })?;
+                return Ok(Workspace {
+                    root: cur.to_path_buf(),
+                    config,
+                });
+            }
+            match cur.parent() {
+                Some(parent) => cur = parent,
+                None => return Err(WorkspaceError::NotFound(start)),
+            }
+        }
+    }
+
+    /// The store directory: `CAIRN_STORE`, else `cairn.toml`'s `[store] path`, else
+    /// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
+    pub fn store_dir(&self, env: &HostEnv) -> PathBuf {
+        if let Some(dir) = &env.cairn_store {
+            return dir.clone();
+        }
+        if let Some(dir) = &self.config.store.path {
+            return self.root.join(dir);
+        }
+        if let Some(cache) = &env.xdg_cache_home {
+            return cache.join("cairn");
+        }
+        match &env.home {
+            Some(home) => home.join(".cache/cairn"),
+            None => self.root.join(".cairn-store"),
+        }
+    }
+
+    /// The workspace package containing host directory `dir`, for relative patterns.
+    pub fn package_of(&self, dir: &Path) -> String {
+        dir.canonicalize()
+            .ok()
+            .and_then(|d| d.strip_prefix(&self.root).ok().map(Path::to_path_buf))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A normalised path relative to the workspace root: `/`-separated, no `.` or `..`
+/// components, not absolute, not empty. The only path form that enters an action key.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct WorkspacePath(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum PathError {
+    #[error("`{0}` is absolute; paths are relative to their package")]
+    Absolute(String),
+    #[error("`{0}` leaves its package (`..`)")]
+    Escapes(String),
+    #[error("the path is empty")]
+    Empty,
+}
+
+impl WorkspacePath {
+    /// Joins a package-relative path onto a package, normalising it. `..` may not climb out of
+    /// the package.
+    pub fn in_package(package: &str, rel: &str) -> Result<WorkspacePath, PathError> {
+        if rel.starts_with('/') {
+            return Err(PathError::Absolute(rel.to_string()));
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for part in rel.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err(PathError::Escapes(rel.to_string()));
+                    }
+                }
+                p => parts.push(p),
+            }
+        }
+        if parts.is_empty() {
+            return Err(PathError::Empty);
+        }
+        let rel = parts.join("/");
+        Ok(WorkspacePath(if package.is_empty() {
+            rel
+        } else {
+            format!("{package}/{rel}")
+        }))
+    }
+
+    /// Wraps an already-normalised relative path (from a walk of the workspace).
+    pub fn from_normalized(path: String) -> WorkspacePath {
+        debug_assert!(!path.starts_with('/') && !path.split('/').any(|p| p == ".." || p == "."));
+        WorkspacePath(path)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_host(&self, root: &Path) -> PathBuf {
+        root.join(&self.0)
+    }
+
+    /// Whether `self` is `other` or lies below it.
+    pub fn is_within(&self, other: &WorkspacePath) -> bool {
+        self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+
+    /// This path relative to a package directory (`..` where needed), as a command in that
+    /// directory would name it.
+    pub fn relative_to(&self, package: &str) -> String {
+        if package.is_empty() {
+            return self.0.clone();
+        }
+        let base: Vec<&str> = package.split('/').collect();
+        let target: Vec<&str> = self.0.split('/').collect();
+        let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+        let ups = base.len() - common;
+        let mut parts: Vec<&str> = std::iter::repeat_n("..", ups).collect();
+        parts.extend(&target[common..]);
+        parts.join("/")
+    }
+}
+
+impl fmt::Display for WorkspacePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for WorkspacePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_and_kept_in_their_package() {
+        let p = WorkspacePath::in_package("apps/web", "./src/../src/app.ts").unwrap();
+        assert_eq!(p.as_str(), "apps/web/src/app.ts");
+        assert_eq!(
+            WorkspacePath::in_package("", "a.txt").unwrap().as_str(),
+            "a.txt"
+        );
+        assert_eq!(
+            WorkspacePath::in_package("apps/web", "../x"),
+            Err(PathError::Escapes("../x".into()))
+        );
+        assert_eq!(
+            WorkspacePath::in_package("apps/web", "/etc/passwd"),
+            Err(PathError::Absolute("/etc/passwd".into()))
+        );
+        assert_eq!(WorkspacePath::in_package("a", "."), Err(PathError::Empty));
+    }
+
+    #[test]
+    fn relative_to_package() {
+        let p = WorkspacePath::from_normalized("packages/tokens/dist/web.css".into());
+        assert_eq!(
+            p.relative_to("apps/web"),
+            "../../packages/tokens/dist/web.css"
+        );
+        assert_eq!(p.relative_to("packages/tokens"), "dist/web.css");
+        assert_eq!(p.relative_to(""), "packages/tokens/dist/web.css");
+    }
+
+    #[test]
+    fn within() {
+        let dir = WorkspacePath::from_normalized("a/dist".into());
+        assert!(WorkspacePath::from_normalized("a/dist/x".into()).is_within(&dir));
+        assert!(dir.is_within(&dir));
+        assert!(!WorkspacePath::from_normalized("a/distx".into()).is_within(&dir));
+    }
+}

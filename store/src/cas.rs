@@ -1,0 +1,360 @@
+//! The content-addressed blob store: files named by digest, written atomically (temp file +
+//! rename), zstd-compressed where that pays, and verified against their digest when read.
+//! Never deletes a blob except one found corrupt (GC lives elsewhere).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Digest;
+use crate::error::{IoContext, Result, StoreError};
+
+/// Blobs smaller than this are stored raw: compression would not pay for its header.
+const COMPRESS_MIN: u64 = 4 * 1024;
+/// Blobs larger than this are stored raw, to keep memory bounded while compressing.
+const COMPRESS_MAX: u64 = 64 * 1024 * 1024;
+/// A compressed blob is kept only if it is at most this fraction of the raw size.
+const COMPRESS_RATIO: f64 = 0.8;
+
+/// The blob store rooted at a directory (`<store>/cas`).
+#[derive(Debug, Clone)]
+pub struct Cas {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Where and how one blob is stored.
+enum Stored {
+    Raw(PathBuf),
+    Zstd(PathBuf),
+}
+
+impl Cas {
+    /// Opens (creating if needed) the blob store under `root`, using `tmp` for partial writes.
+    /// `tmp` must be on the same file system as `root` so renames are atomic.
+    pub fn open(root: PathBuf, tmp: PathBuf) -> Result<Cas> {
+        fs::create_dir_all(&root).at("create", &root)?;
+        fs::create_dir_all(&tmp).at("create", &tmp)?;
+        Ok(Cas { root, tmp })
+    }
+
+    fn raw_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    fn zstd_path(&self, digest: &Digest) -> PathBuf {
+        let mut path = self.raw_path(digest);
+        path.set_extension("zst");
+        path
+    }
+
+    fn locate(&self, digest: &Digest) -> Option<Stored> {
+        let raw = self.raw_path(digest);
+        if raw.exists() {
+            return Some(Stored::Raw(raw));
+        }
+        let zst = self.zstd_path(digest);
+        zst.exists().then_some(Stored::Zstd(zst))
+    }
+
+    /// Whether the blob is present (not verified).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.locate(digest).is_some()
+    }
+
+    /// The path of a stored blob and whether it is compressed, for size accounting.
+    pub fn blob_path(&self, digest: &Digest) -> Option<(PathBuf, bool)> {
+        match self.locate(digest)? {
+            Stored::Raw(p) => Some((p, false)),
+            Stored::Zstd(p) => Some((p, true)),
+        }
+    }
+
+    /// Stores bytes; returns their digest. A blob already present is not rewritten.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of_bytes(bytes);
+        if !self.contains(&digest) {
+            self.write_new(&digest, bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Stores a file's content; returns its digest. Reads the file once for hashing and once
+    /// more only if the blob is new.
+    pub fn put_file(&self, path: &Path) -> Result<Digest> {
+        let digest = Digest::of_file(path).at("read", path)?;
+        self.put_file_with_digest(path, digest)?;
+        Ok(digest)
+    }
+
+    /// Stores a file whose digest the caller already knows (e.g. from the file-state cache).
+    /// The copy is re-hashed before it is published, so a file that changed in between is
+    /// rejected instead of stored under the wrong name.
+    pub fn put_file_with_digest(&self, path: &Path, digest: Digest) -> Result<()> {
+        if self.contains(&digest) {
+            return Ok(());
+        }
+        if (COMPRESS_MIN..=COMPRESS_MAX).contains(&digest.size) {
+            let bytes = fs::read(path).at("read", path)?;
+            let actual = Digest::of_bytes(&bytes);
+            if actual != digest {
+                return Err(changed_while_storing(path));
+            }
+            return self.write_new(&digest, &bytes);
+        }
+        let tmp = self.temp_file()?;
+        fs::copy(path, tmp.path()).at("copy", path)?;
+        let actual = Digest::of_file(tmp.path()).at("read", tmp.path())?;
+        if actual != digest {
+            return Err(changed_while_storing(path));
+        }
+        self.publish(tmp, &self.raw_path(&digest))
+    }
+
+    fn write_new(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let size = bytes.len() as u64;
+        if (COMPRESS_MIN..=COMPRESS_MAX).contains(&size) {
+            let packed = zstd::bulk::compress(bytes, 3).at("compress", self.raw_path(digest))?;
+            if (packed.len() as f64) <= size as f64 * COMPRESS_RATIO {
+                return self.write_atomically(&self.zstd_path(digest), &packed);
+            }
+        }
+        self.write_atomically(&self.raw_path(digest), bytes)
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::NamedTempFile::new_in(&self.tmp).at("create temp file in", &self.tmp)
+    }
+
+    fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = self.temp_file()?;
+        tmp.write_all(bytes).at("write", tmp.path())?;
+        self.publish(tmp, dest)
+    }
+
+    /// Renames a finished temp file into place: a crash leaves either no blob or a whole one
+    /// under a digest name. There is no fsync per blob (it would dominate cold builds); a blob
+    /// damaged by a power loss fails verification on read, is removed, and its action re-runs.
+    fn publish(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+        let parent = dest.parent().expect("blob paths have a fan-out directory");
+        fs::create_dir_all(parent).at("create", parent)?;
+        tmp.persist(dest)
+            .map_err(|e| e.error)
+            .at("rename into", dest)?;
+        Ok(())
+    }
+
+    /// Reads a whole blob, verifying its digest. A corrupt blob is removed and reported.
+    pub fn get_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let bytes = match self.locate(digest).ok_or(StoreError::Missing(*digest))? {
+            Stored::Raw(path) => fs::read(&path).at("read", &path)?,
+            Stored::Zstd(path) => {
+                let file = File::open(&path).at("read", &path)?;
+                let mut out = Vec::with_capacity(digest.size as usize);
+                zstd::stream::read::Decoder::new(file)
+                    .and_then(|mut d| d.read_to_end(&mut out))
+                    .at("decompress", &path)?;
+                out
+            }
+        };
+        self.check(digest, Digest::of_bytes(&bytes))?;
+        Ok(bytes)
+    }
+
+    /// Writes a blob's content to `dest` (replacing it atomically) with mode 0644, or 0755 when
+    /// `executable`. Raw blobs are reflinked where the file system allows, else copied; the
+    /// written file is verified before it is renamed into place.
+    pub fn write_to(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
+        let parent = dest
+            .parent()
+            .expect("a destination file has a parent directory");
+        fs::create_dir_all(parent).at("create", parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".cairn-tmp-")
+            .tempfile_in(parent)
+            .at("create temp file in", parent)?;
+        let actual = match self.locate(digest).ok_or(StoreError::Missing(*digest))? {
+            Stored::Raw(path) => {
+                // reflink needs a destination that does not exist yet: keep the unique name,
+                // drop the empty file.
+                let tmp = tmp.into_temp_path();
+                fs::remove_file(&tmp).at("remove", &tmp)?;
+                reflink_copy::reflink_or_copy(&path, &tmp).at("copy", &path)?;
+                let actual = Digest::of_file(&tmp).at("read", &tmp)?;
+                (tmp, actual)
+            }
+            Stored::Zstd(path) => {
+                let file = File::open(&path).at("read", &path)?;
+                let mut writer = HashingWriter::new(tmp.as_file());
+                zstd::stream::read::Decoder::new(file)
+                    .and_then(|mut d| io::copy(&mut d, &mut writer))
+                    .at("decompress", &path)?;
+                let actual = writer.digest();
+                (tmp.into_temp_path(), actual)
+            }
+        };
+        let (tmp, actual) = actual;
+        self.check(digest, actual)?;
+        set_mode(&tmp, executable)?;
+        tmp.persist(dest)
+            .map_err(|e| e.error)
+            .at("rename into", dest)?;
+        Ok(())
+    }
+
+    /// Re-hashes a blob; removes it if corrupt. Returns whether it was sound.
+    pub fn verify(&self, digest: &Digest) -> Result<bool> {
+        match self.get_bytes(digest) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Corrupt { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check(&self, expected: &Digest, actual: Digest) -> Result<()> {
+        if actual == *expected {
+            return Ok(());
+        }
+        // A corrupt blob must never be served again: drop it so the next build re-creates it.
+        for path in [self.raw_path(expected), self.zstd_path(expected)] {
+            let _ = fs::remove_file(path);
+        }
+        Err(StoreError::Corrupt {
+            expected: *expected,
+            actual,
+        })
+    }
+
+    /// Every stored blob's digest hex and on-disk size.
+    pub fn list(&self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for fan in fs::read_dir(&self.root).at("list", &self.root)? {
+            let fan = fan.at("list", &self.root)?.path();
+            if !fan.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&fan).at("list", &fan)? {
+                let entry = entry.at("list", &fan)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let hex = name.trim_end_matches(".zst").to_string();
+                let len = entry.metadata().at("stat", entry.path())?.len();
+                out.push((hex, len));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn changed_while_storing(path: &Path) -> StoreError {
+    StoreError::Io {
+        op: "store",
+        path: path.to_path_buf(),
+        source: io::Error::other("the file changed while it was being stored"),
+    }
+}
+
+/// Sets a normalised mode: 0755 for executables, 0644 otherwise, so one content never has two
+/// digests (REAPI keeps only `is_executable`).
+pub fn set_mode(path: &Path, executable: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if executable { 0o755 } else { 0o644 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("chmod", path)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    fn digest(&self) -> Digest {
+        Digest {
+            hash: *self.hasher.finalize().as_bytes(),
+            size: self.hasher.count(),
+        }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cas() -> (tempfile::TempDir, Cas) {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
+        (dir, cas)
+    }
+
+    #[test]
+    fn round_trips_small_and_compressible_blobs() {
+        let (_dir, cas) = cas();
+        let small = b"tiny".to_vec();
+        let big = "abc".repeat(10_000).into_bytes();
+        for data in [small, big] {
+            let d = cas.put_bytes(&data).unwrap();
+            assert_eq!(cas.get_bytes(&d).unwrap(), data);
+        }
+        let (path, compressed) = cas
+            .blob_path(&Digest::of_bytes(&"abc".repeat(10_000).into_bytes()))
+            .unwrap();
+        assert!(
+            compressed,
+            "repetitive 30 KB blob should be stored compressed at {path:?}"
+        );
+    }
+
+    #[test]
+    fn corrupt_blob_is_detected_and_removed() {
+        let (_dir, cas) = cas();
+        let d = cas.put_bytes(b"precious bytes").unwrap();
+        let (path, _) = cas.blob_path(&d).unwrap();
+        fs::write(&path, b"precious bytez").unwrap();
+        assert!(matches!(cas.get_bytes(&d), Err(StoreError::Corrupt { .. })));
+        assert!(!cas.contains(&d));
+    }
+
+    #[test]
+    fn write_to_restores_content_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, cas) = cas();
+        let data = "x".repeat(50_000).into_bytes();
+        let d = cas.put_bytes(&data).unwrap();
+        let dest = dir.path().join("out/deep/file");
+        cas.write_to(&d, &dest, true).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), data);
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+    }
+
+    #[test]
+    fn put_file_rejects_a_wrong_digest() {
+        let (dir, cas) = cas();
+        let src = dir.path().join("src");
+        fs::write(&src, "y".repeat(10_000)).unwrap();
+        let wrong = Digest::of_bytes(b"other");
+        assert!(cas.put_file_with_digest(&src, wrong).is_err());
+        assert!(!cas.contains(&wrong));
+    }
+}

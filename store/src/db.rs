@@ -1,0 +1,363 @@
+//! The store's metadata in SQLite (WAL): the action cache, the file-state cache and build
+//! statistics. One connection per `Db`, guarded by a mutex; every multi-row write is one
+//! transaction. Never stores a blob's bytes (those live in the CAS).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::Digest;
+use crate::error::{Result, StoreError};
+use crate::file_state::FileState;
+
+/// Bump when the schema changes; `migrate` upgrades older databases in place.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS action_cache (
+    key BLOB PRIMARY KEY,
+    result BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS file_state (
+    path TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS builds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    finished_ms INTEGER NOT NULL,
+    executed INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    wall_ms INTEGER NOT NULL,
+    saved_ms INTEGER NOT NULL
+);
+";
+
+/// Counts of one finished build, recorded for `cairn store stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildRecord {
+    /// Actions and tests that ran.
+    pub executed: u64,
+    /// Actions and tests answered from the cache.
+    pub cached: u64,
+    /// Actions and tests that failed.
+    pub failed: u64,
+    /// The build's wall time.
+    pub wall_ms: u64,
+    /// The recorded run time of every cached action: what the cache saved.
+    pub saved_ms: u64,
+}
+
+/// Totals over the recorded builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildTotals {
+    /// How many builds were recorded.
+    pub builds: u64,
+    /// The sum of their records.
+    pub sum: BuildRecord,
+}
+
+/// The metadata database.
+#[derive(Debug)]
+pub struct Db {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db> {
+        let err = |source| StoreError::Db {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // Concurrent cairn processes share the store: wait for a writer instead of failing.
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let db = Db {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let conn = self.conn();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA_V1).map_err(|e| self.err(e))?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The encoded `ActionResult` stored under an action key, marking it used.
+    pub fn get_action_result(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn();
+        let found: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT result FROM action_cache WHERE key = ?1",
+                params![key.hash.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if found.is_some() {
+            conn.execute(
+                "UPDATE action_cache SET last_used_ms = ?2 WHERE key = ?1",
+                params![key.hash.as_slice(), now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(found)
+    }
+
+    /// Stores an encoded `ActionResult` under an action key. The caller stores every blob the
+    /// result references first, so an entry never points at a missing blob.
+    pub fn put_action_result(&self, key: &Digest, result: &[u8]) -> Result<()> {
+        let now = now_ms();
+        self.conn()
+            .execute(
+                "INSERT INTO action_cache (key, result, created_ms, last_used_ms)
+                 VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(key) DO UPDATE SET result = ?2, last_used_ms = ?3",
+                params![key.hash.as_slice(), result, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Removes an action result (e.g. one whose blobs turned out corrupt or missing).
+    pub fn remove_action_result(&self, key: &Digest) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM action_cache WHERE key = ?1",
+                params![key.hash.as_slice()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// How many action results are stored.
+    pub fn action_count(&self) -> Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM action_cache", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every file state recorded for paths under `prefix`, in one query.
+    pub fn load_file_states(&self, prefix: &str) -> Result<HashMap<String, FileState>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, hash FROM file_state
+                 WHERE path >= ?1 AND path < ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        // `prefix` + U+10FFFF sorts after every path below the prefix.
+        let end = format!("{prefix}\u{10FFFF}");
+        let rows = stmt
+            .query_map(params![prefix, end], |r| {
+                let hash: Vec<u8> = r.get(7)?;
+                let size: i64 = r.get(3)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    FileState {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        mtime_ns: r.get(4)?,
+                        ctime_ns: r.get(5)?,
+                        mode: r.get::<_, i64>(6)? as u32,
+                        digest: Digest {
+                            hash: hash.try_into().unwrap_or([0; 32]),
+                            size: size as u64,
+                        },
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records file states in one transaction.
+    pub fn save_file_states(&self, states: &[(String, FileState)]) -> Result<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO file_state
+                     (path, dev, ino, size, mtime_ns, ctime_ns, mode, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (path, s) in states {
+                stmt.execute(params![
+                    path,
+                    s.dev as i64,
+                    s.ino as i64,
+                    s.digest.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    s.mode as i64,
+                    s.digest.hash.as_slice()
+                ])
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Records a finished build's counts.
+    pub fn record_build(&self, record: &BuildRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO builds (finished_ms, executed, cached, failed, wall_ms, saved_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    now_ms(),
+                    record.executed as i64,
+                    record.cached as i64,
+                    record.failed as i64,
+                    record.wall_ms as i64,
+                    record.saved_ms as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Totals over the most recent `last` builds.
+    pub fn build_totals(&self, last: u64) -> Result<BuildTotals> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(executed), 0), COALESCE(SUM(cached), 0),
+                        COALESCE(SUM(failed), 0), COALESCE(SUM(wall_ms), 0),
+                        COALESCE(SUM(saved_ms), 0)
+                 FROM (SELECT * FROM builds ORDER BY id DESC LIMIT ?1)",
+                params![last as i64],
+                |r| {
+                    Ok(BuildTotals {
+                        builds: r.get::<_, i64>(0)? as u64,
+                        sum: BuildRecord {
+                            executed: r.get::<_, i64>(1)? as u64,
+                            cached: r.get::<_, i64>(2)? as u64,
+                            failed: r.get::<_, i64>(3)? as u64,
+                            wall_ms: r.get::<_, i64>(4)? as u64,
+                            saved_ms: r.get::<_, i64>(5)? as u64,
+                        },
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // LRU bookkeeping needs the wall clock; never hashed.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_results_round_trip_and_can_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let key = Digest::of_bytes(b"action");
+        assert_eq!(db.get_action_result(&key).unwrap(), None);
+        db.put_action_result(&key, b"result").unwrap();
+        assert_eq!(
+            db.get_action_result(&key).unwrap().as_deref(),
+            Some(&b"result"[..])
+        );
+        assert_eq!(db.action_count().unwrap(), 1);
+        db.remove_action_result(&key).unwrap();
+        assert_eq!(db.get_action_result(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn file_states_are_scoped_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let state = FileState {
+            dev: 1,
+            ino: 2,
+            mtime_ns: 3,
+            ctime_ns: 4,
+            mode: 0o644,
+            digest: Digest::of_bytes(b"x"),
+        };
+        db.save_file_states(&[
+            ("/ws/a/x".into(), state),
+            ("/ws/b".into(), state),
+            ("/wsother/c".into(), state),
+        ])
+        .unwrap();
+        let got = db.load_file_states("/ws/").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["/ws/a/x"], state);
+    }
+
+    #[test]
+    fn reopening_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let key = Digest::of_bytes(b"k");
+        Db::open(&path)
+            .unwrap()
+            .put_action_result(&key, b"r")
+            .unwrap();
+        assert!(
+            Db::open(&path)
+                .unwrap()
+                .get_action_result(&key)
+                .unwrap()
+                .is_some()
+        );
+    }
+}

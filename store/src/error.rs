@@ -1,0 +1,89 @@
+//! The store's error type: every I/O failure carries the path it happened on.
+
+use std::path::PathBuf;
+
+use crate::Digest;
+
+/// Anything the store can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        /// What was being done (`read`, `write`, `rename`, ...).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SQLite metadata database failed.
+    #[error("Store database `{path}`: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A blob's bytes do not hash to its name: it was corrupted on disk and has been removed.
+    #[error(
+        "Blob {expected} is corrupt (its content hashes to {actual}); it was removed from the store"
+    )]
+    Corrupt {
+        /// The digest the blob is stored under.
+        expected: Digest,
+        /// What its content hashes to.
+        actual: Digest,
+    },
+    /// A blob the caller asked for is not in the store.
+    #[error("Blob {0} is not in the store")]
+    Missing(Digest),
+    /// A stored protobuf message could not be decoded.
+    #[error("Stored message {digest} does not decode as {what}: {source}")]
+    Decode {
+        /// The blob holding the message.
+        digest: Digest,
+        /// The expected message type.
+        what: &'static str,
+        /// The decoding error.
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// A stored `Tree` message is malformed (dangling child, bad entry name).
+    #[error("Stored tree {digest} is malformed: {why}")]
+    BadTree {
+        /// The blob holding the `Tree`.
+        digest: Digest,
+        /// What is wrong.
+        why: String,
+    },
+    /// An output tree holds something cairn cannot store (a socket, a device, an absolute
+    /// symlink escaping the tree...).
+    #[error("Unsupported file `{path}`: {why}")]
+    Unsupported {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// Shorthand for results of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Adds the path and operation to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| StoreError::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}

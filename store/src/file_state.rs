@@ -1,0 +1,245 @@
+//! The file-state cache: (path, device, inode, size, mtime, ctime, mode) → digest, so a file
+//! whose metadata is unchanged is never re-hashed. Loaded in one query per build, written back
+//! in one transaction. Never trusts an entry whose mtime is too recent to be unambiguous.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::Digest;
+use crate::db::Db;
+use crate::error::Result;
+
+/// A file modified less than this before it was hashed may still change within the same
+/// timestamp tick without changing its metadata ("racy clean", as in git): such a file is
+/// hashed but not remembered, so the next build hashes it again.
+const RACY_WINDOW_NS: i64 = 1_000_000_000;
+
+/// What the cache remembers about one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileState {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Status-change time, nanoseconds since the epoch.
+    pub ctime_ns: i64,
+    /// The permission bits.
+    pub mode: u32,
+    /// The content digest (its `size` is the file size).
+    pub digest: Digest,
+}
+
+/// A file's digest and whether it is executable, as it enters an input tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The content digest.
+    pub digest: Digest,
+    /// Whether any execute bit is set.
+    pub executable: bool,
+}
+
+impl FileState {
+    fn from_metadata(meta: &Metadata, digest: Digest) -> FileState {
+        FileState {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            mode: meta.mode() & 0o7777,
+            digest,
+        }
+    }
+
+    fn matches(&self, meta: &Metadata) -> bool {
+        *self
+            == FileState::from_metadata(
+                meta,
+                Digest {
+                    size: meta.len(),
+                    ..self.digest
+                },
+            )
+    }
+
+    fn info(&self) -> FileInfo {
+        FileInfo {
+            digest: self.digest,
+            executable: self.mode & 0o111 != 0,
+        }
+    }
+}
+
+/// The file-state cache of one workspace for one build: a snapshot read at the start and the
+/// updates to write back at the end. Safe to share between threads.
+#[derive(Debug, Default)]
+pub struct FileStates {
+    snapshot: HashMap<String, FileState>,
+    updates: Mutex<HashMap<String, FileState>>,
+}
+
+/// How a digest was obtained, for statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// From the cache: only a `stat`.
+    Hit,
+    /// The file was read and hashed.
+    Hashed,
+}
+
+impl FileStates {
+    /// Loads the states recorded for files under `root` (an absolute path).
+    pub fn load(db: &Db, root: &Path) -> Result<FileStates> {
+        let mut prefix = root.to_string_lossy().into_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(FileStates {
+            snapshot: db.load_file_states(&prefix)?,
+            updates: Mutex::default(),
+        })
+    }
+
+    fn remembered(&self, key: &str) -> Option<FileState> {
+        let updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
+        updates.get(key).or_else(|| self.snapshot.get(key)).copied()
+    }
+
+    /// The digest of a regular file (symlinks are followed), hashing it only if its metadata
+    /// changed since it was last seen.
+    pub fn file_info(&self, path: &Path) -> io::Result<(FileInfo, Lookup)> {
+        let meta = std::fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let key = path.to_string_lossy();
+        if let Some(state) = self.remembered(&key)
+            && state.matches(&meta)
+        {
+            return Ok((state.info(), Lookup::Hit));
+        }
+        let digest = Digest::of_file(path)?;
+        // Re-stat: if the file changed while we hashed it, the digest may describe neither
+        // version, so it is returned but not remembered.
+        let after = std::fs::metadata(path)?;
+        let state = FileState::from_metadata(&meta, digest);
+        if state.matches(&after) {
+            self.remember(&key, state);
+        }
+        Ok((state.info(), Lookup::Hashed))
+    }
+
+    /// Records the state of a file cairn just wrote with known content (a restored output),
+    /// so the next build does not hash it.
+    pub fn record_written(&self, path: &Path, digest: Digest) -> io::Result<()> {
+        let meta = std::fs::metadata(path)?;
+        self.remember(
+            &path.to_string_lossy(),
+            FileState::from_metadata(&meta, digest),
+        );
+        Ok(())
+    }
+
+    /// Whether the file at `path` is known (by metadata alone) to hold `digest`.
+    pub fn is_known(&self, path: &Path, digest: &Digest) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        self.remembered(&path.to_string_lossy())
+            .is_some_and(|s| s.digest == *digest && s.matches(&meta))
+    }
+
+    fn remember(&self, key: &str, state: FileState) {
+        if state.mtime_ns > now_ns() - RACY_WINDOW_NS {
+            return;
+        }
+        if self.snapshot.get(key) == Some(&state) {
+            return;
+        }
+        let mut updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
+        updates.insert(key.to_string(), state);
+    }
+
+    /// Writes the new and changed states back in one transaction.
+    pub fn save(&self, db: &Db) -> Result<()> {
+        let updates: Vec<(String, FileState)> = {
+            let mut guard = self.updates.lock().unwrap_or_else(|p| p.into_inner());
+            guard.drain().collect()
+        };
+        db.save_file_states(&updates)
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // The racy-clean check compares against the wall clock.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn age(path: &Path) {
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn unchanged_file_is_not_rehashed_and_edits_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let file = dir.path().join("ws/a.txt");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "one").unwrap();
+        age(&file);
+
+        let states = FileStates::load(&db, &dir.path().join("ws")).unwrap();
+        let (info, how) = states.file_info(&file).unwrap();
+        assert_eq!(
+            (info.digest, how),
+            (Digest::of_bytes(b"one"), Lookup::Hashed)
+        );
+        states.save(&db).unwrap();
+
+        let states = FileStates::load(&db, &dir.path().join("ws")).unwrap();
+        assert_eq!(states.file_info(&file).unwrap().1, Lookup::Hit);
+
+        std::fs::write(&file, "two").unwrap();
+        age(&file); // same mtime as before: the ctime and size still tell
+        let (info, how) = states.file_info(&file).unwrap();
+        assert_eq!(
+            (info.digest, how),
+            (Digest::of_bytes(b"two"), Lookup::Hashed)
+        );
+    }
+
+    #[test]
+    fn recently_modified_files_are_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let file = dir.path().join("fresh");
+        std::fs::write(&file, "new").unwrap();
+        let states = FileStates::load(&db, dir.path()).unwrap();
+        states.file_info(&file).unwrap();
+        states.save(&db).unwrap();
+        let states = FileStates::load(&db, dir.path()).unwrap();
+        assert_eq!(states.file_info(&file).unwrap().1, Lookup::Hashed);
+    }
+}

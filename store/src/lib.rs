@@ -1,0 +1,136 @@
+//! `cairn-store`: cairn's content-addressed store, usable on its own. It owns digests, the blob
+//! store (CAS), the SQLite action cache and file-state cache, REAPI Merkle trees and output
+//! restoration. It knows nothing about Starlark, labels or the command line.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod cas;
+mod db;
+mod digest;
+mod error;
+mod file_state;
+mod materialize;
+mod tree;
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+pub use cas::{Cas, set_mode};
+pub use db::{BuildRecord, BuildTotals, Db};
+pub use digest::{Digest, ParseDigestError};
+pub use error::{Result, StoreError};
+pub use file_state::{FileInfo, FileState, FileStates, Lookup};
+pub use materialize::{Restored, restore_contents, restore_dir, restore_file};
+pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};
+
+/// A store on disk: `cas/` (blobs), `tmp/` (partial writes), `logs/` (action logs) and
+/// `metadata.sqlite`.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    cas: Cas,
+    db: Db,
+}
+
+/// Sizes and counts for `cairn store stats`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Number of blobs.
+    pub blobs: u64,
+    /// Bytes on disk taken by blobs (after compression).
+    pub blob_bytes: u64,
+    /// Number of action results.
+    pub actions: u64,
+    /// Totals over recent builds.
+    pub recent: BuildTotals,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it if needed.
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
+            op: "create",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let cas = Cas::open(root.join("cas"), root.join("tmp"))?;
+        let db = Db::open(&root.join("metadata.sqlite"))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            cas,
+            db,
+        })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob store.
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// The metadata database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The directory for action logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The action result stored under `key`, if every blob it references is still present.
+    /// An entry that cannot be used (undecodable, or a blob gone) is removed and reported as
+    /// absent, so the action simply runs again.
+    pub fn get_action_result(&self, key: &Digest) -> Result<Option<reapi::ActionResult>> {
+        let Some(bytes) = self.db.get_action_result(key)? else {
+            return Ok(None);
+        };
+        let usable = reapi::ActionResult::decode(bytes.as_slice())
+            .ok()
+            .filter(|r| referenced_blobs(r).all(|d| d.is_some_and(|d| self.cas.contains(&d))));
+        if usable.is_none() {
+            self.db.remove_action_result(key)?;
+        }
+        Ok(usable)
+    }
+
+    /// Stores an action result. Every blob it references must already be in the CAS.
+    pub fn put_action_result(&self, key: &Digest, result: &reapi::ActionResult) -> Result<()> {
+        debug_assert!(referenced_blobs(result).all(|d| d.is_some_and(|d| self.cas.contains(&d))));
+        self.db.put_action_result(key, &result.encode_to_vec())
+    }
+
+    /// Sizes and counts.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let blobs = self.cas.list()?;
+        Ok(StoreStats {
+            blobs: blobs.len() as u64,
+            blob_bytes: blobs.iter().map(|(_, n)| n).sum(),
+            actions: self.db.action_count()?,
+            recent: self.db.build_totals(100)?,
+        })
+    }
+}
+
+/// Every blob digest an action result points at (`None` for a malformed digest).
+fn referenced_blobs(result: &reapi::ActionResult) -> impl Iterator<Item = Option<Digest>> + '_ {
+    let files = result.output_files.iter().map(|f| f.digest.as_ref());
+    let dirs = result
+        .output_directories
+        .iter()
+        .map(|d| d.tree_digest.as_ref());
+    let logs = [result.stdout_digest.as_ref(), result.stderr_digest.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(Some);
+    files
+        .chain(dirs)
+        .chain(logs)
+        .map(|d| d.and_then(Digest::from_reapi))
+}

@@ -1,0 +1,365 @@
+//! REAPI Merkle trees: input roots built from a flat path → file map, output directories
+//! captured from disk into `Tree` messages and restored from them. Encodings follow REAPI's
+//! canonical form (entries sorted by name), so equal trees always have equal digests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::Path;
+
+use prost::Message;
+
+use crate::cas::Cas;
+use crate::error::{IoContext, Result, StoreError};
+use crate::file_state::FileInfo;
+use crate::{Digest, reapi};
+
+/// A Merkle tree of `Directory` messages.
+#[derive(Debug, Clone)]
+pub struct MerkleTree {
+    /// The digest of the encoded root `Directory`.
+    pub root: Digest,
+    /// The root `Directory` message.
+    pub root_dir: reapi::Directory,
+    /// Every non-root `Directory` message (deduplicated), children before parents.
+    pub children: Vec<reapi::Directory>,
+}
+
+#[derive(Default)]
+struct Node {
+    files: BTreeMap<String, FileInfo>,
+    symlinks: BTreeMap<String, String>,
+    dirs: BTreeMap<String, Node>,
+}
+
+impl MerkleTree {
+    /// Builds the tree of a set of files given by `/`-separated relative paths. Empty
+    /// directories are expressed with a trailing `/` key mapped to nothing; see `build_with_dirs`.
+    pub fn build(files: &BTreeMap<String, FileInfo>) -> MerkleTree {
+        MerkleTree::build_with_dirs(files, &BTreeMap::new(), &[])
+    }
+
+    /// Builds a tree of files, symlinks (path → target) and directories that must exist even if
+    /// empty.
+    pub fn build_with_dirs(
+        files: &BTreeMap<String, FileInfo>,
+        symlinks: &BTreeMap<String, String>,
+        empty_dirs: &[String],
+    ) -> MerkleTree {
+        let mut root = Node::default();
+        for (path, info) in files {
+            let (dir, name) = split(path);
+            node_at(&mut root, dir)
+                .files
+                .insert(name.to_string(), *info);
+        }
+        for (path, target) in symlinks {
+            let (dir, name) = split(path);
+            node_at(&mut root, dir)
+                .symlinks
+                .insert(name.to_string(), target.clone());
+        }
+        for dir in empty_dirs {
+            node_at(&mut root, dir);
+        }
+        let mut children = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let root_dir = encode_node(&root, &mut children, &mut seen);
+        MerkleTree {
+            root: Digest::of_bytes(&root_dir.encode_to_vec()),
+            root_dir,
+            children,
+        }
+    }
+
+    /// The REAPI `Tree` message (used for output directories).
+    pub fn to_reapi_tree(&self) -> reapi::Tree {
+        reapi::Tree {
+            root: Some(self.root_dir.clone()),
+            children: self.children.clone(),
+        }
+    }
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => (dir, name),
+        None => ("", path),
+    }
+}
+
+fn node_at<'a>(root: &'a mut Node, dir: &str) -> &'a mut Node {
+    let mut node = root;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        node = node.dirs.entry(part.to_string()).or_default();
+    }
+    node
+}
+
+fn encode_node(
+    node: &Node,
+    out: &mut Vec<reapi::Directory>,
+    seen: &mut std::collections::HashSet<Digest>,
+) -> reapi::Directory {
+    // REAPI: Directory.files, .directories and .symlinks each sorted by name (BTreeMap order).
+    let directories = node
+        .dirs
+        .iter()
+        .map(|(name, child)| {
+            let dir = encode_node(child, out, seen);
+            let digest = Digest::of_bytes(&dir.encode_to_vec());
+            if seen.insert(digest) {
+                out.push(dir);
+            }
+            reapi::DirectoryNode {
+                name: name.clone(),
+                digest: Some(digest.to_reapi()),
+            }
+        })
+        .collect();
+    reapi::Directory {
+        files: node
+            .files
+            .iter()
+            .map(|(name, info)| reapi::FileNode {
+                name: name.clone(),
+                digest: Some(info.digest.to_reapi()),
+                is_executable: info.executable,
+                node_properties: None,
+            })
+            .collect(),
+        directories,
+        symlinks: node
+            .symlinks
+            .iter()
+            .map(|(name, target)| reapi::SymlinkNode {
+                name: name.clone(),
+                target: target.clone(),
+                node_properties: None,
+            })
+            .collect(),
+        node_properties: None,
+    }
+}
+
+/// The contents of a directory on disk, as relative paths.
+#[derive(Debug, Default, Clone)]
+pub struct DirContents {
+    /// Regular files.
+    pub files: BTreeMap<String, FileInfo>,
+    /// Symlinks and their targets.
+    pub symlinks: BTreeMap<String, String>,
+    /// Every directory (so empty ones survive a round trip).
+    pub dirs: Vec<String>,
+}
+
+/// Stores every file below `dir` in the CAS and the directory's `Tree` message too; returns the
+/// digest of the encoded `Tree` and what it holds. Modes are normalised to executable or not.
+pub fn capture_dir(cas: &Cas, dir: &Path) -> Result<(Digest, DirContents)> {
+    let mut contents = DirContents::default();
+    walk(cas, dir, "", &mut contents)?;
+    let tree = MerkleTree::build_with_dirs(&contents.files, &contents.symlinks, &contents.dirs);
+    let digest = cas.put_bytes(&tree.to_reapi_tree().encode_to_vec())?;
+    Ok((digest, contents))
+}
+
+fn walk(cas: &Cas, dir: &Path, rel: &str, out: &mut DirContents) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .at("list", dir)?
+        .collect::<std::io::Result<_>>()
+        .at("list", dir)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = fs::symlink_metadata(&path).at("stat", &path)?;
+        if meta.is_symlink() {
+            let target = fs::read_link(&path).at("read link", &path)?;
+            if target.is_absolute() {
+                return Err(StoreError::Unsupported {
+                    path,
+                    why: "absolute symlinks cannot be part of an output",
+                });
+            }
+            out.symlinks
+                .insert(child, target.to_string_lossy().into_owned());
+        } else if meta.is_dir() {
+            out.dirs.push(child.clone());
+            walk(cas, &path, &child, out)?;
+        } else if meta.is_file() {
+            let digest = cas.put_file(&path)?;
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            out.files.insert(child, FileInfo { digest, executable });
+        } else {
+            return Err(StoreError::Unsupported {
+                path,
+                why: "only files, directories and relative symlinks can be outputs",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a stored `Tree` message into its contents.
+pub fn read_tree(cas: &Cas, tree_digest: &Digest) -> Result<DirContents> {
+    let bytes = cas.get_bytes(tree_digest)?;
+    let tree = reapi::Tree::decode(bytes.as_slice()).map_err(|source| StoreError::Decode {
+        digest: *tree_digest,
+        what: "Tree",
+        source,
+    })?;
+    let by_digest: HashMap<Digest, &reapi::Directory> = tree
+        .children
+        .iter()
+        .map(|d| (Digest::of_bytes(&d.encode_to_vec()), d))
+        .collect();
+    let mut out = DirContents::default();
+    if let Some(root) = &tree.root {
+        flatten(root, "", &by_digest, tree_digest, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn flatten(
+    dir: &reapi::Directory,
+    rel: &str,
+    by_digest: &HashMap<Digest, &reapi::Directory>,
+    tree_digest: &Digest,
+    out: &mut DirContents,
+) -> Result<()> {
+    let join = |name: &str| {
+        if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        }
+    };
+    let bad = || StoreError::BadTree {
+        digest: *tree_digest,
+        why: "a child directory or digest is missing".to_string(),
+    };
+    for file in &dir.files {
+        check_name(&file.name, tree_digest)?;
+        let digest = file
+            .digest
+            .as_ref()
+            .and_then(Digest::from_reapi)
+            .ok_or_else(bad)?;
+        out.files.insert(
+            join(&file.name),
+            FileInfo {
+                digest,
+                executable: file.is_executable,
+            },
+        );
+    }
+    for link in &dir.symlinks {
+        check_name(&link.name, tree_digest)?;
+        out.symlinks.insert(join(&link.name), link.target.clone());
+    }
+    for sub in &dir.directories {
+        check_name(&sub.name, tree_digest)?;
+        let digest = sub
+            .digest
+            .as_ref()
+            .and_then(Digest::from_reapi)
+            .ok_or_else(bad)?;
+        let child = by_digest.get(&digest).ok_or_else(bad)?;
+        let path = join(&sub.name);
+        out.dirs.push(path.clone());
+        flatten(child, &path, by_digest, tree_digest, out)?;
+    }
+    Ok(())
+}
+
+/// A stored name must be one path component: a tree from a remote must not write outside the
+/// directory it is restored into.
+fn check_name(name: &str, tree_digest: &Digest) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(StoreError::BadTree {
+            digest: *tree_digest,
+            why: format!("entry name {name:?} is not a single path component"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(content: &[u8]) -> FileInfo {
+        FileInfo {
+            digest: Digest::of_bytes(content),
+            executable: false,
+        }
+    }
+
+    #[test]
+    fn tree_digest_depends_on_content_path_and_mode_only() {
+        let mut a = BTreeMap::new();
+        a.insert("pkg/b.txt".to_string(), info(b"b"));
+        a.insert("pkg/a.txt".to_string(), info(b"a"));
+        let t1 = MerkleTree::build(&a);
+        let mut b = BTreeMap::new();
+        b.insert("pkg/a.txt".to_string(), info(b"a"));
+        b.insert("pkg/b.txt".to_string(), info(b"b"));
+        assert_eq!(t1.root, MerkleTree::build(&b).root);
+
+        b.insert("pkg/b.txt".to_string(), info(b"B"));
+        assert_ne!(t1.root, MerkleTree::build(&b).root);
+
+        let mut c = a.clone();
+        c.get_mut("pkg/a.txt").unwrap().executable = true;
+        assert_ne!(t1.root, MerkleTree::build(&c).root);
+
+        let mut d = BTreeMap::new();
+        d.insert("other/a.txt".to_string(), info(b"a"));
+        d.insert("other/b.txt".to_string(), info(b"b"));
+        assert_ne!(t1.root, MerkleTree::build(&d).root);
+    }
+
+    #[test]
+    fn fixed_tree_digest_is_stable() {
+        // Changing this digest invalidates every cache: do it only deliberately.
+        let mut files = BTreeMap::new();
+        files.insert("a/b.txt".to_string(), info(b"hello"));
+        files.insert(
+            "c.txt".to_string(),
+            FileInfo {
+                digest: Digest::of_bytes(b""),
+                executable: true,
+            },
+        );
+        assert_eq!(
+            MerkleTree::build(&files).root.to_string(),
+            "blake3:fb6279cb8085b6c05379d97facc03a74395f6cd0e0de64e3ea1ae47663d4a73f"
+        );
+        let root = MerkleTree::build(&files).root_dir;
+        assert_eq!(root.files[0].name, "c.txt");
+        assert_eq!(root.directories[0].name, "a");
+    }
+
+    #[test]
+    fn captured_dir_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir_all(out.join("sub/empty")).unwrap();
+        fs::write(out.join("a.txt"), "A").unwrap();
+        fs::write(out.join("sub/b.txt"), "B").unwrap();
+        std::os::unix::fs::symlink("a.txt", out.join("link")).unwrap();
+        let (digest, contents) = capture_dir(&cas, &out).unwrap();
+        let back = read_tree(&cas, &digest).unwrap();
+        assert_eq!(back.files, contents.files);
+        assert_eq!(back.symlinks, contents.symlinks);
+        let mut dirs = back.dirs.clone();
+        dirs.sort();
+        assert_eq!(dirs, vec!["sub".to_string(), "sub/empty".to_string()]);
+    }
+}
