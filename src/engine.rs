@@ -18,7 +18,7 @@ pub(crate) enum AnalysisError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Graph(#[from] GraphError),
-    #[error("{location}: source file `{path}` of `{label}` does not exist")]
+    #[error("{location}: Source file `{path}` of `{label}` does not exist")]
     MissingSource {
         location: crate::graph::Location,
         label: crate::graph::Label,

@@ -28,7 +28,12 @@ impl Diagnostic {
         {
             spans.push(span.clone());
         }
-        let message = clean_message(&err.without_diagnostic().to_string());
+        let mut message = clean_message(&err.without_diagnostic().to_string());
+        if message.contains("`def` is not allowed") {
+            message.push_str(
+                " (BUILD.star files only declare targets: define functions in a `.star` file and `load()` them)",
+            );
+        }
         let Some(first) = spans.first() else {
             return Diagnostic {
                 location: Location {

@@ -1,1 +1,8 @@
+//! Integration tests: run the real `cairn` binary on real workspaces in temp directories, each
+//! with its own temp store.
 
+mod build;
+mod errors;
+mod exec;
+mod mimic;
+mod util;

@@ -1,0 +1,150 @@
+//! Graph, globs, patterns, JSON summary shape, early cutoff and store stats.
+
+use crate::util::Workspace;
+
+#[test]
+fn json_summary_has_exactly_the_documented_shape() {
+    let ws = Workspace::new();
+    ws.write("BUILD.star", "action(name = \"a\", cmd = \"echo > $OUT\", outs = [\"o\"])\ntest(name = \"t\", cmd = \"true\")\n");
+    let json = ws.json_run(&["test"], 0).json();
+    let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["counts", "targets", "wall_ms"]);
+    let mut counts: Vec<&String> = json["counts"].as_object().unwrap().keys().collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        ["cached", "executed", "failed", "remote_cached", "skipped"]
+    );
+    for t in json["targets"].as_array().unwrap() {
+        let mut keys: Vec<&String> = t.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["action_key", "duration_ms", "kind", "label", "status"]
+        );
+        assert!(t["action_key"].as_str().unwrap().starts_with("blake3:"));
+    }
+    let kinds: Vec<&str> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"action") && kinds.contains(&"test"));
+}
+
+#[test]
+fn glob_never_picks_up_outputs() {
+    let ws = Workspace::new();
+    ws.write("pkg/a.txt", "a");
+    ws.write(
+        "pkg/BUILD.star",
+        "action(name = \"cat\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), cmd = \"cat $SRCS > $OUT\", outs = [\"all.txt\"])\n",
+    );
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    // all.txt now exists in the package; it must not become an input of its own action.
+    assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+    ws.write("pkg/b.txt", "b");
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.read("pkg/all.txt"), "ab");
+}
+
+#[test]
+fn explicit_output_in_srcs_is_an_error_pointing_at_deps() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"gen\", cmd = \"echo > $OUT\", outs = [\"gen.txt\"])\naction(name = \"use\", srcs = [\"gen.txt\"], cmd = \"cp $SRCS $OUT\", outs = [\"u\"])\n",
+    );
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("it is an output of `//:gen`; list `//:gen` in `deps` instead"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn gitignored_files_are_not_globbed_but_explicit_srcs_are_used() {
+    let ws = Workspace::new();
+    ws.write(".gitignore", "*.log\n");
+    ws.write("x.log", "log");
+    ws.write("y.txt", "txt");
+    ws.write(
+        "BUILD.star",
+        "action(name = \"g\", srcs = glob([\"*.log\", \"*.txt\"]), cmd = \"echo $SRCS > $OUT\", outs = [\"g.out\"])\n\
+         action(name = \"e\", srcs = [\"x.log\"], cmd = \"cat $SRCS > $OUT\", outs = [\"e.out\"])\n",
+    );
+    ws.json_run(&["build"], 0);
+    assert_eq!(ws.read("g.out"), "y.txt\n");
+    assert_eq!(ws.read("e.out"), "log");
+}
+
+#[test]
+fn patterns_select_targets_and_their_dependencies() {
+    let ws = Workspace::mimic();
+    let run = ws.json_run(&["build", "//apps/web:build"], 0);
+    let mut labels: Vec<String> = run.statuses().into_keys().collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        ["//apps/web:build", "//packages/design-tokens:tokens_web"]
+    );
+    // Relative pattern from inside a package directory.
+    let run = ws.cairn_in(&ws.path("apps/mobile"), &["build", ":build", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.statuses().contains_key("//apps/mobile:build"));
+    // `build` does not run tests.
+    let run = ws.json_run(&["build", "//apps/..."], 0);
+    assert!(
+        run.statuses()
+            .keys()
+            .all(|l| l.ends_with(":build") || l.contains("tokens_"))
+    );
+}
+
+#[test]
+fn graph_outputs_dot_and_json() {
+    let ws = Workspace::mimic();
+    let dot = ws.cairn(&["graph", "//apps/web:build"]);
+    assert_eq!(dot.code, 0, "{}", dot.stderr);
+    assert!(dot.stdout.starts_with("digraph cairn {"));
+    assert!(
+        dot.stdout
+            .contains("\"//apps/web:build\" -> \"//packages/design-tokens:tokens_web\";")
+    );
+    let json = ws.cairn(&["graph", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let web = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "//apps/web:build")
+        .unwrap();
+    assert_eq!(web["kind"], "action");
+    assert!(
+        web["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "//tools:bundler")
+    );
+}
+
+#[test]
+fn store_stats_reports_hits() {
+    let ws = Workspace::mimic();
+    ws.json_run(&["test"], 0);
+    ws.json_run(&["test"], 0);
+    let run = ws.cairn(&["store", "stats", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["recent_builds"], 2);
+    assert_eq!(v["executed"], 13);
+    assert_eq!(v["cached"], 13);
+    assert!(v["blobs"].as_u64().unwrap() > 10);
+    assert!(v["action_results"].as_u64().unwrap() >= 13);
+}

@@ -1,0 +1,180 @@
+//! Execution: sandbox contents and environment, declared outputs, timeouts, flaky tests,
+//! failure propagation and --keep-going.
+
+use crate::util::Workspace;
+
+#[test]
+fn missing_declared_output_fails_naming_target_and_path() {
+    let ws = Workspace::new();
+    ws.write(
+        "pkg/BUILD.star",
+        "action(name = \"a\", cmd = \"echo hi > other.txt\", outs = [\"wanted.txt\"])\n",
+    );
+    let run = ws.json_run(&["build"], 1);
+    assert_eq!(run.statuses()["//pkg:a"], "failed");
+    assert!(
+        run.stderr
+            .contains("ERROR //pkg:a: did not create declared output `pkg/wanted.txt`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn writing_outside_declared_outputs_fails() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", cmd = \"echo x > out; echo y > stray\", outs = [\"out\"])\n",
+    );
+    let run = ws.json_run(&["build"], 1);
+    assert!(
+        run.stderr
+            .contains("wrote files outside its declared outputs: `stray`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !ws.path("out").exists(),
+        "a failed action's outputs are not materialized"
+    );
+}
+
+#[test]
+fn environment_is_cleared_and_fixed() {
+    let ws = Workspace::new();
+    ws.write("src/in.txt", "input\n");
+    ws.write(
+        "src/BUILD.star",
+        "action(name = \"env\", srcs = [\"in.txt\"], env = {\"MODE\": \"prod\"}, outs = [\"env.txt\"],\n\
+         cmd = 'echo \"TZ=$TZ LC_ALL=$LC_ALL SDE=$SOURCE_DATE_EPOCH MODE=$MODE SRCS=$SRCS OUT=$OUT ROOT=$ROOT USER=${USER:-unset}\" > $OUT; ls -A $HOME | wc -l >> $OUT')\n",
+    );
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        ws.read("src/env.txt"),
+        "TZ=UTC LC_ALL=C SDE=315532800 MODE=prod SRCS=in.txt OUT=env.txt ROOT=.. USER=unset\n0\n"
+    );
+}
+
+#[test]
+fn env_change_is_a_cache_miss() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", env = {\"V\": \"1\"}, cmd = 'echo $V > o', outs = [\"o\"])\n",
+    );
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+    ws.edit("BUILD.star", "\"1\"", "\"2\"");
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.read("o"), "2\n");
+}
+
+#[test]
+fn timeout_kills_the_process_group() {
+    let ws = Workspace::new();
+    // The background sleep holds stdout open: only killing the whole group ends the action.
+    ws.write(
+        "BUILD.star",
+        "test(name = \"slow\", timeout = \"1s\", cmd = \"sleep 60 & sleep 60\")\n",
+    );
+    let run = ws.json_run(&["test"], 1);
+    assert_eq!(run.statuses()["//:slow"], "failed");
+    assert!(
+        run.stderr.contains("timed out after 1.0s"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn flaky_test_is_retried_and_reported() {
+    let ws = Workspace::new();
+    let counter = ws.path("attempts");
+    // The directory sandbox still lets an absolute path through; the test uses that to fail
+    // exactly once.
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "test(name = \"flaky\", flaky = 2, cmd = 'echo x >> {c}; test $(wc -l < {c}) -ge 2')\n\
+             test(name = \"solid\", cmd = 'exit 1')\n",
+            c = counter.display()
+        ),
+    );
+    let run = ws.json_run(&["test", ":flaky"], 0);
+    let t = &run.json()["targets"][0];
+    assert_eq!(t["status"], "executed");
+    assert_eq!(t["attempts"], 2);
+    assert!(
+        run.stderr.contains("flaky: passed on attempt 2"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("1 flaky"), "{}", run.stderr);
+}
+
+#[test]
+fn failed_dependency_skips_dependents_and_keep_going_builds_the_rest() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"bad\", cmd = \"echo boom >&2; exit 3\", outs = [\"bad.txt\"])\n\
+         action(name = \"after\", deps = [\":bad\"], cmd = \"cp $DEPS $OUT\", outs = [\"after.txt\"])\n\
+         action(name = \"other\", cmd = \"echo ok > $OUT\", outs = [\"other.txt\"])\n",
+    );
+    let run = ws.json_run(&["build", "--keep-going"], 1);
+    let s = run.statuses();
+    assert_eq!(s["//:bad"], "failed");
+    assert_eq!(s["//:after"], "skipped");
+    assert_eq!(s["//:other"], "executed");
+    assert!(run.stderr.contains("exit code: 3"), "{}", run.stderr);
+    assert!(run.stderr.contains("boom"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("skipped //:after (dependency //:bad failed)"),
+        "{}",
+        run.stderr
+    );
+
+    let run = ws.json_run(&["build", "-j", "1"], 1);
+    assert_eq!(run.statuses()["//:after"], "skipped");
+}
+
+#[test]
+fn out_dirs_are_captured_and_restored() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"site\", out_dirs = [\"site\"], cmd = \"mkdir -p site/a && echo 1 > site/a/one && echo 2 > site/two && chmod +x site/two\")\n\
+         action(name = \"use\", deps = [\":site\"], cmd = \"cat $DEPS > $OUT\", outs = [\"all.txt\"])\n",
+    );
+    ws.json_run(&["build"], 0);
+    assert_eq!(ws.read("all.txt"), "1\n2\n");
+    ws.write("site/stale", "left over");
+    assert_eq!(ws.cairn(&["clean"]).code, 0);
+    assert!(!ws.path("site").exists());
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(run.count("executed"), 0);
+    assert_eq!(ws.read("site/a/one"), "1\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ws.path("site/two"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
+
+#[test]
+fn edited_output_is_restored_from_the_store() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", cmd = \"echo original > $OUT\", outs = [\"o.txt\"])\n",
+    );
+    ws.json_run(&["build"], 0);
+    ws.write("o.txt", "tampered\n");
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(run.count("cached"), 1);
+    assert_eq!(ws.read("o.txt"), "original\n");
+}

@@ -1,0 +1,160 @@
+//! Test helpers: a temp workspace (with its own store) and a runner for the real binary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    store: tempfile::TempDir,
+}
+
+/// One run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `--json` summary printed on stdout.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// label → status from the `--json` summary.
+    pub fn statuses(&self) -> BTreeMap<String, String> {
+        self.json()["targets"]
+            .as_array()
+            .expect("targets is an array")
+            .iter()
+            .map(|t| {
+                (
+                    t["label"].as_str().unwrap().to_string(),
+                    t["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Labels with the given status, sorted.
+    pub fn with_status(&self, status: &str) -> Vec<String> {
+        self.statuses()
+            .into_iter()
+            .filter(|(_, s)| s == status)
+            .map(|(l, _)| l)
+            .collect()
+    }
+
+    pub fn count(&self, status: &str) -> u64 {
+        self.json()["counts"][status]
+            .as_u64()
+            .expect("count is a number")
+    }
+}
+
+impl Workspace {
+    /// An empty workspace (just `cairn.toml`).
+    pub fn new() -> Workspace {
+        let ws = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            store: tempfile::tempdir().unwrap(),
+        };
+        ws.write("cairn.toml", "");
+        ws
+    }
+
+    /// A copy of `examples/mimic`.
+    pub fn mimic() -> Workspace {
+        let ws = Workspace::new();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic");
+        copy_tree(&src, ws.root());
+        ws
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> &Path {
+        self.store.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    /// Replaces `from` with `to` in a file, insisting that `from` occurs.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    /// Runs `cairn -C <root> ARGS`.
+    pub fn cairn(&self, args: &[&str]) -> Run {
+        self.cairn_in(self.root(), args)
+    }
+
+    pub fn cairn_in(&self, dir: &Path, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("CAIRN_STORE", self.store())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("the cairn binary runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs with `--json` and asserts the exit code.
+    pub fn json_run(&self, args: &[&str], code: i32) -> Run {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let run = self.cairn(&all);
+        assert_eq!(
+            run.code, code,
+            "cairn {args:?} exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
+            run.code, run.stdout, run.stderr
+        );
+        run
+    }
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() == "dist" {
+                continue;
+            }
+            std::fs::create_dir_all(&to).unwrap();
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
