@@ -92,8 +92,35 @@ fn open_store(dir: &Path) -> Result<Store, Error> {
     })
 }
 
-fn load_graph(s: &Session) -> Result<Graph, Error> {
-    Ok(analyze(&s.ws.root, std::slice::from_ref(&s.store_dir))?)
+fn load_states(s: &Session, store: &Store) -> Result<FileStates, Error> {
+    FileStates::load(store.db(), &s.ws.root).map_err(|source| Error::Store {
+        path: s.store_dir.clone(),
+        source,
+    })
+}
+
+/// Loads and checks the graph (through the analysis cache).
+fn load_graph(
+    s: &Session,
+    store: &Store,
+    states: &FileStates,
+    verbose: bool,
+) -> Result<Graph, Error> {
+    let analysis = analyze(
+        &s.ws.root,
+        std::slice::from_ref(&s.store_dir),
+        store,
+        states,
+    )?;
+    if verbose {
+        report::print_stderr(&format!(
+            "loaded {} packages: {} evaluated, {} from the analysis cache",
+            analysis.packages,
+            analysis.evaluated,
+            analysis.packages - analysis.evaluated
+        ));
+    }
+    Ok(analysis.graph)
 }
 
 fn parse_patterns(texts: &[String], cwd_package: &str) -> Result<Vec<(String, Pattern)>, Error> {
@@ -129,7 +156,8 @@ fn build(
 ) -> Result<(), Error> {
     let session = open_session(args, env)?;
     let store = open_store(&session.store_dir)?;
-    let graph = load_graph(&session)?;
+    let states = load_states(&session, &store)?;
+    let graph = load_graph(&session, &store, &states, args.verbose)?;
     let patterns = parse_patterns(patterns, &session.cwd_package)?;
     let roots: Vec<Label> = graph
         .matching(&patterns)
@@ -140,10 +168,6 @@ fn build(
         .jobs
         .or(session.ws.config.build.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let states = FileStates::load(store.db(), &session.ws.root).map_err(|source| Error::Store {
-        path: session.store_dir.clone(),
-        source,
-    })?;
     let executor = LocalExecutor {
         store: &store,
         workspace_root: &session.ws.root,
@@ -164,7 +188,7 @@ fn build(
         },
     );
     reporter.finish();
-    if let Err(e) = states.save(store.db()) {
+    if let Err(e) = states.save(store.db()).and_then(|()| store.flush_usage()) {
         reporter_warning(&style, &format!("could not save the file-state cache: {e}"));
     }
     let record = cairn_store::BuildRecord {
@@ -194,7 +218,9 @@ fn reporter_warning(style: &Style, text: &str) {
 
 fn clean(args: &Args, env: &HostEnv) -> Result<(), Error> {
     let session = open_session(args, env)?;
-    let graph = load_graph(&session)?;
+    let store = open_store(&session.store_dir)?;
+    let states = load_states(&session, &store)?;
+    let graph = load_graph(&session, &store, &states, args.verbose)?;
     let mut removed = 0usize;
     for (_, path) in graph.all_outputs() {
         let host = path.to_host(&session.ws.root);
@@ -220,7 +246,10 @@ fn graph(
     format: GraphFormat,
 ) -> Result<(), Error> {
     let session = open_session(args, env)?;
-    let graph = load_graph(&session)?;
+    let store = open_store(&session.store_dir)?;
+    let states = load_states(&session, &store)?;
+    let graph = load_graph(&session, &store, &states, args.verbose)?;
+    let _ = states.save(store.db());
     let patterns = parse_patterns(patterns, &session.cwd_package)?;
     let roots = graph.matching(&patterns).map_err(AnalysisError::from)?;
     let labels = graph.closure_in_order(&roots);

@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::graph::{Graph, GraphError};
-use crate::load::{LoadError, load_workspace, scan_workspace};
+use cairn_store::{FileStates, Store};
+
+use crate::load::{AnalysisCache, LoadError, Scan, load_workspace, scan_workspace};
 use crate::workspace::WorkspacePath;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,26 +20,75 @@ pub(crate) enum AnalysisError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Graph(#[from] GraphError),
-    #[error("{location}: Source file `{path}` of `{label}` does not exist")]
-    MissingSource {
+    #[error("{location}: Source file `{path}` of `{label}` {problem}")]
+    BadSource {
         location: crate::graph::Location,
         label: crate::graph::Label,
         path: WorkspacePath,
+        problem: &'static str,
     },
 }
 
-/// Scans and loads the workspace and checks the graph.
-pub(crate) fn analyze(root: &Path, skip: &[std::path::PathBuf]) -> Result<Graph, AnalysisError> {
+/// The checked graph and how it was obtained.
+pub(crate) struct Analysis {
+    pub graph: Graph,
+    pub packages: usize,
+    /// Packages whose BUILD.star was evaluated (the rest came from the analysis cache).
+    pub evaluated: usize,
+}
+
+/// Scans and loads the workspace (reusing the analysis cache stored in `store`) and checks
+/// the graph.
+pub(crate) fn analyze(
+    root: &Path,
+    skip: &[std::path::PathBuf],
+    store: &Store,
+    states: &FileStates,
+) -> Result<Analysis, AnalysisError> {
     let scan = scan_workspace(root, skip)?;
-    let loaded = load_workspace(root, &scan)?;
+    let cache_key = format!("analysis:{}", root.display());
+    let stored = store.db().get_value(&cache_key).ok().flatten();
+    let mut cache = AnalysisCache::decode(stored.as_deref());
+    let loaded = load_workspace(root, &scan, states, &mut cache)?;
+    if loaded.evaluated > 0 || stored.is_none() {
+        // Best effort: a cache that cannot be saved only costs an evaluation next time.
+        let _ = store.db().put_value(&cache_key, &cache.encode());
+    }
     let globbed: HashSet<WorkspacePath> = loaded.globbed;
     let graph = Graph::new(loaded.targets, &globbed)?;
-    if let Some((label, path, location)) = loaded.missing_srcs.into_iter().next() {
-        return Err(AnalysisError::MissingSource {
-            location,
-            label,
-            path,
-        });
+    check_sources(root, &scan, &graph)?;
+    Ok(Analysis {
+        graph,
+        packages: loaded.packages,
+        evaluated: loaded.evaluated,
+    })
+}
+
+/// Every explicit source must be a file. Most are in the scan (a hash lookup); the rest
+/// (ignored files named explicitly) are checked with a `stat`.
+fn check_sources(root: &Path, scan: &Scan, graph: &Graph) -> Result<(), AnalysisError> {
+    for target in graph.all_targets() {
+        let files = scan.packages.get(&target.label.package);
+        for src in &target.srcs {
+            let rel = src.relative_to(&target.label.package);
+            if files.is_some_and(|f| f.binary_search(&rel).is_ok()) {
+                continue;
+            }
+            let host = src.to_host(root);
+            let problem = if host.is_file() {
+                continue;
+            } else if host.is_dir() {
+                "is a directory; name its files, e.g. with glob([\"dir/**\"])"
+            } else {
+                "does not exist"
+            };
+            return Err(AnalysisError::BadSource {
+                location: target.location.clone(),
+                label: target.label.clone(),
+                path: src.clone(),
+                problem,
+            });
+        }
     }
-    Ok(graph)
+    Ok(())
 }

@@ -3,11 +3,13 @@
 //! errors into diagnostics that name file, line and column. Never runs a build command.
 
 pub(crate) mod builtins;
+pub(crate) mod cache;
 pub(crate) mod diagnostic;
 pub(crate) mod eval;
 pub(crate) mod prelude;
 pub(crate) mod scan;
 
+pub(crate) use cache::AnalysisCache;
 pub(crate) use diagnostic::Diagnostic;
 pub(crate) use eval::load_workspace;
 pub(crate) use scan::{Scan, scan_workspace};

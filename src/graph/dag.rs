@@ -137,6 +137,10 @@ impl Graph {
         self.targets.get(label)
     }
 
+    pub fn all_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.values()
+    }
+
     pub fn rdeps(&self, label: &Label) -> &[Label] {
         self.rdeps.get(label).map(Vec::as_slice).unwrap_or(&[])
     }

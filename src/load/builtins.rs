@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
@@ -29,26 +28,21 @@ const TEST_TIMEOUT: &str = "5m";
 /// What a BUILD file's evaluation collects; reachable from builtins through `eval.extra`.
 #[derive(ProvidesStaticType)]
 pub(crate) struct PackageContext {
-    pub root: PathBuf,
     pub package: String,
     /// Files the package owns, package-relative, sorted (from the workspace scan).
     pub files: Arc<Vec<String>>,
     pub targets: RefCell<Vec<Target>>,
     /// Paths returned by `glob()`.
     pub globbed: RefCell<HashSet<WorkspacePath>>,
-    /// Explicit `srcs` that did not exist when the BUILD file was evaluated.
-    pub missing_srcs: RefCell<Vec<(Label, WorkspacePath, Location)>>,
 }
 
 impl PackageContext {
-    pub fn new(root: PathBuf, package: String, files: Arc<Vec<String>>) -> PackageContext {
+    pub fn new(package: String, files: Arc<Vec<String>>) -> PackageContext {
         PackageContext {
-            root,
             package,
             files,
             targets: RefCell::default(),
             globbed: RefCell::default(),
-            missing_srcs: RefCell::default(),
         }
     }
 }
@@ -171,7 +165,6 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         deps.push(Label::parse(dep, pkg).map_err(|e| anyhow!("In `deps` of `{label}`: {e}"))?);
     }
     let mut srcs: BTreeSet<WorkspacePath> = BTreeSet::new();
-    let globbed = ctx.globbed.borrow();
     for src in &attrs.srcs {
         if src.starts_with("//") || src.starts_with(':') {
             deps.push(Label::parse(src, pkg).map_err(|e| anyhow!("In `srcs` of `{label}`: {e}"))?);
@@ -179,19 +172,6 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         }
         let path = WorkspacePath::in_package(pkg, src)
             .map_err(|e| anyhow!("Source `{src}` of `{label}` is not in its package: {e}"))?;
-        if !globbed.contains(&path) {
-            let host = path.to_host(&ctx.root);
-            if host.is_dir() {
-                bail!(
-                    "Source `{src}` of `{label}` is a directory; name its files, e.g. with `glob([\"{src}/**\"])`"
-                );
-            }
-            if !host.is_file() {
-                ctx.missing_srcs
-                    .borrow_mut()
-                    .push((label.clone(), path.clone(), location.clone()));
-            }
-        }
         srcs.insert(path);
     }
     deps.sort();
@@ -226,7 +206,6 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         );
     }
     let timeout_ms = parse_timeout(&attrs.timeout).map_err(|e| anyhow!("In `{label}`: {e}"))?;
-    drop(globbed);
     ctx.targets.borrow_mut().push(Target {
         label,
         kind: attrs.kind,

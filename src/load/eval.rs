@@ -3,7 +3,7 @@
 //! files may not `def` (macros live in `.star` files, as in Buck2).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,10 +11,13 @@ use starlark::environment::{FrozenModule, Globals, GlobalsBuilder, LibraryExtens
 use starlark::eval::{Evaluator, FileLoader};
 use starlark::syntax::{AstModule, Dialect};
 
+use cairn_store::{Digest, FileStates};
+
 use super::builtins::{PackageContext, register_builtins};
+use super::cache::{AnalysisCache, PackageEntry, files_digest};
 use super::prelude::PRELUDE;
 use super::{BUILD_FILE, Diagnostic, LoadError, Scan};
-use crate::graph::{Label, Location, Target};
+use crate::graph::Target;
 use crate::workspace::WorkspacePath;
 
 /// Everything loading produced.
@@ -23,8 +26,9 @@ pub(crate) struct Loaded {
     pub targets: Vec<Target>,
     /// Source paths that came from `glob()`.
     pub globbed: HashSet<WorkspacePath>,
-    /// Explicit `srcs` that did not exist.
-    pub missing_srcs: Vec<(Label, WorkspacePath, Location)>,
+    /// How many packages there are, and how many were evaluated (not from the cache).
+    pub packages: usize,
+    pub evaluated: usize,
 }
 
 fn build_dialect() -> Dialect {
@@ -63,11 +67,16 @@ fn diagnostic(err: starlark::Error) -> LoadError {
 /// Resolves `load()` statements against workspace files.
 struct StarLoader<'a> {
     root: &'a Path,
-    globals: &'a Globals,
-    prelude: &'a [FrozenModule],
-    cache: RefCell<HashMap<String, FrozenModule>>,
+    globals: Globals,
+    prelude: Vec<FrozenModule>,
+    /// Evaluated `.star` modules and the files each one (transitively) loaded, itself included.
+    cache: RefCell<HashMap<String, (FrozenModule, BTreeSet<String>)>>,
     /// The chain of `.star` files being evaluated, to report load cycles.
     in_progress: RefCell<Vec<String>>,
+    /// One set per evaluation under way: the `.star` files it has loaded so far.
+    touched: RefCell<Vec<BTreeSet<String>>>,
+    /// The digest of each `.star` file's bytes as evaluated.
+    digests: RefCell<BTreeMap<String, Digest>>,
 }
 
 impl StarLoader<'_> {
@@ -80,7 +89,7 @@ impl StarLoader<'_> {
     ) -> starlark::Result<Option<FrozenModule>> {
         let ast = AstModule::parse(name, source, dialect)?;
         Module::with_temp_heap(|module| {
-            for p in self.prelude {
+            for p in &self.prelude {
                 module.import_public_symbols(p);
             }
             {
@@ -89,7 +98,7 @@ impl StarLoader<'_> {
                 if let Some(ctx) = ctx {
                     eval.extra = Some(ctx);
                 }
-                eval.eval_module(ast, self.globals)?;
+                eval.eval_module(ast, &self.globals)?;
             }
             if ctx.is_some() {
                 // A BUILD file's module is not needed after evaluation.
@@ -100,6 +109,15 @@ impl StarLoader<'_> {
                 .map(Some)
                 .map_err(|e| starlark::Error::new_other(anyhow::anyhow!("{e:?}")))
         })
+    }
+}
+
+impl StarLoader<'_> {
+    /// Records that the evaluation under way depends on `files`.
+    fn touch(&self, files: &BTreeSet<String>) {
+        if let Some(top) = self.touched.borrow_mut().last_mut() {
+            top.extend(files.iter().cloned());
+        }
     }
 }
 
@@ -119,7 +137,8 @@ impl FileLoader for StarLoader<'_> {
             )));
         }
         let key = ws_path.as_str().to_string();
-        if let Some(m) = self.cache.borrow().get(&key) {
+        if let Some((m, closure)) = self.cache.borrow().get(&key) {
+            self.touch(closure);
             return Ok(m.clone());
         }
         if self.in_progress.borrow().contains(&key) {
@@ -134,12 +153,21 @@ impl FileLoader for StarLoader<'_> {
                 host.display()
             ))
         })?;
+        self.digests
+            .borrow_mut()
+            .insert(key.clone(), Digest::of_bytes(source.as_bytes()));
         self.in_progress.borrow_mut().push(key.clone());
+        self.touched.borrow_mut().push(BTreeSet::new());
         let result = self.evaluate(&format!("//{key}"), source, &star_dialect(), None);
+        let mut closure = self.touched.borrow_mut().pop().unwrap_or_default();
         self.in_progress.borrow_mut().pop();
+        closure.insert(key.clone());
+        self.touch(&closure);
         match result {
             Ok(Some(module)) => {
-                self.cache.borrow_mut().insert(key, module.clone());
+                self.cache
+                    .borrow_mut()
+                    .insert(key, (module.clone(), closure));
                 Ok(module)
             }
             Ok(None) => unreachable!("a loaded module is always frozen"),
@@ -172,19 +200,31 @@ fn evaluate_prelude(globals: &Globals) -> Result<Vec<FrozenModule>, LoadError> {
     Ok(modules)
 }
 
-/// Evaluates every package found by the scan.
-pub(crate) fn load_workspace(root: &Path, scan: &Scan) -> Result<Loaded, LoadError> {
-    let globals = globals();
-    let prelude = evaluate_prelude(&globals)?;
-    let loader = StarLoader {
-        root,
-        globals: &globals,
-        prelude: &prelude,
-        cache: RefCell::default(),
-        in_progress: RefCell::default(),
-    };
+/// Evaluates the packages found by the scan, reusing the analysis cache's entry of every
+/// package whose inputs are unchanged; updates the cache.
+pub(crate) fn load_workspace(
+    root: &Path,
+    scan: &Scan,
+    states: &FileStates,
+    cache: &mut AnalysisCache,
+) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
-    let mut by_package: BTreeMap<&String, Vec<Target>> = BTreeMap::new();
+    // Built on first need: a fully cached load never starts Starlark. Shared by all packages,
+    // so each `.star` file is evaluated once per build.
+    let mut loader: Option<StarLoader> = None;
+    let mut star_digests: HashMap<String, Option<String>> = HashMap::new();
+    let mut current_digest = |rel: &str| -> Option<String> {
+        star_digests
+            .entry(rel.to_string())
+            .or_insert_with(|| {
+                states
+                    .file_info(&root.join(rel))
+                    .ok()
+                    .map(|(info, _)| info.digest.hex())
+            })
+            .clone()
+    };
+    let mut entries: BTreeMap<String, PackageEntry> = BTreeMap::new();
     for (package, files) in &scan.packages {
         let build = if package.is_empty() {
             BUILD_FILE.to_string()
@@ -192,18 +232,81 @@ pub(crate) fn load_workspace(root: &Path, scan: &Scan) -> Result<Loaded, LoadErr
             format!("{package}/{BUILD_FILE}")
         };
         let host = root.join(&build);
-        let source = std::fs::read_to_string(&host).map_err(|source| LoadError::Io {
-            path: host.clone(),
-            source,
-        })?;
-        let ctx = PackageContext::new(root.to_path_buf(), package.clone(), Arc::new(files.clone()));
-        loader
-            .evaluate(&format!("//{build}"), source, &build_dialect(), Some(&ctx))
-            .map_err(diagnostic)?;
-        loaded.globbed.extend(ctx.globbed.into_inner());
-        loaded.missing_srcs.extend(ctx.missing_srcs.into_inner());
-        by_package.insert(package, ctx.targets.into_inner());
+        let files_digest = files_digest(files);
+        let build_digest = current_digest(&build);
+        let reusable = cache.packages.remove(package).filter(|e| {
+            Some(&e.build) == build_digest.as_ref()
+                && e.files == files_digest
+                && e.loads
+                    .iter()
+                    .all(|(f, d)| current_digest(f).as_ref() == Some(d))
+        });
+        let entry = match reusable {
+            Some(entry) => entry,
+            None => {
+                let source = std::fs::read_to_string(&host).map_err(|source| LoadError::Io {
+                    path: host.clone(),
+                    source,
+                })?;
+                let build_digest = Digest::of_bytes(source.as_bytes()).hex();
+                if loader.is_none() {
+                    let globals = globals();
+                    let prelude = evaluate_prelude(&globals)?;
+                    loader = Some(StarLoader {
+                        root,
+                        globals,
+                        prelude,
+                        cache: RefCell::default(),
+                        in_progress: RefCell::default(),
+                        touched: RefCell::default(),
+                        digests: RefCell::default(),
+                    });
+                }
+                let loader = loader.as_ref().expect("initialised above");
+                let entry = evaluate_package(loader, package, files, &build, source)?;
+                loaded.evaluated += 1;
+                PackageEntry {
+                    build: build_digest,
+                    files: files_digest,
+                    ..entry
+                }
+            }
+        };
+        entries.insert(package.clone(), entry);
     }
-    loaded.targets = by_package.into_values().flatten().collect();
+    for entry in entries.values() {
+        loaded.globbed.extend(entry.globbed.iter().cloned());
+        loaded.targets.extend(entry.targets.iter().cloned());
+    }
+    loaded.packages = entries.len();
+    cache.packages = entries;
     Ok(loaded)
+}
+
+fn evaluate_package(
+    loader: &StarLoader,
+    package: &str,
+    files: &[String],
+    build: &str,
+    source: String,
+) -> Result<PackageEntry, LoadError> {
+    let ctx = PackageContext::new(package.to_string(), Arc::new(files.to_vec()));
+    loader.touched.borrow_mut().push(BTreeSet::new());
+    let result = loader.evaluate(&format!("//{build}"), source, &build_dialect(), Some(&ctx));
+    let touched = loader.touched.borrow_mut().pop().unwrap_or_default();
+    result.map_err(diagnostic)?;
+    let digests = loader.digests.borrow();
+    let loads = touched
+        .into_iter()
+        .filter_map(|f| digests.get(&f).map(|d| (f, d.hex())))
+        .collect();
+    let mut globbed: Vec<WorkspacePath> = ctx.globbed.into_inner().into_iter().collect();
+    globbed.sort();
+    Ok(PackageEntry {
+        build: String::new(),
+        files: String::new(),
+        loads,
+        targets: ctx.targets.into_inner(),
+        globbed,
+    })
 }

@@ -67,6 +67,11 @@ pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, Load
                 .push(rel);
         }
     }
+    // Plain string order (the walk sorts per directory, which differs for `a.txt` vs `a/b`),
+    // so lookups can binary-search.
+    for files in packages.values_mut() {
+        files.sort();
+    }
     Ok(Scan { packages })
 }
 

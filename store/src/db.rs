@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS file_state (
     mode INTEGER NOT NULL,
     hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     finished_ms INTEGER NOT NULL,
@@ -123,25 +127,16 @@ impl Db {
         Ok(())
     }
 
-    /// The encoded `ActionResult` stored under an action key, marking it used.
+    /// The encoded `ActionResult` stored under an action key. Read-only: callers batch the
+    /// last-use updates with `touch_action_results`, so a no-op build writes once.
     pub fn get_action_result(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
-        let conn = self.conn();
-        let found: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT result FROM action_cache WHERE key = ?1",
-                params![key.hash.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        if found.is_some() {
-            conn.execute(
-                "UPDATE action_cache SET last_used_ms = ?2 WHERE key = ?1",
-                params![key.hash.as_slice(), now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        Ok(found)
+        self.conn()
+            .prepare_cached("SELECT result FROM action_cache WHERE key = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key.hash.as_slice()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
     }
 
     /// Stores an encoded `ActionResult` under an action key. The caller stores every blob the
@@ -242,6 +237,47 @@ impl Db {
                     s.digest.hash.as_slice()
                 ])
                 .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// A value stored by `put_value` (e.g. a workspace's analysis cache).
+    pub fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn()
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a value under a key, replacing any previous one.
+    pub fn put_value(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks action results as used now, in one transaction (LRU bookkeeping for GC).
+    pub fn touch_action_results(&self, keys: &[Digest]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE action_cache SET last_used_ms = ?2 WHERE key = ?1")
+                .map_err(|e| self.err(e))?;
+            for key in keys {
+                stmt.execute(params![key.hash.as_slice(), now])
+                    .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))

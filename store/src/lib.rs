@@ -32,6 +32,8 @@ pub struct Store {
     root: PathBuf,
     cas: Cas,
     db: Db,
+    /// Action results read since the last `flush_usage`.
+    used: std::sync::Mutex<Vec<Digest>>,
 }
 
 /// Sizes and counts for `cairn store stats`.
@@ -61,6 +63,7 @@ impl Store {
             root: root.to_path_buf(),
             cas,
             db,
+            used: std::sync::Mutex::default(),
         })
     }
 
@@ -96,6 +99,11 @@ impl Store {
             .filter(|r| referenced_blobs(r).all(|d| d.is_some_and(|d| self.cas.contains(&d))));
         if usable.is_none() {
             self.db.remove_action_result(key)?;
+        } else {
+            self.used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(*key);
         }
         Ok(usable)
     }
@@ -104,6 +112,13 @@ impl Store {
     pub fn put_action_result(&self, key: &Digest, result: &reapi::ActionResult) -> Result<()> {
         debug_assert!(referenced_blobs(result).all(|d| d.is_some_and(|d| self.cas.contains(&d))));
         self.db.put_action_result(key, &result.encode_to_vec())
+    }
+
+    /// Records the last use of every action result read since the previous call, in one
+    /// transaction. Call once at the end of a build.
+    pub fn flush_usage(&self) -> Result<()> {
+        let used = std::mem::take(&mut *self.used.lock().unwrap_or_else(|p| p.into_inner()));
+        self.db.touch_action_results(&used)
     }
 
     /// Sizes and counts.

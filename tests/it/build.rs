@@ -148,3 +148,44 @@ fn store_stats_reports_hits() {
     assert!(v["blobs"].as_u64().unwrap() > 10);
     assert!(v["action_results"].as_u64().unwrap() >= 13);
 }
+
+#[test]
+fn no_op_build_evaluates_no_build_file_and_edits_reevaluate_only_affected_packages() {
+    let ws = Workspace::mimic();
+    let loaded = |run: &crate::util::Run| -> String {
+        run.stderr
+            .lines()
+            .find(|l| l.starts_with("loaded "))
+            .unwrap_or_else(|| panic!("no `loaded` line in:\n{}", run.stderr))
+            .to_string()
+    };
+    let first = ws.json_run(&["build", "-v"], 0);
+    assert_eq!(
+        loaded(&first),
+        "loaded 6 packages: 6 evaluated, 0 from the analysis cache"
+    );
+    let noop = ws.json_run(&["build", "-v"], 0);
+    assert_eq!(
+        loaded(&noop),
+        "loaded 6 packages: 0 evaluated, 6 from the analysis cache"
+    );
+    // The three apps load tools/defs.star; nothing else does.
+    ws.edit(
+        "tools/defs.star",
+        "def platform_app(",
+        "# comment\ndef platform_app(",
+    );
+    let run = ws.json_run(&["build", "-v"], 0);
+    assert_eq!(
+        loaded(&run),
+        "loaded 6 packages: 3 evaluated, 3 from the analysis cache"
+    );
+    // A new file can change what a glob matches: its package is evaluated again.
+    ws.write("apps/web/src/extra.js", "export const extra = 1;\n");
+    let run = ws.json_run(&["build", "-v"], 0);
+    assert_eq!(
+        loaded(&run),
+        "loaded 6 packages: 1 evaluated, 5 from the analysis cache"
+    );
+    assert_eq!(run.with_status("executed"), ["//apps/web:build"]);
+}

@@ -1,0 +1,72 @@
+//! The analysis cache: a package's evaluated targets are reused when its BUILD.star, every
+//! `.star` file it (transitively) loaded, and the list of files it owns are unchanged, and
+//! cairn itself (version and prelude) is the same. Checking costs a `stat` per BUILD/.star file
+//! (through the file-state cache) and a hash of each package's file list: no Starlark runs on a
+//! no-op build.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::prelude::PRELUDE;
+use crate::graph::Target;
+use crate::workspace::WorkspacePath;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct AnalysisCache {
+    /// cairn's version and prelude digest: entries of another cairn are never trusted.
+    pub fingerprint: String,
+    pub packages: BTreeMap<String, PackageEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PackageEntry {
+    /// Digest of the BUILD.star file.
+    pub build: String,
+    /// Digest of the package's file list (what `glob()` can see).
+    pub files: String,
+    /// Every `.star` file the evaluation loaded, directly or not, with its digest.
+    pub loads: BTreeMap<String, String>,
+    pub targets: Vec<Target>,
+    pub globbed: Vec<WorkspacePath>,
+}
+
+impl AnalysisCache {
+    /// Decodes a stored cache; anything unreadable or from another cairn is an empty cache.
+    pub fn decode(bytes: Option<&[u8]>) -> AnalysisCache {
+        let fingerprint = fingerprint();
+        bytes
+            .and_then(|b| zstd::decode_all(b).ok())
+            .and_then(|b| serde_json::from_slice::<AnalysisCache>(&b).ok())
+            .filter(|c| c.fingerprint == fingerprint)
+            .unwrap_or(AnalysisCache {
+                fingerprint,
+                packages: BTreeMap::new(),
+            })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("the analysis cache serializes");
+        zstd::encode_all(json.as_slice(), 1).expect("compressing in memory cannot fail")
+    }
+}
+
+/// The digest of a package's file list.
+pub(crate) fn files_digest(files: &[String]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for f in files {
+        hasher.update(f.as_bytes());
+        hasher.update(b"\0");
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+fn fingerprint() -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+    for (name, source) in PRELUDE {
+        hasher.update(name.as_bytes());
+        hasher.update(source.as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
+}
