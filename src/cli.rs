@@ -10,16 +10,24 @@ use std::process::ExitCode;
 use cairn_store::{FileStates, Store};
 use clap::Parser;
 
-use crate::engine::{AnalysisError, BuildOptions, analyze, run_build};
+use std::sync::OnceLock;
+
+use crate::action::ToolResolver;
+use crate::engine::{AnalysisError, BuildContext, BuildOptions, analyze, run_build};
 use crate::error::Error;
 use crate::exec::local::LocalExecutor;
+use crate::exec::sandbox::{self, SandboxMode};
 use crate::graph::{Graph, Kind, Label, Pattern};
 use crate::load::LoadError;
-use crate::report::{self, ConsoleReporter, Style};
+use crate::report::{self, ConsoleReporter, Reporter, Style};
 use crate::workspace::{HostEnv, Workspace};
 use args::{Args, Command, GraphFormat, StoreCommand};
 
 pub fn main() -> ExitCode {
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().is_some_and(|a| a == sandbox::HELPER_ARG) {
+        return sandbox::helper_main(raw.collect());
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -137,8 +145,8 @@ fn parse_patterns(texts: &[String], cwd_package: &str) -> Result<Vec<(String, Pa
 
 fn run(args: &Args, env: &HostEnv, style: Style) -> Result<(), Error> {
     match &args.command {
-        Command::Build { patterns } => build(args, env, style, patterns, false),
-        Command::Test { patterns } => build(args, env, style, patterns, true),
+        Command::Build { patterns, check } => build(args, env, style, patterns, false, *check),
+        Command::Test { patterns } => build(args, env, style, patterns, true, false),
         Command::Clean => clean(args, env),
         Command::Graph { patterns, format } => graph(args, env, patterns, *format),
         Command::Store { command } => match command {
@@ -153,6 +161,7 @@ fn build(
     style: Style,
     patterns: &[String],
     run_tests: bool,
+    check: bool,
 ) -> Result<(), Error> {
     let session = open_session(args, env)?;
     let store = open_store(&session.store_dir)?;
@@ -168,18 +177,35 @@ fn build(
         .jobs
         .or(session.ws.config.build.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let reporter = ConsoleReporter::new(style, args.verbose);
+    let mode = args
+        .sandbox
+        .or(session.ws.config.build.sandbox)
+        .unwrap_or(SandboxMode::Namespace);
+    let warn = |text: &str| reporter.warning(text);
     let executor = LocalExecutor {
         store: &store,
         workspace_root: &session.ws.root,
+        mode,
+        helper: std::env::current_exe()
+            .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
+        on_fallback: &warn,
+        effective: OnceLock::new(),
     };
-    let reporter = ConsoleReporter::new(style, args.verbose);
+    let tools = ToolResolver::new(session.ws.tool_path());
+    let context = BuildContext {
+        graph: &graph,
+        store: &store,
+        states: &states,
+        executor: &executor,
+        reporter: &reporter,
+        workspace_root: &session.ws.root,
+        tools: &tools,
+        host_env: &env.vars,
+        check,
+    };
     let outcome = run_build(
-        &graph,
-        &store,
-        &states,
-        &executor,
-        &reporter,
-        &session.ws.root,
+        &context,
         &BuildOptions {
             roots,
             run_tests,
@@ -201,7 +227,18 @@ fn build(
     if let Err(e) = store.db().record_build(&record) {
         reporter_warning(&style, &format!("could not record build statistics: {e}"));
     }
-    report::print_stderr(&report::summary_line(&outcome, &style));
+    let mut summary = report::summary_line(&outcome, &style);
+    // The sandbox is named when it is not the hermetic default; `none` always.
+    match executor.effective.get() {
+        Some(SandboxMode::Directory) if mode == SandboxMode::Namespace => {
+            summary.push_str(" (sandbox: directory, namespaces unavailable)")
+        }
+        _ if mode == SandboxMode::None => {
+            summary.push_str(&format!(" (sandbox: {})", mode.as_str()))
+        }
+        _ => {}
+    }
+    report::print_stderr(&summary);
     if args.json {
         report::print_json(&report::json_summary(&outcome));
     }
@@ -279,7 +316,7 @@ fn graph(
                     Kind::Test => "ellipse",
                     Kind::Filegroup => "folder",
                     Kind::Group => "diamond",
-                    Kind::Action => "box",
+                    Kind::Action | Kind::FixedOutput => "box",
                 };
                 dot.push_str(&format!("  \"{l}\" [shape={shape}];\n"));
                 for d in &t.deps {

@@ -3,7 +3,9 @@
 
 pub(crate) mod scheduler;
 
-pub(crate) use scheduler::{BuildOptions, BuildOutcome, Status, TargetReport, run_build};
+pub(crate) use scheduler::{
+    BuildContext, BuildOptions, BuildOutcome, Status, TargetReport, run_build,
+};
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! declared outputs into the store.
 
 pub(crate) mod local;
+pub(crate) mod sandbox;
 
 use std::path::PathBuf;
 

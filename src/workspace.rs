@@ -48,6 +48,11 @@ pub(crate) struct StoreConfig {
 pub(crate) struct BuildConfig {
     /// Default parallelism.
     pub jobs: Option<usize>,
+    /// `namespace` (default), `directory` or `none`.
+    pub sandbox: Option<crate::exec::sandbox::SandboxMode>,
+    /// Where tools are looked up, in order; also the actions' `PATH`. Relative entries are
+    /// relative to the workspace root. Default: `/usr/local/bin`, `/usr/bin`, `/bin`.
+    pub tool_path: Option<Vec<PathBuf>>,
 }
 
 /// The environment variables cairn itself uses, read once at start-up.
@@ -57,6 +62,8 @@ pub(crate) struct HostEnv {
     pub xdg_cache_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
     pub no_color: bool,
+    /// Every variable, for `pass_env` (which never enters a key).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl HostEnv {
@@ -68,6 +75,9 @@ impl HostEnv {
             xdg_cache_home: var("XDG_CACHE_HOME").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
             no_color: var("NO_COLOR").is_some(),
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
         }
     }
 }
@@ -126,6 +136,17 @@ impl Workspace {
         match &env.home {
             Some(home) => home.join(".cache/cairn"),
             None => self.root.join(".cairn-store"),
+        }
+    }
+
+    /// The tool path: `cairn.toml`'s `tool_path`, else the system default.
+    pub fn tool_path(&self) -> Vec<PathBuf> {
+        match &self.config.build.tool_path {
+            Some(dirs) => dirs.iter().map(|d| self.root.join(d)).collect(),
+            None => crate::action::prepare::DEFAULT_TOOL_PATH
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 

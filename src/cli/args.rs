@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::exec::sandbox::SandboxMode;
 use crate::report::ColorChoice;
 
 #[derive(Debug, Parser)]
@@ -29,6 +30,9 @@ pub(crate) struct Args {
     /// When to use colours (honours NO_COLOR).
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// The sandbox actions run in (default: cairn.toml's `sandbox`, else namespace).
+    #[arg(long, global = true, value_enum)]
+    pub sandbox: Option<SandboxMode>,
     /// Also show cached targets.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -42,6 +46,9 @@ pub(crate) enum Command {
     Build {
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
+        /// Re-run cached actions and report every one whose outputs differ (non-reproducible).
+        #[arg(long)]
+        check: bool,
     },
     /// Build, then run the test targets; cached passes are not re-run.
     Test {

@@ -13,7 +13,8 @@ use cairn_store::{
     restore_file,
 };
 
-use crate::action::{PreparedAction, prepare_action};
+use crate::action::tools::first_word;
+use crate::action::{PreparedAction, Tool, ToolResolver, prepare_action};
 use crate::exec::{ExecError, ExecFailure, Executor};
 use crate::graph::{Graph, Kind, Label, Target};
 use crate::report::Reporter;
@@ -81,14 +82,22 @@ impl BuildOutcome {
 /// Files a finished target makes available to its dependents.
 type Provided = Arc<BTreeMap<WorkspacePath, FileInfo>>;
 
-struct Shared<'a> {
-    graph: &'a Graph,
-    store: &'a Store,
-    states: &'a FileStates,
-    executor: &'a dyn Executor,
-    reporter: &'a dyn Reporter,
-    workspace_root: &'a std::path::Path,
+/// Everything a build reads, shared by the workers.
+pub(crate) struct BuildContext<'a> {
+    pub graph: &'a Graph,
+    pub store: &'a Store,
+    pub states: &'a FileStates,
+    pub executor: &'a dyn Executor,
+    pub reporter: &'a dyn Reporter,
+    pub workspace_root: &'a std::path::Path,
+    pub tools: &'a ToolResolver,
+    /// The host environment, for `pass_env`.
+    pub host_env: &'a BTreeMap<String, String>,
+    /// `build --check`: re-run cached actions and compare their outputs.
+    pub check: bool,
 }
+
+type Shared<'a> = BuildContext<'a>;
 
 struct Job {
     label: Label,
@@ -102,15 +111,9 @@ struct Done {
     ok: bool,
 }
 
-pub(crate) fn run_build(
-    graph: &Graph,
-    store: &Store,
-    states: &FileStates,
-    executor: &dyn Executor,
-    reporter: &dyn Reporter,
-    workspace_root: &std::path::Path,
-    options: &BuildOptions,
-) -> BuildOutcome {
+pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildOutcome {
+    let graph = shared.graph;
+    let reporter = shared.reporter;
     let start = Instant::now();
     let roots = options.roots.iter().cloned().collect();
     let order: Vec<Label> = graph
@@ -132,14 +135,6 @@ pub(crate) fn run_build(
     let total = order.iter().filter(|l| graph.kind_of(l).runs()).count();
     reporter.build_started(total);
 
-    let shared = Shared {
-        graph,
-        store,
-        states,
-        executor,
-        reporter,
-        workspace_root,
-    };
     let mut provided: HashMap<Label, Provided> = HashMap::new();
     let mut reports: Vec<TargetReport> = Vec::new();
     let mut blocked: HashMap<Label, Label> = HashMap::new();
@@ -153,7 +148,6 @@ pub(crate) fn run_build(
         for _ in 0..options.jobs.max(1) {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            let shared = &shared;
             scope.spawn(move || {
                 loop {
                     let job = {
@@ -280,10 +274,32 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         };
     }
     shared.reporter.target_started(&target.label);
-    let action = prepare_action(target, &srcs, &dep_files);
+    let tools = match resolve_tools(shared, target) {
+        Ok(tools) => tools,
+        Err(message) => return failed(shared, target, None, started, message),
+    };
+    let pass_env = target
+        .pass_env
+        .iter()
+        .filter_map(|name| shared.host_env.get(name).map(|v| (name.clone(), v.clone())))
+        .collect();
+    let action = prepare_action(
+        target,
+        &srcs,
+        &dep_files,
+        &tools,
+        &shared.tools.path_var(),
+        pass_env,
+    );
 
     match lookup(shared, &action) {
         Ok(Some((provided, saved_ms))) => {
+            if shared.check
+                && target.kind == Kind::Action
+                && let Some(problem) = check_reproducible(shared, target, &action, &provided)
+            {
+                return failed(shared, target, Some(action.key), started, problem);
+            }
             let report = TargetReport {
                 label: target.label.clone(),
                 kind: target.kind,
@@ -428,6 +444,81 @@ fn failed(
     }
 }
 
+/// `build --check`: runs a cached action again and compares every output digest with the
+/// cached result. Returns what differs, if anything (or why the re-run failed).
+fn check_reproducible(
+    shared: &Shared,
+    target: &Target,
+    action: &PreparedAction,
+    cached: &FileMap,
+) -> Option<String> {
+    let outcome = match shared.executor.execute(&target.label, action) {
+        Ok(o) => o,
+        Err(e) => {
+            return Some(format!(
+                "could not be re-run for --check: {}",
+                error_text(&e)
+            ));
+        }
+    };
+    let Some(result) = outcome.result else {
+        let why = outcome.failure.map(|f| f.message).unwrap_or_default();
+        return Some(format!("failed when re-run for --check: {why}"));
+    };
+    let fresh = match outputs_of(shared, action, &result, false) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("could not read its re-run outputs: {e}")),
+    };
+    let mut differ = Vec::new();
+    for path in cached
+        .keys()
+        .chain(fresh.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (a, b) = (cached.get(path), fresh.get(path));
+        if a.map(|i| i.digest) != b.map(|i| i.digest) {
+            let show = |i: Option<&FileInfo>| {
+                i.map_or("missing".to_string(), |i| {
+                    format!("blake3:{}", i.digest.short())
+                })
+            };
+            differ.push(format!("{path} ({} cached, {} now)", show(a), show(b)));
+        }
+    }
+    (!differ.is_empty()).then(|| {
+        format!(
+            "is not reproducible: re-running it changed {}",
+            differ.join(", ")
+        )
+    })
+}
+
+/// The tools the action calls: those in `tools` (which must exist), the first word of `cmd`
+/// and `sh` (when found).
+fn resolve_tools(shared: &Shared, target: &Target) -> Result<Vec<Tool>, String> {
+    let mut tools = Vec::new();
+    for name in &target.tools {
+        match shared.tools.resolve(name, shared.states) {
+            Some(tool) => tools.push(tool),
+            None => {
+                return Err(format!(
+                    "tool `{name}` was not found on the tool path `{}` (set `tool_path` in cairn.toml to add directories)",
+                    shared.tools.path_var()
+                ));
+            }
+        }
+    }
+    let implicit = ["sh"].into_iter().chain(first_word(&target.cmd));
+    for name in implicit {
+        if !tools.iter().any(|t| t.name == name)
+            && let Some(tool) = shared.tools.resolve(name, shared.states)
+        {
+            tools.push(tool);
+        }
+    }
+    Ok(tools)
+}
+
 fn hash_sources(
     shared: &Shared,
     target: &Target,
@@ -475,6 +566,16 @@ fn restore_outputs(
     action: &PreparedAction,
     result: &reapi::ActionResult,
 ) -> Result<BTreeMap<WorkspacePath, FileInfo>, StoreError> {
+    outputs_of(shared, action, result, true)
+}
+
+/// The files of a result by workspace path; with `restore`, also written into the workspace.
+fn outputs_of(
+    shared: &Shared,
+    action: &PreparedAction,
+    result: &reapi::ActionResult,
+    restore: bool,
+) -> Result<BTreeMap<WorkspacePath, FileInfo>, StoreError> {
     let cas = shared.store.cas();
     let bad = |what: &str| StoreError::BadTree {
         digest: action.key,
@@ -493,12 +594,14 @@ fn restore_outputs(
             digest,
             executable: file.is_executable,
         };
-        restore_file(
-            cas,
-            shared.states,
-            &info,
-            &path.to_host(shared.workspace_root),
-        )?;
+        if restore {
+            restore_file(
+                cas,
+                shared.states,
+                &info,
+                &path.to_host(shared.workspace_root),
+            )?;
+        }
         provided.insert(path, info);
     }
     for dir in &result.output_directories {
@@ -510,12 +613,14 @@ fn restore_outputs(
             .and_then(Digest::from_reapi)
             .ok_or_else(|| bad("digest"))?;
         let contents = read_tree(cas, &digest)?;
-        restore_contents(
-            cas,
-            shared.states,
-            &contents,
-            &path.to_host(shared.workspace_root),
-        )?;
+        if restore {
+            restore_contents(
+                cas,
+                shared.states,
+                &contents,
+                &path.to_host(shared.workspace_root),
+            )?;
+        }
         for (rel, info) in contents.files {
             provided.insert(
                 WorkspacePath::in_package(path.as_str(), &rel).map_err(|_| bad("tree entry"))?,

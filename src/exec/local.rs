@@ -13,11 +13,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cairn_store::{Digest, Store, StoreError, capture_dir, reapi};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use cairn_store::{Digest, FileInfo, MerkleTree, Store, StoreError, capture_dir, reapi};
 use prost::Message;
 
+use super::sandbox::{self, NamespaceSpec, SandboxMode};
 use super::{ExecError, ExecFailure, ExecOutcome, Executor};
-use crate::action::PreparedAction;
+use crate::action::{ActionKind, PreparedAction};
 use crate::graph::Label;
 use crate::workspace::WorkspacePath;
 
@@ -30,11 +34,47 @@ pub(crate) struct LocalExecutor<'a> {
     pub store: &'a Store,
     /// The workspace, to read source files from (they are stored in the CAS first, verified).
     pub workspace_root: &'a Path,
+    /// The sandbox asked for; `Namespace` is checked once, on first use.
+    pub mode: SandboxMode,
+    /// This binary, which doubles as the namespace sandbox helper.
+    pub helper: PathBuf,
+    /// Told once when the namespace sandbox is unavailable.
+    pub on_fallback: &'a (dyn Fn(&str) + Sync),
+    pub effective: OnceLock<SandboxMode>,
 }
 
 impl LocalExecutor<'_> {
     fn sandbox_dir(&self) -> PathBuf {
         self.store.root().join("sandbox")
+    }
+
+    /// The sandbox actually used: `Namespace` only if a probe sandbox works here.
+    pub fn effective_mode(&self) -> SandboxMode {
+        *self.effective.get_or_init(|| {
+            if self.mode != SandboxMode::Namespace {
+                return self.mode;
+            }
+            let scratch = tempfile::Builder::new()
+                .prefix("probe-")
+                .tempdir_in({
+                    let base = self.sandbox_dir();
+                    let _ = fs::create_dir_all(&base);
+                    base
+                });
+            let result = match &scratch {
+                Ok(dir) => sandbox::probe(&self.helper, dir.path()),
+                Err(e) => Err(format!("cannot create a scratch directory: {e}")),
+            };
+            match result {
+                Ok(()) => SandboxMode::Namespace,
+                Err(why) => {
+                    (self.on_fallback)(&format!(
+                        "the namespace sandbox is unavailable here ({why}); using the directory sandbox, which does not hide absolute paths or the network"
+                    ));
+                    SandboxMode::Directory
+                }
+            }
+        })
     }
 }
 
@@ -50,13 +90,18 @@ impl Executor for LocalExecutor<'_> {
             path: path.to_path_buf(),
             source,
         };
+        let mode = self.effective_mode();
         let base = self.sandbox_dir();
         fs::create_dir_all(&base).map_err(|e| sandbox_err(io_err("create", &base, e)))?;
         let sandbox = tempfile::Builder::new()
             .prefix("action-")
             .tempdir_in(&base)
             .map_err(|e| sandbox_err(io_err("create", &base, e)))?;
-        let root = sandbox.path().join("root");
+        // Without a sandbox the command runs in the workspace itself.
+        let root = match mode {
+            SandboxMode::None => self.workspace_root.to_path_buf(),
+            _ => sandbox.path().join("root"),
+        };
         let home = sandbox.path().join("home");
         let tmp = sandbox.path().join("tmp");
         for dir in [&root, &home, &tmp] {
@@ -78,18 +123,28 @@ impl Executor for LocalExecutor<'_> {
                 cas.put_file_with_digest(&path.to_host(self.workspace_root), info.digest)
                     .map_err(sandbox_err)?;
             }
-            cas.write_to(&info.digest, &path.to_host(&root), info.executable)
-                .map_err(sandbox_err)?;
+            if mode != SandboxMode::None {
+                cas.write_to(&info.digest, &path.to_host(&root), info.executable)
+                    .map_err(sandbox_err)?;
+            }
         }
         let workdir = root.join(&action.working_dir);
         fs::create_dir_all(&workdir).map_err(|e| sandbox_err(io_err("create", &workdir, e)))?;
         for out in &action.outs {
-            if let Some(parent) = out.to_host(&root).parent() {
+            let host = out.to_host(&root);
+            if mode == SandboxMode::None {
+                // Stale outputs must not survive into the new result.
+                let _ = fs::remove_file(&host);
+            }
+            if let Some(parent) = host.parent() {
                 fs::create_dir_all(parent).map_err(|e| sandbox_err(io_err("create", parent, e)))?;
             }
         }
         for dir in &action.out_dirs {
             let host = dir.to_host(&root);
+            if mode == SandboxMode::None {
+                let _ = fs::remove_dir_all(&host);
+            }
             fs::create_dir_all(&host).map_err(|e| sandbox_err(io_err("create", &host, e)))?;
         }
 
@@ -99,14 +154,34 @@ impl Executor for LocalExecutor<'_> {
             .map_err(|e| sandbox_err(io_err("create", &stdout_path, e)))?;
         let stderr = File::create(&stderr_path)
             .map_err(|e| sandbox_err(io_err("create", &stderr_path, e)))?;
-        let mut command = Command::new("/bin/sh");
+        let network = matches!(action.kind, ActionKind::FixedOutput(_));
+        let new_root = sandbox.path().join("newroot");
+        let mut command = match mode {
+            SandboxMode::Namespace => {
+                fs::create_dir_all(&new_root)
+                    .map_err(|e| sandbox_err(io_err("create", &new_root, e)))?;
+                let spec = NamespaceSpec {
+                    new_root: &new_root,
+                    input_root: &root,
+                    cwd: &action.working_dir,
+                    network,
+                    read_only: &action.tool_dirs,
+                };
+                sandbox::namespace_command(&self.helper, &spec, &["/bin/sh", "-c", &action.cmd])
+            }
+            SandboxMode::Directory | SandboxMode::None => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(&action.cmd).current_dir(&workdir);
+                sandbox::set_umask_before_exec(&mut c);
+                c
+            }
+        };
         command
-            .arg("-c")
-            .arg(&action.cmd)
-            .current_dir(&workdir)
             .env_clear()
             .envs(&action.env)
+            .envs(&action.pass_env)
             // Fresh empty directories each run: not part of the key, the same for every run.
+            // (The namespace sandbox replaces them with its own /home/cairn and /tmp.)
             .env("HOME", &home)
             .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
@@ -146,7 +221,7 @@ impl Executor for LocalExecutor<'_> {
             Some(code) => return Ok(failure(format!("exited with code {code}"))),
             None => return Ok(failure("was killed by a signal".to_string())),
         }
-        if let Some(problem) = check_outputs(&root, action) {
+        if let Some(problem) = check_outputs(&root, action, mode) {
             return Ok(failure(problem));
         }
 
@@ -169,13 +244,38 @@ impl Executor for LocalExecutor<'_> {
                 ..Default::default()
             });
         }
+        // For a fixed-output action: every output file by package-relative path.
+        let mut produced: BTreeMap<String, FileInfo> = BTreeMap::new();
+        for f in &result.output_files {
+            if let Some(d) = f.digest.as_ref().and_then(Digest::from_reapi) {
+                produced.insert(
+                    f.path.clone(),
+                    FileInfo {
+                        digest: d,
+                        executable: f.is_executable,
+                    },
+                );
+            }
+        }
         for dir in &action.out_dirs {
-            let (tree, _) = capture_dir(cas, &dir.to_host(&root)).map_err(capture_err)?;
+            let (tree, contents) = capture_dir(cas, &dir.to_host(&root)).map_err(capture_err)?;
+            let rel = dir.relative_to(&action.working_dir);
+            for (path, info) in contents.files {
+                produced.insert(format!("{rel}/{path}"), info);
+            }
             result.output_directories.push(reapi::OutputDirectory {
                 path: dir.relative_to(&action.working_dir),
                 tree_digest: Some(tree.to_reapi()),
                 ..Default::default()
             });
+        }
+        if let ActionKind::FixedOutput(expected) = action.kind {
+            let actual = MerkleTree::build(&produced).root;
+            if actual.hash != expected.hash {
+                return Ok(failure(format!(
+                    "produced outputs whose digest differs from the declared one\n  expected: {expected}\n  actual:   {actual}\n  (if the new outputs are right, set digest = \"{actual}\")"
+                )));
+            }
         }
         result.stdout_digest = Some(cas.put_file(&stdout_path).map_err(capture_err)?.to_reapi());
         result.stderr_digest = Some(cas.put_file(&stderr_path).map_err(capture_err)?.to_reapi());
@@ -224,7 +324,7 @@ fn wait_with_timeout(
 }
 
 /// Whether the sandbox holds exactly the declared outputs (besides the inputs).
-fn check_outputs(root: &Path, action: &PreparedAction) -> Option<String> {
+fn check_outputs(root: &Path, action: &PreparedAction, mode: SandboxMode) -> Option<String> {
     let mut problems = Vec::new();
     for out in &action.outs {
         match fs::symlink_metadata(out.to_host(root)) {
@@ -246,7 +346,9 @@ fn check_outputs(root: &Path, action: &PreparedAction) -> Option<String> {
     if !problems.is_empty() {
         return Some(problems.join("; "));
     }
-    if !action.check_undeclared_writes {
+    // Tests have no outputs (their scratch files are discarded); without a sandbox the
+    // workspace is full of other files.
+    if action.kind == ActionKind::Test || mode == SandboxMode::None {
         return None;
     }
     let mut extra = Vec::new();

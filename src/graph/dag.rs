@@ -308,6 +308,8 @@ mod tests {
             timeout_ms: 1000,
             flaky: 0,
             tags: vec![],
+            pass_env: vec![],
+            fixed_digest: None,
             location: Location {
                 file: format!("{pkg}/BUILD.star"),
                 line: 1,

@@ -16,6 +16,7 @@ pub(crate) enum Kind {
     Action,
     Test,
     Group,
+    FixedOutput,
 }
 
 impl Kind {
@@ -25,12 +26,13 @@ impl Kind {
             Kind::Action => "action",
             Kind::Test => "test",
             Kind::Group => "group",
+            Kind::FixedOutput => "fixed_output",
         }
     }
 
     /// Whether targets of this kind run a command (and so appear in build summaries).
     pub fn runs(self) -> bool {
-        matches!(self, Kind::Action | Kind::Test)
+        matches!(self, Kind::Action | Kind::Test | Kind::FixedOutput)
     }
 }
 
@@ -66,6 +68,11 @@ pub(crate) struct Target {
     pub timeout_ms: u64,
     pub flaky: u32,
     pub tags: Vec<String>,
+    /// Host environment variables passed through without entering the key.
+    pub pass_env: Vec<String>,
+    /// The declared output digest of a `fixed_output`.
+    #[serde(with = "digest_serde")]
+    pub fixed_digest: Option<cairn_store::Digest>,
     pub location: Location,
 }
 
@@ -99,6 +106,32 @@ mod label_serde {
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Label, D::Error> {
         let s = String::deserialize(d)?;
         Label::parse(&s, "").map_err(serde::de::Error::custom)
+    }
+}
+
+mod digest_serde {
+    use super::*;
+    use cairn_store::Digest;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&format!("{}/{}", d.hex(), d.size)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Digest>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let (hex, size) = text
+            .split_once('/')
+            .ok_or_else(|| serde::de::Error::custom("digest"))?;
+        let mut digest: Digest = format!("blake3:{hex}")
+            .parse()
+            .map_err(serde::de::Error::custom)?;
+        digest.size = size.parse().map_err(serde::de::Error::custom)?;
+        Ok(Some(digest))
     }
 }
 

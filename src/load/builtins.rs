@@ -118,6 +118,8 @@ struct Attrs {
     timeout: String,
     flaky: i32,
     tags: Vec<String>,
+    pass_env: Vec<String>,
+    digest: Option<String>,
 }
 
 impl Attrs {
@@ -135,6 +137,8 @@ impl Attrs {
             timeout: ACTION_TIMEOUT.to_string(),
             flaky: 0,
             tags: vec![],
+            pass_env: vec![],
+            digest: None,
         }
     }
 }
@@ -206,6 +210,22 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         );
     }
     let timeout_ms = parse_timeout(&attrs.timeout).map_err(|e| anyhow!("In `{label}`: {e}"))?;
+    for name in &attrs.pass_env {
+        if name.is_empty() || name.contains('=') {
+            bail!("Invalid environment variable name `{name}` in `pass_env` of `{label}`");
+        }
+        if env.contains_key(name) {
+            bail!("`{name}` is in both `env` and `pass_env` of `{label}`");
+        }
+    }
+    let fixed_digest = match &attrs.digest {
+        None => None,
+        Some(text) => Some(text.parse::<cairn_store::Digest>().map_err(|_| {
+            anyhow!(
+                "Invalid `digest` {text:?} of `{label}`: expected \"blake3:\" and 64 hex digits (a wrong one is fine to start: the build prints the actual digest)"
+            )
+        })?),
+    };
     ctx.targets.borrow_mut().push(Target {
         label,
         kind: attrs.kind,
@@ -219,6 +239,8 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         timeout_ms,
         flaky: attrs.flaky as u32,
         tags: attrs.tags,
+        pass_env: attrs.pass_env,
+        fixed_digest,
         location,
     });
     Ok(NoneType)
@@ -311,6 +333,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = UnpackList::default())] tools: UnpackList<String>,
         #[starlark(require = named, default = ACTION_TIMEOUT)] timeout: &str,
         #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] pass_env: UnpackList<String>,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         if outs.items.is_empty() && out_dirs.items.is_empty() {
@@ -320,6 +343,44 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         }
         let mut a = Attrs::new(name, Kind::Action);
         a.cmd = cmd.to_string();
+        a.srcs = srcs.items;
+        a.deps = deps.items;
+        a.outs = outs.items;
+        a.out_dirs = out_dirs.items;
+        a.env = env.entries;
+        a.tools = tools.items;
+        a.timeout = timeout.to_string();
+        a.tags = tags.items;
+        a.pass_env = pass_env.items;
+        declare(eval, a)
+    }
+
+    /// A download or install that needs the network (`npm ci`, fetching a toolchain): the
+    /// network is allowed, and the result is accepted only if the digest of its output tree
+    /// equals `digest` (`"blake3:<64 hex>"`). Cached by that digest, as in Nix.
+    fn fixed_output(
+        #[starlark(require = named)] name: &str,
+        #[starlark(require = named)] cmd: &str,
+        #[starlark(require = named)] digest: &str,
+        #[starlark(require = named, default = UnpackList::default())] srcs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] deps: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] outs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] out_dirs: UnpackList<String>,
+        #[starlark(require = named, default = UnpackDictEntries::default())] env: UnpackDictEntries<
+            String,
+            String,
+        >,
+        #[starlark(require = named, default = UnpackList::default())] tools: UnpackList<String>,
+        #[starlark(require = named, default = ACTION_TIMEOUT)] timeout: &str,
+        #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
+        eval: &mut Evaluator,
+    ) -> anyhow::Result<NoneType> {
+        if outs.items.is_empty() && out_dirs.items.is_empty() {
+            bail!("fixed_output `{name}` declares no `outs` or `out_dirs`");
+        }
+        let mut a = Attrs::new(name, Kind::FixedOutput);
+        a.cmd = cmd.to_string();
+        a.digest = Some(digest.to_string());
         a.srcs = srcs.items;
         a.deps = deps.items;
         a.outs = outs.items;
@@ -346,6 +407,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = TEST_TIMEOUT)] timeout: &str,
         #[starlark(require = named, default = 0)] flaky: i32,
         #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
+        #[starlark(require = named, default = UnpackList::default())] pass_env: UnpackList<String>,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         let mut a = Attrs::new(name, Kind::Test);
@@ -357,6 +419,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.timeout = timeout.to_string();
         a.flaky = flaky;
         a.tags = tags.items;
+        a.pass_env = pass_env.items;
         declare(eval, a)
     }
 }

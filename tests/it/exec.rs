@@ -92,8 +92,8 @@ fn timeout_kills_the_process_group() {
 fn flaky_test_is_retried_and_reported() {
     let ws = Workspace::new();
     let counter = ws.path("attempts");
-    // The directory sandbox still lets an absolute path through; the test uses that to fail
-    // exactly once.
+    // The directory sandbox lets an absolute path through; the test uses that to fail exactly
+    // once (the namespace sandbox would hide the counter).
     ws.write(
         "BUILD.star",
         &format!(
@@ -102,7 +102,7 @@ fn flaky_test_is_retried_and_reported() {
             c = counter.display()
         ),
     );
-    let run = ws.json_run(&["test", ":flaky"], 0);
+    let run = ws.json_run(&["test", ":flaky", "--sandbox", "directory"], 0);
     let t = &run.json()["targets"][0];
     assert_eq!(t["status"], "executed");
     assert_eq!(t["attempts"], 2);

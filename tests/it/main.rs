@@ -5,4 +5,5 @@ mod build;
 mod errors;
 mod exec;
 mod mimic;
+mod sandbox;
 mod util;

@@ -6,6 +6,27 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Whether unprivileged user namespaces work here. Where they do not, tests that need them
+/// skip with a printed reason, unless CAIRN_TEST_REQUIRE_NAMESPACES is set (CI sets it).
+pub fn namespaces_available() -> bool {
+    let ok = Command::new("unshare")
+        .args(["-Urn", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    #[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+    let required = std::env::var_os("CAIRN_TEST_REQUIRE_NAMESPACES").is_some();
+    if !ok && required {
+        panic!("user namespaces are unavailable but CAIRN_TEST_REQUIRE_NAMESPACES is set");
+    }
+    if !ok {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped: unprivileged user namespaces are unavailable on this machine");
+        }
+    }
+    ok
+}
+
 pub struct Workspace {
     dir: tempfile::TempDir,
     store: tempfile::TempDir,

@@ -1,0 +1,388 @@
+//! From a target and the digests of its inputs to an REAPI-shaped action: the `Command`
+//! (argv, sorted environment, output paths, working directory), the input-root Merkle tree,
+//! and the action key, the BLAKE3 digest of the encoded `Action`. Everything that enters the
+//! key is listed here; nothing host-specific (absolute paths, time, user) does.
+
+use std::collections::BTreeMap;
+
+use cairn_store::{Digest, FileInfo, MerkleTree, reapi};
+use prost::Message;
+
+use super::Tool;
+use crate::graph::{Kind, Target};
+use crate::workspace::WorkspacePath;
+
+/// Changes whenever cairn changes how it runs actions, so old cache entries are not reused.
+/// Guarded by `fixed_action_key_is_stable`.
+const ACTION_SALT: &[u8] = b"cairn action v1";
+
+/// `SOURCE_DATE_EPOCH` for every action: 1980-01-01T00:00:00Z, the earliest time a zip file
+/// can hold, so archivers that honour it never fail.
+pub(crate) const SOURCE_DATE_EPOCH: &str = "315532800";
+
+/// The default tool path (and so `PATH` inside actions): the system's, never the user's.
+pub(crate) const DEFAULT_TOOL_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// What kind of action this is, for the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActionKind {
+    /// Declared outputs only; files written elsewhere fail it; no network.
+    Build,
+    /// No outputs; scratch files are discarded; no network.
+    Test,
+    /// Network allowed; its outputs must have the declared digest.
+    FixedOutput(Digest),
+}
+
+/// An action ready to look up or run.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedAction {
+    pub key: Digest,
+    /// The package directory the command runs in (REAPI `working_directory`).
+    pub working_dir: String,
+    pub cmd: String,
+    /// The full environment, sorted (REAPI: environment_variables sorted by name).
+    pub env: BTreeMap<String, String>,
+    /// Every input file by workspace path.
+    pub inputs: BTreeMap<WorkspacePath, FileInfo>,
+    pub outs: Vec<WorkspacePath>,
+    pub out_dirs: Vec<WorkspacePath>,
+    pub timeout_ms: u64,
+    pub kind: ActionKind,
+    /// Host directories of the resolved tools (mounted read-only in the namespace sandbox).
+    pub tool_dirs: Vec<std::path::PathBuf>,
+    /// `pass_env` variables with their host values: passed to the command, never in the key.
+    pub pass_env: BTreeMap<String, String>,
+    pub command: reapi::Command,
+    pub action: reapi::Action,
+}
+
+/// Builds the action of `target` from its source files and the files its dependencies provide
+/// (dependency outputs, by content digest: that is what gives early cutoff).
+/// `tools` are the resolved tools the action calls (their path and digest enter the key as
+/// platform properties); `path_var` is the tool path, the action's `PATH`; `pass_env` holds
+/// host values of the target's `pass_env` names.
+pub(crate) fn prepare_action(
+    target: &Target,
+    srcs: &BTreeMap<WorkspacePath, FileInfo>,
+    dep_files: &BTreeMap<WorkspacePath, FileInfo>,
+    tools: &[Tool],
+    path_var: &str,
+    pass_env: BTreeMap<String, String>,
+) -> PreparedAction {
+    let package = target.label.package.as_str();
+    let rel = |paths: &mut dyn Iterator<Item = &WorkspacePath>| -> String {
+        paths
+            .map(|p| p.relative_to(package))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("TZ".into(), "UTC".into());
+    env.insert("LC_ALL".into(), "C".into());
+    env.insert("SOURCE_DATE_EPOCH".into(), SOURCE_DATE_EPOCH.into());
+    env.insert("PATH".into(), path_var.into());
+    env.insert("SRCS".into(), rel(&mut srcs.keys()));
+    env.insert("DEPS".into(), rel(&mut dep_files.keys()));
+    env.insert("OUTS".into(), rel(&mut target.outputs()));
+    if let Some(first) = target.outputs().next() {
+        env.insert("OUT".into(), first.relative_to(package));
+    }
+    let depth = if package.is_empty() {
+        0
+    } else {
+        package.split('/').count()
+    };
+    env.insert(
+        "ROOT".into(),
+        if depth == 0 {
+            ".".into()
+        } else {
+            vec![".."; depth].join("/")
+        },
+    );
+    for (k, v) in &target.env {
+        env.insert(k.clone(), v.clone());
+    }
+
+    let mut inputs = srcs.clone();
+    inputs.extend(dep_files.iter().map(|(k, v)| (k.clone(), *v)));
+    let tree_files: BTreeMap<String, FileInfo> = inputs
+        .iter()
+        .map(|(p, i)| (p.as_str().to_string(), *i))
+        .collect();
+    // The working directory must exist even when it holds no input.
+    let dirs: Vec<String> = if package.is_empty() {
+        vec![]
+    } else {
+        vec![package.to_string()]
+    };
+    let tree = MerkleTree::build_with_dirs(&tree_files, &BTreeMap::new(), &dirs);
+
+    let mut output_files: Vec<String> =
+        target.outs.iter().map(|p| p.relative_to(package)).collect();
+    let mut output_dirs: Vec<String> = target
+        .out_dirs
+        .iter()
+        .map(|p| p.relative_to(package))
+        .collect();
+    output_files.sort();
+    output_dirs.sort();
+    let mut output_paths: Vec<String> = output_files.iter().chain(&output_dirs).cloned().collect();
+    output_paths.sort();
+
+    // REAPI v2.1 replaced output_files/output_directories with output_paths; servers older
+    // than v2.1 read only the old fields, so both are set (as Bazel does).
+    #[allow(deprecated)]
+    let command = reapi::Command {
+        arguments: vec!["/bin/sh".into(), "-c".into(), target.cmd.clone()],
+        environment_variables: env
+            .iter()
+            .map(|(name, value)| reapi::command::EnvironmentVariable {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        output_files,
+        output_directories: output_dirs,
+        output_paths,
+        working_directory: package.to_string(),
+        ..Default::default()
+    };
+    // REAPI: platform properties sorted by name.
+    let mut sorted_tools: Vec<&Tool> = tools.iter().collect();
+    sorted_tools.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted_tools.dedup_by(|a, b| a.name == b.name);
+    let platform = (!sorted_tools.is_empty()).then(|| reapi::Platform {
+        properties: sorted_tools
+            .iter()
+            .map(|t| reapi::platform::Property {
+                name: format!("cairn.tool.{}", t.name),
+                value: format!("{} {}", t.path.display(), t.digest),
+            })
+            .collect(),
+    });
+    let command_digest = Digest::of_bytes(&command.encode_to_vec());
+    let action = reapi::Action {
+        command_digest: Some(command_digest.to_reapi()),
+        input_root_digest: Some(tree.root.to_reapi()),
+        timeout: Some(bazel_remote_apis::google::protobuf::Duration {
+            seconds: (target.timeout_ms / 1000) as i64,
+            nanos: ((target.timeout_ms % 1000) * 1_000_000) as i32,
+        }),
+        do_not_cache: false,
+        salt: ACTION_SALT.to_vec(),
+        platform,
+    };
+    let kind = match (target.kind, target.fixed_digest) {
+        (Kind::FixedOutput, Some(d)) => ActionKind::FixedOutput(d),
+        (Kind::Test, _) => ActionKind::Test,
+        _ => ActionKind::Build,
+    };
+    let key = match kind {
+        // Nix's fixed-output rule: the result is named by its declared content, so neither
+        // the command nor the inputs (nor the network) decide what it is.
+        ActionKind::FixedOutput(d) => fixed_output_key(&d, &command.output_paths, package),
+        _ => Digest::of_bytes(&action.encode_to_vec()),
+    };
+    let mut tool_dirs: Vec<std::path::PathBuf> = sorted_tools
+        .iter()
+        .filter_map(|t| t.path.parent().map(|p| p.to_path_buf()))
+        .collect();
+    tool_dirs.sort();
+    tool_dirs.dedup();
+    PreparedAction {
+        key,
+        working_dir: package.to_string(),
+        cmd: target.cmd.clone(),
+        env,
+        inputs,
+        outs: target.outs.clone(),
+        out_dirs: target.out_dirs.clone(),
+        timeout_ms: target.timeout_ms,
+        kind,
+        tool_dirs,
+        pass_env,
+        command,
+        action,
+    }
+}
+
+/// The key of a fixed-output action: its declared digest, output paths and directory.
+fn fixed_output_key(digest: &Digest, output_paths: &[String], package: &str) -> Digest {
+    let marker = reapi::Command {
+        arguments: vec!["cairn-fixed-output".into(), digest.to_string()],
+        output_paths: output_paths.to_vec(),
+        working_directory: package.to_string(),
+        ..Default::default()
+    };
+    let action = reapi::Action {
+        command_digest: Some(Digest::of_bytes(&marker.encode_to_vec()).to_reapi()),
+        salt: ACTION_SALT.to_vec(),
+        ..Default::default()
+    };
+    Digest::of_bytes(&action.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Label, Location};
+
+    fn target() -> Target {
+        Target {
+            label: Label::parse("//apps/web:build", "").unwrap(),
+            kind: Kind::Action,
+            srcs: vec![],
+            deps: vec![],
+            cmd: "cat $SRCS > $OUT".into(),
+            outs: vec![WorkspacePath::in_package("apps/web", "dist/app.js").unwrap()],
+            out_dirs: vec![],
+            env: BTreeMap::new(),
+            tools: vec![],
+            timeout_ms: 600_000,
+            flaky: 0,
+            tags: vec![],
+            pass_env: vec![],
+            fixed_digest: None,
+            location: Location {
+                file: "apps/web/BUILD.star".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    fn prep(
+        t: &Target,
+        srcs: &BTreeMap<WorkspacePath, FileInfo>,
+        deps: &BTreeMap<WorkspacePath, FileInfo>,
+    ) -> PreparedAction {
+        prepare_action(t, srcs, deps, &[], "/usr/bin:/bin", BTreeMap::new())
+    }
+
+    fn tool(content: &str) -> Tool {
+        Tool {
+            name: "python3".into(),
+            path: "/usr/bin/python3".into(),
+            digest: Digest::of_bytes(content.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn tool_identity_and_path_enter_the_key_but_pass_env_does_not() {
+        let srcs = files(&[("apps/web/src/app.ts", "x")]);
+        let none = BTreeMap::new();
+        let t = target();
+        let a = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", BTreeMap::new());
+        let b = prepare_action(&t, &srcs, &none, &[tool("v2")], "/usr/bin", BTreeMap::new());
+        let c = prepare_action(
+            &t,
+            &srcs,
+            &none,
+            &[tool("v1")],
+            "/opt/bin:/usr/bin",
+            BTreeMap::new(),
+        );
+        let ci: BTreeMap<String, String> = [("CI".to_string(), "true".to_string())].into();
+        let d = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", ci);
+        assert_ne!(a.key, b.key);
+        assert_ne!(a.key, c.key);
+        assert_eq!(a.key, d.key);
+        assert_eq!(d.pass_env["CI"], "true");
+    }
+
+    #[test]
+    fn fixed_output_key_depends_only_on_declared_digest_and_outputs() {
+        let mut t = target();
+        t.kind = Kind::FixedOutput;
+        t.fixed_digest = Some(Digest::of_bytes(b"tree"));
+        let a = prep(
+            &t,
+            &files(&[("apps/web/package-lock.json", "1")]),
+            &BTreeMap::new(),
+        );
+        t.cmd = "npm ci --prefer-offline".into();
+        let b = prep(
+            &t,
+            &files(&[("apps/web/package-lock.json", "1")]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(a.key, b.key);
+        t.fixed_digest = Some(Digest::of_bytes(b"other tree"));
+        assert_ne!(a.key, prep(&t, &BTreeMap::new(), &BTreeMap::new()).key);
+        assert_eq!(a.kind, ActionKind::FixedOutput(Digest::of_bytes(b"tree")));
+    }
+
+    fn files(entries: &[(&str, &str)]) -> BTreeMap<WorkspacePath, FileInfo> {
+        entries
+            .iter()
+            .map(|(p, c)| {
+                (
+                    WorkspacePath::from_normalized(p.to_string()),
+                    FileInfo {
+                        digest: Digest::of_bytes(c.as_bytes()),
+                        executable: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fixed_action_key_is_stable() {
+        // Changing this key invalidates every cache: change it only deliberately.
+        let a = prep(
+            &target(),
+            &files(&[("apps/web/src/app.ts", "x")]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            a.key.to_string(),
+            "blake3:9bc198bd66954297563b6d2be5210c8f5e72501d41e61abb30403e4442bad3c4"
+        );
+    }
+
+    #[test]
+    fn every_field_that_matters_changes_the_key() {
+        let srcs = files(&[("apps/web/src/app.ts", "x")]);
+        let deps = files(&[("packages/t/dist/t.css", "a")]);
+        let base = prep(&target(), &srcs, &deps).key;
+        let mut keys = vec![base];
+        let mut push = |k: Digest| {
+            assert!(!keys.contains(&k), "a changed field left the key unchanged");
+            keys.push(k);
+        };
+        push(prep(&target(), &files(&[("apps/web/src/app.ts", "y")]), &deps).key);
+        push(prep(&target(), &files(&[("apps/web/src/other.ts", "x")]), &deps).key);
+        push(prep(&target(), &srcs, &files(&[("packages/t/dist/t.css", "b")])).key);
+        let mut t = target();
+        t.cmd = "cp $SRCS $OUT".into();
+        push(prep(&t, &srcs, &deps).key);
+        let mut t = target();
+        t.env.insert("NODE_ENV".into(), "prod".into());
+        push(prep(&t, &srcs, &deps).key);
+        let mut t = target();
+        t.outs = vec![WorkspacePath::in_package("apps/web", "dist/other.js").unwrap()];
+        push(prep(&t, &srcs, &deps).key);
+        let mut t = target();
+        t.timeout_ms = 1000;
+        push(prep(&t, &srcs, &deps).key);
+        let mut exec = srcs.clone();
+        exec.values_mut().for_each(|i| i.executable = true);
+        push(prep(&target(), &exec, &deps).key);
+    }
+
+    #[test]
+    fn unchanged_dependency_outputs_keep_the_key() {
+        // Early cutoff: a rebuilt dependency with identical outputs yields the same key.
+        let srcs = files(&[("apps/web/src/app.ts", "x")]);
+        let a = prep(&target(), &srcs, &files(&[("packages/t/dist/t.css", "a")]));
+        let b = prep(&target(), &srcs, &files(&[("packages/t/dist/t.css", "a")]));
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.env["DEPS"], "../../packages/t/dist/t.css");
+        assert_eq!(a.env["ROOT"], "../..");
+        assert_eq!(a.env["OUT"], "dist/app.js");
+    }
+}

@@ -1,0 +1,138 @@
+//! Host tool identity. A tool an action calls (named in `tools`, the first word of `cmd`, and
+//! always `sh`) is resolved once per build on the tool path, and its path and content digest
+//! enter the action key as platform properties: replacing `python3` is a cache miss, not a
+//! wrong hit.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_store::{Digest, FileStates};
+
+/// A resolved tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tool {
+    pub name: String,
+    /// Where it was found on the tool path (the directory is what `PATH` lists).
+    pub path: PathBuf,
+    /// The digest of the file it resolves to (symlinks followed).
+    pub digest: Digest,
+}
+
+/// Shell words that are not programs: never resolved as tools.
+const SHELL_WORDS: &[&str] = &[
+    "!", ".", ":", "[", "alias", "break", "case", "cd", "command", "continue", "echo", "eval",
+    "exec", "exit", "export", "false", "for", "if", "printf", "pwd", "read", "return", "set",
+    "shift", "test", "trap", "true", "umask", "unset", "until", "wait", "while", "{", "(",
+];
+
+/// The program a shell command starts with, if it is a plain command name.
+pub(crate) fn first_word(cmd: &str) -> Option<&str> {
+    let word = cmd.split_whitespace().next()?;
+    let plain = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+    (plain && !SHELL_WORDS.contains(&word)).then_some(word)
+}
+
+/// Resolves tool names on the tool path, once per name per build.
+pub(crate) struct ToolResolver {
+    search: Vec<PathBuf>,
+    resolved: Mutex<HashMap<String, Option<Tool>>>,
+}
+
+impl ToolResolver {
+    pub fn new(search: Vec<PathBuf>) -> ToolResolver {
+        ToolResolver {
+            search,
+            resolved: Mutex::default(),
+        }
+    }
+
+    /// The `PATH` value actions see: the tool path.
+    pub fn path_var(&self) -> String {
+        self.search
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// The first executable file named `name` on the tool path.
+    pub fn resolve(&self, name: &str, states: &FileStates) -> Option<Tool> {
+        if name.is_empty() || name.contains('/') {
+            return None;
+        }
+        if let Some(found) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return found.clone();
+        }
+        let found = self.search.iter().find_map(|dir| {
+            let path = dir.join(name);
+            let real = std::fs::canonicalize(&path).ok()?;
+            if !is_executable_file(&real) {
+                return None;
+            }
+            let (info, _) = states.file_info(&real).ok()?;
+            Some(Tool {
+                name: name.to_string(),
+                path,
+                digest: info.digest,
+            })
+        });
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), found.clone());
+        found
+    }
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_word_skips_shell_builtins_and_assignments() {
+        assert_eq!(first_word("python3 scripts/x.py"), Some("python3"));
+        assert_eq!(first_word("  cat $SRCS > $OUT"), Some("cat"));
+        assert_eq!(first_word("echo hi"), None);
+        assert_eq!(first_word("FOO=1 make"), None);
+        assert_eq!(first_word("./run.sh"), None);
+        assert_eq!(first_word(""), None);
+    }
+
+    #[test]
+    fn resolves_on_the_tool_path_and_sees_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("mytool");
+        std::fs::write(&tool, "#!/bin/sh\necho 1\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let states = FileStates::default();
+        let first = ToolResolver::new(vec![bin.clone()])
+            .resolve("mytool", &states)
+            .unwrap();
+        assert_eq!(first.path, tool);
+        std::fs::write(&tool, "#!/bin/sh\necho 2\n").unwrap();
+        let second = ToolResolver::new(vec![bin.clone()])
+            .resolve("mytool", &states)
+            .unwrap();
+        assert_ne!(first.digest, second.digest);
+        assert!(
+            ToolResolver::new(vec![bin])
+                .resolve("absent", &states)
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! Hermeticity (issue 3): the namespace sandbox hides the file system, home and network;
+//! fixed-output actions get the network and must match their digest; `build --check` finds
+//! non-reproducible actions; tool identity enters the key.
+
+use std::io::Write;
+use std::net::TcpListener;
+
+use crate::util::{Workspace, namespaces_available};
+
+/// A workspace whose secret file sits next to the package, outside every input.
+fn with_secret() -> Workspace {
+    let ws = Workspace::new();
+    ws.write("secret.txt", "top secret\n");
+    ws
+}
+
+#[test]
+fn relative_and_absolute_reads_of_undeclared_files_fail() {
+    if !namespaces_available() {
+        return;
+    }
+    let ws = with_secret();
+    let abs = ws.path("secret.txt");
+    ws.write(
+        "pkg/BUILD.star",
+        &format!(
+            "action(name = \"rel\", cmd = \"cat ../secret.txt > $OUT\", outs = [\"rel.txt\"])\n\
+             action(name = \"abs\", cmd = \"cat {} > $OUT\", outs = [\"abs.txt\"])\n",
+            abs.display()
+        ),
+    );
+    let run = ws.json_run(&["build", "--keep-going"], 1);
+    assert_eq!(run.statuses()["//pkg:rel"], "failed");
+    assert_eq!(run.statuses()["//pkg:abs"], "failed", "{}", run.stderr);
+    assert!(!run.stderr.contains("top secret"));
+    // The directory sandbox hides relative paths only; the namespace sandbox is what hides
+    // the absolute one.
+    let run = ws.json_run(&["build", "//pkg:abs", "--sandbox", "directory"], 0);
+    assert_eq!(run.statuses()["//pkg:abs"], "executed");
+}
+
+#[test]
+fn home_is_empty_and_writes_outside_outputs_vanish() {
+    if !namespaces_available() {
+        return;
+    }
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("escaped");
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "test(name = \"home\", cmd = 'test -z \"$(ls -A $HOME)\" && ! cat ~/.ssh/id_rsa && ! cat /root/.bashrc && id -u | grep -qx 1000')\n\
+             test(name = \"write\", cmd = 'echo x > /tmp/scratch; (echo x > {m}) 2>/dev/null; (echo x > /etc/evil) 2>/dev/null; true')\n",
+            m = marker.display()
+        ),
+    );
+    let run = ws.json_run(&["test"], 0);
+    assert_eq!(run.count("executed"), 2, "{}", run.stderr);
+    assert!(
+        !marker.exists(),
+        "a write outside the sandbox reached the host"
+    );
+    assert!(!std::path::Path::new("/etc/evil").exists());
+}
+
+#[test]
+fn no_network_except_in_fixed_output_actions_whose_digest_must_match() {
+    if !namespaces_available() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(b"hello from the host\n");
+        }
+    });
+    let connect = format!(
+        "python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', {port}), timeout=5); print(s.recv(100).decode().strip())\""
+    );
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "action(name = \"online\", cmd = \"\"\"{connect} > $OUT\"\"\", outs = [\"got.txt\"])\n"
+        ),
+    );
+    let run = ws.json_run(&["build"], 1);
+    assert_eq!(run.statuses()["//:online"], "failed");
+
+    let zero = format!("blake3:{}", "0".repeat(64));
+    let fetch = |digest: &str| {
+        format!(
+            "fixed_output(name = \"fetch\", cmd = \"\"\"{connect} > $OUT\"\"\", outs = [\"got.txt\"], digest = \"{digest}\")\n"
+        )
+    };
+    ws.write("BUILD.star", &fetch(&zero));
+    let run = ws.json_run(&["build"], 1);
+    assert!(
+        run.stderr.contains(&format!("expected: {zero}")),
+        "{}",
+        run.stderr
+    );
+    let actual = run
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("actual:"))
+        .unwrap_or_else(|| panic!("no actual digest in:\n{}", run.stderr))
+        .trim()
+        .to_string();
+    assert!(
+        actual.starts_with("blake3:") && actual.len() == 71,
+        "{actual}"
+    );
+
+    ws.write("BUILD.star", &fetch(&actual));
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(run.statuses()["//:fetch"], "executed");
+    assert_eq!(ws.read("got.txt"), "hello from the host\n");
+    // Cached by the declared digest: a different command producing it is not re-run.
+    ws.write(
+        "BUILD.star",
+        &fetch(&actual).replace("timeout=5", "timeout=6"),
+    );
+    assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+}
+
+#[test]
+fn build_check_names_nondeterministic_actions() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"stamp\", cmd = \"date +%s%N > $OUT\", outs = [\"stamp.txt\"])\n\
+         action(name = \"stable\", cmd = \"echo same > $OUT\", outs = [\"same.txt\"])\n",
+    );
+    ws.json_run(&["build"], 0);
+    let run = ws.json_run(&["build", "--check", "--keep-going"], 1);
+    assert_eq!(run.statuses()["//:stamp"], "failed");
+    assert_eq!(run.statuses()["//:stable"], "cached");
+    assert!(
+        run.stderr
+            .contains("//:stamp: is not reproducible: re-running it changed stamp.txt"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn mimic_is_reproducible() {
+    let ws = Workspace::mimic();
+    ws.json_run(&["build"], 0);
+    let run = ws.json_run(&["build", "--check"], 0);
+    assert_eq!(run.count("failed"), 0);
+}
+
+#[test]
+fn replacing_a_tool_is_a_cache_miss() {
+    let ws = Workspace::new();
+    let bin = tempfile::tempdir().unwrap();
+    let tool = bin.path().join("mytool");
+    let install = |version: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&tool, format!("#!/bin/sh\necho mytool {version}\n")).unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    install("1");
+    ws.write(
+        "cairn.toml",
+        &format!(
+            "[build]\ntool_path = [\"{}\", \"/usr/bin\", \"/bin\"]\n",
+            bin.path().display()
+        ),
+    );
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", cmd = \"mytool > $OUT\", outs = [\"v.txt\"])\n",
+    );
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.read("v.txt"), "mytool 1\n");
+    assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+    install("2");
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.read("v.txt"), "mytool 2\n");
+}
+
+#[test]
+fn explicit_tool_that_does_not_exist_fails_clearly() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", tools = [\"no-such-tool\"], cmd = \"true\", outs = [\"x\"])\n",
+    );
+    let run = ws.json_run(&["build"], 1);
+    assert!(
+        run.stderr.contains(
+            "tool `no-such-tool` was not found on the tool path `/usr/local/bin:/usr/bin:/bin`"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn pass_env_reaches_the_command_without_entering_the_key() {
+    let ws = Workspace::new();
+    ws.write("BUILD.star", "action(name = \"a\", pass_env = [\"CAIRN_TEST_CI\"], cmd = 'echo \"$CAIRN_TEST_CI\" > $OUT', outs = [\"ci.txt\"])\n");
+    let run = |value: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["-C"])
+            .arg(ws.root())
+            .args(["build", "--json"])
+            .env("CAIRN_STORE", ws.store())
+            .env("CAIRN_TEST_CI", value)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(run("one")["counts"]["executed"], 1);
+    assert_eq!(ws.read("ci.txt"), "one\n");
+    assert_eq!(run("two")["counts"]["cached"], 1);
+}
+
+#[test]
+fn sandbox_none_is_explicit_and_shown() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", cmd = \"echo x > $OUT\", outs = [\"x.txt\"])\n",
+    );
+    let run = ws.json_run(&["build", "--sandbox", "none"], 0);
+    assert!(run.stderr.contains("(sandbox: none)"), "{}", run.stderr);
+    assert_eq!(ws.read("x.txt"), "x\n");
+}
