@@ -1,10 +1,11 @@
 //! The engine: loads the workspace, builds the graph, and walks it in parallel: for each
 //! action, compute its key, look it up in the store, restore or execute, and record results.
 
+pub(crate) mod history;
 pub(crate) mod scheduler;
 
 pub(crate) use scheduler::{
-    BuildContext, BuildOptions, BuildOutcome, Status, TargetReport, run_build,
+    BuildContext, BuildOptions, BuildOutcome, DryInfo, DryRun, Status, TargetReport, run_build,
 };
 
 use std::collections::HashSet;
@@ -37,6 +38,10 @@ pub(crate) struct Analysis {
     pub packages: usize,
     /// Packages whose BUILD.star was evaluated (the rest came from the analysis cache).
     pub evaluated: usize,
+    /// Package → the `.star` files it loads.
+    pub loads: std::collections::BTreeMap<String, Vec<String>>,
+    /// Package → the files it owns (package-relative, sorted).
+    pub files: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Scans and loads the workspace (reusing the analysis cache stored in `store`) and checks
@@ -63,6 +68,8 @@ pub(crate) fn analyze(
         graph,
         packages: loaded.packages,
         evaluated: loaded.evaluated,
+        loads: loaded.loads,
+        files: scan.packages,
     })
 }
 

@@ -23,9 +23,9 @@ pub(crate) enum Error {
     },
     #[error("{0}")]
     Io(String),
-    /// Some target failed; the details were already reported.
-    #[error("the build failed")]
-    BuildFailed,
+    /// Bad command-line usage the parser could not catch (exit 2).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl From<AnalysisError> for Error {
@@ -37,8 +37,8 @@ impl From<AnalysisError> for Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Workspace(_) | Error::Analysis(_) | Error::Label(_) => 2,
-            Error::Store { .. } | Error::Io(_) | Error::BuildFailed => 1,
+            Error::Workspace(_) | Error::Analysis(_) | Error::Label(_) | Error::Usage(_) => 2,
+            Error::Store { .. } | Error::Io(_) => 1,
         }
     }
 }

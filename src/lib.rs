@@ -8,4 +8,5 @@ pub(crate) mod exec;
 pub(crate) mod graph;
 pub(crate) mod load;
 pub(crate) mod report;
+pub(crate) mod vcs;
 pub(crate) mod workspace;

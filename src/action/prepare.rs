@@ -57,6 +57,13 @@ pub(crate) struct PreparedAction {
     pub action: reapi::Action,
 }
 
+impl PreparedAction {
+    /// Every declared output path (files and directories).
+    pub fn outputs(&self) -> impl Iterator<Item = &WorkspacePath> {
+        self.outs.iter().chain(&self.out_dirs)
+    }
+}
+
 /// Builds the action of `target` from its source files and the files its dependencies provide
 /// (dependency outputs, by content digest: that is what gives early cutoff).
 /// `tools` are the resolved tools the action calls (their path and digest enter the key as

@@ -49,9 +49,36 @@ pub(crate) enum Command {
         /// Re-run cached actions and report every one whose outputs differ (non-reproducible).
         #[arg(long)]
         check: bool,
+        /// Write a Chrome trace (open it in Perfetto or chrome://tracing).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
     },
     /// Build, then run the test targets; cached passes are not re-run.
     Test {
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+        /// Write a JUnit XML report of the test targets.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Write a Chrome trace (open it in Perfetto or chrome://tracing).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+    },
+    /// Build a target's dependencies, then run its command in the workspace, uncached, with
+    /// the terminal attached (deploy, serve); its exit code is cairn's.
+    Run {
+        label: String,
+        /// Arguments appended to the command.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Explain why a target's next build is (or is not) a cache miss.
+    Why { label: String },
+    /// List the targets whose actions differ between a git revision and the working tree.
+    Affected {
+        /// A git revision (commit, branch, tag).
+        #[arg(long, value_name = "REF")]
+        since: String,
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
     },
@@ -64,7 +91,12 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
-    /// Inspect the store.
+    /// Graph queries.
+    Query {
+        #[command(subcommand)]
+        query: QueryCommand,
+    },
+    /// Inspect and maintain the store.
     Store {
         #[command(subcommand)]
         command: StoreCommand,
@@ -74,11 +106,40 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum GraphFormat {
     Dot,
+    Mermaid,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueryCommand {
+    /// What LABEL depends on (transitively).
+    Deps {
+        label: String,
+        /// Only this many levels.
+        #[arg(long)]
+        depth: Option<usize>,
+    },
+    /// What depends on LABEL (transitively).
+    Rdeps {
+        label: String,
+        #[arg(long)]
+        depth: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StoreCommand {
     /// Sizes, counts, hit rate and time saved over recent builds.
     Stats,
+    /// Shrink the store: evict the least recently used results (and blobs only they use).
+    Gc {
+        /// Keep the store at most this large (e.g. 10GiB, 500MiB).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Evict results not used for this long (e.g. 30d, 12h).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+    },
+    /// Re-hash every blob; remove corrupt ones and the results that use them. Exit 1 if any.
+    Verify,
 }

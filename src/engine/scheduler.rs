@@ -13,11 +13,12 @@ use cairn_store::{
     restore_file,
 };
 
+use super::history::HistoryRecorder;
 use crate::action::tools::first_word;
 use crate::action::{PreparedAction, Tool, ToolResolver, prepare_action};
 use crate::exec::{ExecError, ExecFailure, Executor};
 use crate::graph::{Graph, Kind, Label, Target};
-use crate::report::Reporter;
+use crate::report::{Reporter, Tracer};
 use crate::workspace::WorkspacePath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,30 @@ pub(crate) struct BuildContext<'a> {
     pub host_env: &'a BTreeMap<String, String>,
     /// `build --check`: re-run cached actions and compare their outputs.
     pub check: bool,
+    /// Where runs are recorded for `cairn why` (none for a dry run).
+    pub history: Option<&'a HistoryRecorder>,
+    /// A dry run computes keys and looks them up, but never executes or restores.
+    pub dry_run: Option<&'a DryRun>,
+    /// `--trace FILE`.
+    pub tracer: Option<&'a Tracer>,
+}
+
+/// What a dry run found for one action or test.
+#[derive(Debug, Clone)]
+pub(crate) struct DryInfo {
+    pub action: PreparedAction,
+    /// Whether the store holds a result for the key.
+    pub hit: bool,
+    /// Dependencies that must run first: the files they provide are not known yet.
+    pub unknown_deps: std::collections::BTreeSet<Label>,
+}
+
+/// The results of a dry run.
+#[derive(Debug, Default)]
+pub(crate) struct DryRun {
+    pub results: Mutex<HashMap<Label, DryInfo>>,
+    /// Targets whose outputs are unknown (a miss, or an unknown dependency).
+    unknown: Mutex<HashSet<Label>>,
 }
 
 type Shared<'a> = BuildContext<'a>;
@@ -145,10 +170,11 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel::<Done>();
-        for _ in 0..options.jobs.max(1) {
+        for worker in 0..options.jobs.max(1) {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
             scope.spawn(move || {
+                Tracer::set_track(worker + 1);
                 loop {
                     let job = {
                         let rx = job_rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -259,7 +285,10 @@ fn run_target(shared: &Shared, job: Job) -> Done {
     for d in &job.deps {
         dep_files.extend(d.iter().map(|(k, v)| (k.clone(), *v)));
     }
-    let srcs = match hash_sources(shared, target) {
+    let hashing = Instant::now();
+    let srcs = hash_sources(shared, target);
+    trace(shared, "hash sources", &target.label, hashing);
+    let srcs = match srcs {
         Ok(srcs) => srcs,
         Err(message) => return failed(shared, target, None, started, message),
     };
@@ -291,14 +320,23 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         &shared.tools.path_var(),
         pass_env,
     );
+    if let Some(dry) = shared.dry_run {
+        return dry_run_target(shared, dry, target, action);
+    }
 
-    match lookup(shared, &action) {
+    let looking = Instant::now();
+    let found = lookup(shared, &action);
+    trace(shared, "cache lookup", &target.label, looking);
+    match found {
         Ok(Some((provided, saved_ms))) => {
             if shared.check
                 && target.kind == Kind::Action
                 && let Some(problem) = check_reproducible(shared, target, &action, &provided)
             {
                 return failed(shared, target, Some(action.key), started, problem);
+            }
+            if let Some(h) = shared.history {
+                h.record(&target.label, action.key, "cached", &action);
             }
             let report = TargetReport {
                 label: target.label.clone(),
@@ -335,7 +373,9 @@ fn run_target(shared: &Shared, job: Job) -> Done {
     let mut attempts = 0;
     let outcome = loop {
         attempts += 1;
+        let running = Instant::now();
         let outcome = shared.executor.execute(&target.label, &action);
+        trace(shared, "execute", &target.label, running);
         let retry = matches!(&outcome, Ok(o) if o.result.is_none()) && attempts < attempts_allowed;
         if !retry {
             break outcome;
@@ -350,6 +390,9 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         Err(e) => return failed(shared, target, Some(action.key), started, error_text(&e)),
     };
     let Some(result) = outcome.result else {
+        if let Some(h) = shared.history {
+            h.record(&target.label, action.key, "failed", &action);
+        }
         let mut done = failed(shared, target, Some(action.key), started, String::new());
         if let Some(report) = &mut done.report {
             report.failure = outcome.failure;
@@ -376,6 +419,9 @@ fn run_target(shared: &Shared, job: Job) -> Done {
             );
         }
     };
+    if let Some(h) = shared.history {
+        h.record(&target.label, action.key, "executed", &action);
+    }
     let report = TargetReport {
         label: target.label.clone(),
         kind: target.kind,
@@ -441,6 +487,62 @@ fn failed(
         report: target.kind.runs().then_some(report),
         provided: Arc::default(),
         ok: false,
+    }
+}
+
+fn trace(shared: &Shared, name: &str, label: &Label, began: Instant) {
+    if let Some(t) = shared.tracer {
+        t.span(
+            name,
+            "build",
+            began,
+            serde_json::json!({ "label": label.to_string() }),
+        );
+    }
+}
+
+/// A dry run of one action: look the key up (no restore, no execution) and remember the
+/// outcome. Unknown outputs propagate to dependents.
+fn dry_run_target(shared: &Shared, dry: &DryRun, target: &Target, action: PreparedAction) -> Done {
+    let unknown_deps: std::collections::BTreeSet<Label> = {
+        let unknown = dry.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        target
+            .deps
+            .iter()
+            .filter(|d| unknown.contains(*d))
+            .cloned()
+            .collect()
+    };
+    let cached = shared
+        .store
+        .get_action_result(&action.key)
+        .ok()
+        .flatten()
+        .and_then(|r| outputs_of(shared, &action, &r, false).ok());
+    let hit = cached.is_some() && unknown_deps.is_empty();
+    if !hit {
+        dry.unknown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.label.clone());
+    }
+    let label = target.label.clone();
+    dry.results
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            label.clone(),
+            DryInfo {
+                action,
+                hit,
+                unknown_deps,
+            },
+        );
+    Done {
+        label,
+        report: None,
+        provided: Arc::new(cached.unwrap_or_default()),
+        ok: true,
     }
 }
 

@@ -361,7 +361,7 @@ fn check_outputs(root: &Path, action: &PreparedAction, mode: SandboxMode) -> Opt
             continue;
         };
         let rel = WorkspacePath::from_normalized(rel.to_string_lossy().into_owned());
-        let declared = action.outputs_contain(&rel) || action.inputs.contains_key(&rel);
+        let declared = outputs_contain(action, &rel) || action.inputs.contains_key(&rel);
         if !declared {
             extra.push(format!("`{rel}`"));
         }
@@ -386,10 +386,8 @@ fn out_is_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-impl PreparedAction {
-    fn outputs_contain(&self, path: &WorkspacePath) -> bool {
-        self.outs.contains(path) || self.out_dirs.iter().any(|d| path.is_within(d))
-    }
+fn outputs_contain(action: &PreparedAction, path: &WorkspacePath) -> bool {
+    action.outs.contains(path) || action.out_dirs.iter().any(|d| path.is_within(d))
 }
 
 /// The last `n` lines of a file (reading at most its last 64 KiB).

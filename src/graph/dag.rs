@@ -242,6 +242,45 @@ impl Graph {
             .flat_map(|t| t.outputs().map(move |o| (t, o)))
     }
 
+    /// ` (did you mean `//x:y`?)` for the closest existing label, if one is close.
+    pub fn suggest(&self, wanted: &Label) -> String {
+        suggest(&self.targets, wanted)
+    }
+
+    /// Labels reachable from `label` through deps (`reverse`: through rdeps), with their
+    /// distance, up to `depth` levels; sorted by distance, then label.
+    pub fn reachable(
+        &self,
+        label: &Label,
+        reverse: bool,
+        depth: Option<usize>,
+    ) -> Vec<(usize, Label)> {
+        let mut seen: HashSet<&Label> = HashSet::from([label]);
+        let mut frontier = vec![label];
+        let mut out = Vec::new();
+        let mut level = 0;
+        while !frontier.is_empty() && depth.is_none_or(|d| level < d) {
+            level += 1;
+            let mut next = Vec::new();
+            for l in frontier {
+                let edges: &[Label] = if reverse {
+                    self.rdeps(l)
+                } else {
+                    &self.targets[l].deps
+                };
+                for e in edges {
+                    if seen.insert(e) {
+                        next.push(e);
+                    }
+                }
+            }
+            next.sort();
+            out.extend(next.iter().map(|l| (level, (*l).clone())));
+            frontier = next;
+        }
+        out
+    }
+
     pub fn kind_of(&self, label: &Label) -> Kind {
         self.targets[label].kind
     }

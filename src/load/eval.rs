@@ -29,6 +29,8 @@ pub(crate) struct Loaded {
     /// How many packages there are, and how many were evaluated (not from the cache).
     pub packages: usize,
     pub evaluated: usize,
+    /// Package → the `.star` files its evaluation loaded (transitively).
+    pub loads: BTreeMap<String, Vec<String>>,
 }
 
 fn build_dialect() -> Dialect {
@@ -274,7 +276,10 @@ pub(crate) fn load_workspace(
         };
         entries.insert(package.clone(), entry);
     }
-    for entry in entries.values() {
+    for (package, entry) in &entries {
+        loaded
+            .loads
+            .insert(package.clone(), entry.loads.keys().cloned().collect());
         loaded.globbed.extend(entry.globbed.iter().cloned());
         loaded.targets.extend(entry.targets.iter().cloned());
     }

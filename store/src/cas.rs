@@ -71,6 +71,19 @@ impl Cas {
         }
     }
 
+    /// The on-disk path of the blob stored under `hex`, if present.
+    pub fn blob_path_hex(&self, hex: &str) -> Option<PathBuf> {
+        if hex.len() < 2 {
+            return None;
+        }
+        let raw = self.root.join(&hex[..2]).join(hex);
+        if raw.exists() {
+            return Some(raw);
+        }
+        let zst = raw.with_extension("zst");
+        zst.exists().then_some(zst)
+    }
+
     /// Stores bytes; returns their digest. A blob already present is not rewritten.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
@@ -224,6 +237,52 @@ impl Cas {
             expected: *expected,
             actual,
         })
+    }
+
+    /// Re-hashes the blob stored under `hex` (whatever its size); a corrupt one is removed.
+    /// Returns whether it was sound.
+    pub fn verify_hex(&self, hex: &str) -> Result<bool> {
+        let Ok(hash) = blake3::Hash::from_hex(hex) else {
+            return Ok(false);
+        };
+        let raw = self.root.join(&hex[..2]).join(hex);
+        let zst = raw.with_extension("zst");
+        let bytes = if raw.exists() {
+            fs::read(&raw).at("read", &raw)?
+        } else {
+            let file = File::open(&zst).at("read", &zst)?;
+            let mut out = Vec::new();
+            if zstd::stream::read::Decoder::new(file)
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .is_err()
+            {
+                let _ = fs::remove_file(&zst);
+                return Ok(false);
+            }
+            out
+        };
+        if blake3::hash(&bytes) == hash {
+            return Ok(true);
+        }
+        let _ = fs::remove_file(&raw);
+        let _ = fs::remove_file(&zst);
+        Ok(false)
+    }
+
+    /// Removes a blob (GC). Missing is fine.
+    pub fn remove_hex(&self, hex: &str) -> Result<()> {
+        if hex.len() < 2 {
+            return Ok(());
+        }
+        let raw = self.root.join(&hex[..2]).join(hex);
+        for path in [raw.with_extension("zst"), raw] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at("remove", path),
+            }
+        }
+        Ok(())
     }
 
     /// Every stored blob's digest hex and on-disk size.

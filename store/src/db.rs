@@ -37,6 +37,16 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace TEXT NOT NULL,
+    label TEXT NOT NULL,
+    key BLOB NOT NULL,
+    status TEXT NOT NULL,
+    manifest BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_label ON history (workspace, label, seq);
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     finished_ms INTEGER NOT NULL,
@@ -70,6 +80,22 @@ pub struct BuildTotals {
     pub builds: u64,
     /// The sum of their records.
     pub sum: BuildRecord,
+}
+
+/// How many history entries are kept per target.
+const HISTORY_PER_TARGET: i64 = 5;
+
+/// One recorded run of a target, for `cairn why`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The target's label.
+    pub label: String,
+    /// Its action key.
+    pub key: Digest,
+    /// How it ended (`executed`, `cached`, `failed`).
+    pub status: String,
+    /// What went into the key (encoded by the caller).
+    pub manifest: Vec<u8>,
 }
 
 /// The metadata database.
@@ -163,6 +189,31 @@ impl Db {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Every action result: key, encoded result, last use (ms since the epoch).
+    pub fn all_action_results(&self) -> Result<Vec<(Digest, Vec<u8>, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT key, result, last_used_ms FROM action_cache ORDER BY last_used_ms DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let hash: Vec<u8> = r.get(0)?;
+                Ok((
+                    Digest {
+                        hash: hash.try_into().unwrap_or([0; 32]),
+                        size: 0,
+                    },
+                    r.get(1)?,
+                    r.get(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
     }
 
     /// How many action results are stored.
@@ -283,6 +334,102 @@ impl Db {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// The latest (key, status) recorded per label of a workspace.
+    pub fn latest_history(&self, workspace: &str) -> Result<HashMap<String, (Digest, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT label, key, status FROM history h WHERE workspace = ?1 AND seq =
+                   (SELECT MAX(seq) FROM history WHERE workspace = ?1 AND label = h.label)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![workspace], |r| {
+                let hash: Vec<u8> = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (
+                        Digest {
+                            hash: hash.try_into().unwrap_or([0; 32]),
+                            size: 0,
+                        },
+                        r.get::<_, String>(2)?,
+                    ),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The recorded runs of one target, newest first.
+    pub fn history(&self, workspace: &str, label: &str) -> Result<Vec<HistoryEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, status, manifest FROM history WHERE workspace = ?1 AND label = ?2
+                 ORDER BY seq DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![workspace, label], |r| {
+                let hash: Vec<u8> = r.get(0)?;
+                Ok(HistoryEntry {
+                    label: label.to_string(),
+                    key: Digest {
+                        hash: hash.try_into().unwrap_or([0; 32]),
+                        size: 0,
+                    },
+                    status: r.get(1)?,
+                    manifest: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Appends history entries in one transaction, keeping the newest few per target.
+    pub fn record_history(&self, workspace: &str, entries: &[HistoryEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO history (workspace, label, key, status, manifest, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut prune = tx
+                .prepare_cached(
+                    "DELETE FROM history WHERE workspace = ?1 AND label = ?2 AND seq NOT IN
+                       (SELECT seq FROM history WHERE workspace = ?1 AND label = ?2
+                        ORDER BY seq DESC LIMIT ?3)",
+                )
+                .map_err(|e| self.err(e))?;
+            for e in entries {
+                insert
+                    .execute(params![
+                        workspace,
+                        e.label,
+                        e.key.hash.as_slice(),
+                        e.status,
+                        e.manifest,
+                        now
+                    ])
+                    .map_err(|e| self.err(e))?;
+                prune
+                    .execute(params![workspace, e.label, HISTORY_PER_TARGET])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Records a finished build's counts.
     pub fn record_build(&self, record: &BuildRecord) -> Result<()> {
         self.conn()
@@ -329,7 +476,7 @@ impl Db {
 }
 
 #[allow(clippy::disallowed_methods)] // LRU bookkeeping needs the wall clock; never hashed.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

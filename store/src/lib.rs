@@ -9,6 +9,7 @@ mod db;
 mod digest;
 mod error;
 mod file_state;
+mod gc;
 mod materialize;
 mod tree;
 
@@ -18,10 +19,11 @@ use prost::Message;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use cas::{Cas, set_mode};
-pub use db::{BuildRecord, BuildTotals, Db};
+pub use db::{BuildRecord, BuildTotals, Db, HistoryEntry};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Result, StoreError};
 pub use file_state::{FileInfo, FileState, FileStates, Lookup};
+pub use gc::{GcPolicy, GcReport, VerifyReport, parse_age, parse_size};
 pub use materialize::{Restored, restore_contents, restore_dir, restore_file};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};
 
@@ -112,6 +114,29 @@ impl Store {
     pub fn put_action_result(&self, key: &Digest, result: &reapi::ActionResult) -> Result<()> {
         debug_assert!(referenced_blobs(result).all(|d| d.is_some_and(|d| self.cas.contains(&d))));
         self.db.put_action_result(key, &result.encode_to_vec())
+    }
+
+    /// Takes the store lock: shared for a build (many at once), exclusive for GC and verify
+    /// (which wait for running builds). Released when the returned file is dropped.
+    pub fn lock(&self, exclusive: bool) -> Result<std::fs::File> {
+        let path = self.root.join("lock");
+        let io = |source| StoreError::Io {
+            op: "lock",
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        if exclusive {
+            file.lock().map_err(io)?;
+        } else {
+            file.lock_shared().map_err(io)?;
+        }
+        Ok(file)
     }
 
     /// Records the last use of every action result read since the previous call, in one

@@ -7,3 +7,4 @@ mod exec;
 mod mimic;
 mod sandbox;
 mod util;
+mod why;

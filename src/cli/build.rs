@@ -1,0 +1,249 @@
+//! `cairn build`, `cairn test`, `cairn run` and `cairn clean`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use super::{Loaded, Session};
+use crate::action::ToolResolver;
+use crate::engine::history::HistoryRecorder;
+use crate::engine::{AnalysisError, BuildContext, BuildOptions, BuildOutcome, Status, run_build};
+use crate::error::Error;
+use crate::exec::local::LocalExecutor;
+use crate::exec::sandbox::SandboxMode;
+use crate::graph::Label;
+use crate::report::{self, ConsoleReporter, Reporter, Tracer, junit::junit_xml};
+use crate::workspace::WorkspacePath;
+
+/// Builds (and with `run_tests`, tests) the targets matched by `patterns`. Returns the exit
+/// code: 0, or 1 if anything failed.
+pub(crate) fn build(
+    s: &Session,
+    patterns: &[String],
+    run_tests: bool,
+    check: bool,
+    trace: Option<&Path>,
+    junit: Option<&Path>,
+) -> Result<u8, Error> {
+    let tracer = trace.map(|_| Tracer::new());
+    let loading = Instant::now();
+    let loaded = s.load()?;
+    if let Some(t) = &tracer {
+        t.span("load and analysis", "load", loading, serde_json::json!({}));
+    }
+    let patterns = s.patterns(patterns)?;
+    let roots: Vec<Label> = loaded
+        .graph()
+        .matching(&patterns)
+        .map_err(AnalysisError::from)?
+        .into_iter()
+        .collect();
+    let outcome = execute(s, &loaded, roots, run_tests, check, tracer.as_ref())?;
+    s.save_states(&loaded);
+    if let (Some(t), Some(path)) = (&tracer, trace) {
+        t.write(path, s.jobs())
+            .map_err(|e| Error::Io(format!("Cannot write the trace `{}`: {e}", path.display())))?;
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, junit_xml(&outcome)).map_err(|e| {
+            Error::Io(format!(
+                "Cannot write the JUnit report `{}`: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if s.args.json {
+        report::print_json(&report::json_summary(&outcome));
+    }
+    Ok(if outcome.is_success() { 0 } else { 1 })
+}
+
+/// Runs the build of `roots` with the console reporter, records history and statistics, and
+/// prints the summary line.
+pub(crate) fn execute(
+    s: &Session,
+    loaded: &Loaded,
+    roots: Vec<Label>,
+    run_tests: bool,
+    check: bool,
+    tracer: Option<&Tracer>,
+) -> Result<BuildOutcome, Error> {
+    // Shared with other builds; `store gc` waits for it.
+    let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
+    let reporter = ConsoleReporter::new(s.style, s.args.verbose);
+    let mode = s
+        .args
+        .sandbox
+        .or(s.ws.config.build.sandbox)
+        .unwrap_or(SandboxMode::Namespace);
+    let warn = |text: &str| reporter.warning(text);
+    let executor = LocalExecutor {
+        store: &loaded.store,
+        workspace_root: &s.ws.root,
+        mode,
+        helper: std::env::current_exe()
+            .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
+        on_fallback: &warn,
+        effective: OnceLock::new(),
+    };
+    let tools = ToolResolver::new(s.ws.tool_path());
+    let workspace_key = s.workspace_key();
+    let history = HistoryRecorder::new(
+        loaded
+            .store
+            .db()
+            .latest_history(&workspace_key)
+            .unwrap_or_default(),
+    );
+    let context = BuildContext {
+        graph: loaded.graph(),
+        store: &loaded.store,
+        states: &loaded.states,
+        executor: &executor,
+        reporter: &reporter,
+        workspace_root: &s.ws.root,
+        tools: &tools,
+        host_env: &s.env.vars,
+        check,
+        history: Some(&history),
+        dry_run: None,
+        tracer,
+    };
+    let outcome = run_build(
+        &context,
+        &BuildOptions {
+            roots,
+            run_tests,
+            jobs: s.jobs(),
+            keep_going: s.args.keep_going,
+        },
+    );
+    reporter.finish();
+    let db = loaded.store.db();
+    let recorded = loaded
+        .store
+        .flush_usage()
+        .and_then(|()| db.record_history(&workspace_key, &history.into_entries()))
+        .and_then(|()| {
+            db.record_build(&cairn_store::BuildRecord {
+                executed: outcome.count(Status::Executed) as u64,
+                cached: outcome.count(Status::Cached) as u64,
+                failed: outcome.count(Status::Failed) as u64,
+                wall_ms: outcome.wall_ms,
+                saved_ms: outcome.reports.iter().map(|r| r.saved_ms).sum(),
+            })
+        });
+    if let Err(e) = recorded {
+        s.warn(&format!(
+            "could not record build history and statistics: {e}"
+        ));
+    }
+    let mut summary = report::summary_line(&outcome, &s.style);
+    match executor.effective.get() {
+        Some(SandboxMode::Directory) if mode == SandboxMode::Namespace => {
+            summary.push_str(" (sandbox: directory, namespaces unavailable)")
+        }
+        _ if mode == SandboxMode::None => {
+            summary.push_str(&format!(" (sandbox: {})", mode.as_str()))
+        }
+        _ => {}
+    }
+    report::print_stderr(&summary);
+    Ok(outcome)
+}
+
+/// `cairn run LABEL -- ARGS`: builds the target's dependencies, then runs its command in the
+/// workspace (its package directory), uncached, with the terminal and the host environment.
+pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error> {
+    let loaded = s.load()?;
+    let label = s.label(loaded.graph(), label)?;
+    let target = loaded
+        .graph()
+        .get(&label)
+        .expect("label was checked")
+        .clone();
+    if !target.kind.runs() {
+        return Err(Error::Usage(format!(
+            "`{label}` is a {}: it has no command to run",
+            target.kind.as_str()
+        )));
+    }
+    let outcome = execute(s, &loaded, target.deps.clone(), false, false, None)?;
+    s.save_states(&loaded);
+    if !outcome.is_success() {
+        return Ok(1);
+    }
+    let package = &target.label.package;
+    let rel = |paths: &mut dyn Iterator<Item = &WorkspacePath>| {
+        paths
+            .map(|p| p.relative_to(package))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // What the dependencies provide: outputs of actions, files of filegroups and groups.
+    let mut dep_files: BTreeMap<String, ()> = BTreeMap::new();
+    let mut stack: Vec<&Label> = target.deps.iter().collect();
+    while let Some(dep) = stack.pop() {
+        let Some(t) = loaded.graph().get(dep) else {
+            continue;
+        };
+        if t.kind.runs() {
+            for out in t.outputs() {
+                dep_files.insert(out.relative_to(package), ());
+            }
+        } else {
+            for src in &t.srcs {
+                dep_files.insert(src.relative_to(package), ());
+            }
+            stack.extend(&t.deps);
+        }
+    }
+    let depth = if package.is_empty() {
+        0
+    } else {
+        package.split('/').count()
+    };
+    let root = if depth == 0 {
+        ".".to_string()
+    } else {
+        vec![".."; depth].join("/")
+    };
+    // `"$@"` passes the arguments through unchanged, whatever they contain.
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{} \"$@\"", target.cmd.trim_end()))
+        .arg("cairn-run")
+        .args(args)
+        .current_dir(s.ws.root.join(package))
+        .env("SRCS", rel(&mut target.srcs.iter()))
+        .env("OUTS", rel(&mut target.outputs()))
+        .env("DEPS", dep_files.into_keys().collect::<Vec<_>>().join(" "))
+        .env("ROOT", root)
+        .envs(&target.env)
+        .status()
+        .map_err(|e| Error::Io(format!("Cannot run `{label}`: {e}")))?;
+    Ok(status.code().map_or(1, |c| c.clamp(0, 255) as u8))
+}
+
+/// `cairn clean`: removes every declared output from the workspace.
+pub(crate) fn clean(s: &Session) -> Result<u8, Error> {
+    let loaded = s.load()?;
+    s.save_states(&loaded);
+    let mut removed = 0usize;
+    for (_, path) in loaded.graph().all_outputs() {
+        let host = path.to_host(&s.ws.root);
+        let result = match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&host),
+            Ok(_) => std::fs::remove_file(&host),
+            Err(_) => continue,
+        };
+        result.map_err(|e| Error::Io(format!("Cannot remove `{}`: {e}", host.display())))?;
+        removed += 1;
+    }
+    report::print_stderr(&format!(
+        "Removed {removed} materialized output{} (the store is untouched: the next build restores them)",
+        if removed == 1 { "" } else { "s" }
+    ));
+    Ok(0)
+}

@@ -1,0 +1,129 @@
+//! `cairn store stats|gc|verify`.
+
+use serde_json::json;
+
+use super::{Session, human_bytes};
+use crate::error::Error;
+use crate::exec::local::format_ms;
+use crate::report;
+
+pub(crate) fn stats(s: &Session) -> Result<u8, Error> {
+    let store = s.open_store()?;
+    let stats = store.stats().map_err(|e| s.store_error(e))?;
+    let r = stats.recent;
+    let runs = r.sum.executed + r.sum.cached;
+    let hit_rate = if runs == 0 {
+        0.0
+    } else {
+        100.0 * r.sum.cached as f64 / runs as f64
+    };
+    if s.args.json {
+        report::print_json(&json!({
+            "path": s.store_dir.display().to_string(),
+            "blobs": stats.blobs,
+            "blob_bytes": stats.blob_bytes,
+            "action_results": stats.actions,
+            "recent_builds": r.builds,
+            "executed": r.sum.executed,
+            "cached": r.sum.cached,
+            "hit_rate": hit_rate,
+            "saved_ms": r.sum.saved_ms,
+        }));
+        return Ok(0);
+    }
+    report::print_stdout(&format!(
+        "store:          {}\nblobs:          {} ({})\naction results: {}\nrecent builds:  {} ({} executed, {} cached: {:.1}% hit rate, {} of run time saved)\n",
+        s.store_dir.display(),
+        stats.blobs,
+        human_bytes(stats.blob_bytes),
+        stats.actions,
+        r.builds,
+        r.sum.executed,
+        r.sum.cached,
+        hit_rate,
+        format_ms(r.sum.saved_ms),
+    ));
+    Ok(0)
+}
+
+pub(crate) fn gc(
+    s: &Session,
+    max_size: Option<&str>,
+    older_than: Option<&str>,
+) -> Result<u8, Error> {
+    let max_bytes = max_size
+        .map(|t| {
+            cairn_store::parse_size(t).ok_or_else(|| {
+                Error::Usage(format!(
+                    "Invalid size `{t}`: expected e.g. `10GiB`, `500MB` or a number of bytes"
+                ))
+            })
+        })
+        .transpose()?;
+    let older = older_than
+        .map(|t| {
+            cairn_store::parse_age(t).ok_or_else(|| {
+                Error::Usage(format!(
+                    "Invalid age `{t}`: expected e.g. `30d`, `12h`, `45m`"
+                ))
+            })
+        })
+        .transpose()?;
+    if max_bytes.is_none() && older.is_none() {
+        return Err(Error::Usage(
+            "`cairn store gc` needs `--max-size SIZE` and/or `--older-than AGE`".into(),
+        ));
+    }
+    let store = s.open_store()?;
+    let r = store
+        .gc(&cairn_store::GcPolicy {
+            max_bytes,
+            older_than: older,
+        })
+        .map_err(|e| s.store_error(e))?;
+    if s.args.json {
+        report::print_json(&json!({
+            "results_removed": r.results_removed,
+            "blobs_removed": r.blobs_removed,
+            "bytes_freed": r.bytes_freed,
+            "bytes_left": r.bytes_left,
+        }));
+    } else {
+        report::print_stderr(&format!(
+            "Removed {} action results and {} blobs, freed {}; {} left",
+            r.results_removed,
+            r.blobs_removed,
+            human_bytes(r.bytes_freed),
+            human_bytes(r.bytes_left)
+        ));
+    }
+    Ok(0)
+}
+
+pub(crate) fn verify(s: &Session) -> Result<u8, Error> {
+    let store = s.open_store()?;
+    let r = store.verify().map_err(|e| s.store_error(e))?;
+    if s.args.json {
+        report::print_json(&json!({
+            "blobs": r.blobs,
+            "corrupt": r.corrupt.iter().map(|h| format!("blake3:{h}")).collect::<Vec<_>>(),
+            "results_removed": r.results_removed,
+        }));
+    } else if r.corrupt.is_empty() {
+        report::print_stderr(&format!("All {} blobs are sound", r.blobs));
+    } else {
+        for hex in &r.corrupt {
+            report::print_stderr(&format!(
+                "{} corrupt blob blake3:{hex} (removed)",
+                s.style.red("error:")
+            ));
+        }
+        report::print_stderr(&format!(
+            "{} of {} blobs were corrupt and have been removed, with the {} action results that used them; the next build re-creates them",
+            r.corrupt.len(),
+            r.blobs,
+            r.results_removed
+        ));
+    }
+    Ok(if r.corrupt.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,290 @@
+//! `cairn why LABEL` and `cairn affected --since REF`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::OnceLock;
+
+use serde_json::json;
+
+use super::{Loaded, Session};
+use crate::action::ToolResolver;
+use crate::engine::history::{Manifest, explain};
+use crate::engine::{AnalysisError, BuildContext, BuildOptions, DryInfo, DryRun, run_build};
+use crate::error::Error;
+use crate::exec::local::LocalExecutor;
+use crate::exec::sandbox::SandboxMode;
+use crate::graph::Label;
+use crate::report::{self, ConsoleReporter};
+use crate::vcs;
+use crate::workspace::WorkspacePath;
+
+/// Computes the current actions of `label` and its dependencies without building anything.
+fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error> {
+    let reporter = ConsoleReporter::quiet();
+    let warn = |_: &str| {};
+    let executor = LocalExecutor {
+        store: &loaded.store,
+        workspace_root: &s.ws.root,
+        mode: SandboxMode::Directory,
+        helper: std::path::PathBuf::new(),
+        on_fallback: &warn,
+        effective: OnceLock::new(),
+    };
+    let tools = ToolResolver::new(s.ws.tool_path());
+    let dry = DryRun::default();
+    let context = BuildContext {
+        graph: loaded.graph(),
+        store: &loaded.store,
+        states: &loaded.states,
+        executor: &executor,
+        reporter: &reporter,
+        workspace_root: &s.ws.root,
+        tools: &tools,
+        host_env: &s.env.vars,
+        check: false,
+        history: None,
+        dry_run: Some(&dry),
+        tracer: None,
+    };
+    run_build(
+        &context,
+        &BuildOptions {
+            roots: vec![label.clone()],
+            run_tests: true,
+            jobs: s.jobs(),
+            keep_going: true,
+        },
+    );
+    Ok(dry)
+}
+
+pub(crate) fn why(s: &Session, text: &str) -> Result<u8, Error> {
+    let loaded = s.load()?;
+    let graph = loaded.graph();
+    let label = s.label(graph, text)?;
+    let kind = graph.get(&label).expect("label was checked").kind;
+    if !kind.runs() {
+        return Err(Error::Usage(format!(
+            "`{label}` is a {}: it has no action of its own (ask about the targets that use it)",
+            kind.as_str()
+        )));
+    }
+    let dry = dry_run(s, &loaded, &label)?;
+    s.save_states(&loaded);
+    let results = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let explainer = Explainer {
+        s,
+        loaded: &loaded,
+        results: &results,
+    };
+    let info = results
+        .get(&label)
+        .ok_or_else(|| Error::Io(format!("Could not compute the action of `{label}`")))?;
+    let verdict = explainer.explain(&label, 0)?;
+    let (state, reasons, last_key) = (verdict.state, verdict.reasons, verdict.last_key);
+    if s.args.json {
+        report::print_json(&json!({
+            "label": label.to_string(),
+            "state": state,
+            "cache_hit": info.hit,
+            "current_key": info.action.key.to_string(),
+            "last_key": last_key,
+            "reasons": reasons,
+        }));
+    } else {
+        let head = match state {
+            "changed" if info.hit => {
+                format!("{label} is in the cache, although it changed since its last run here:")
+            }
+            "changed" => format!("{label} will run again because:"),
+            _ => format!("{label}:"),
+        };
+        let mut text = s.style.bold(&head);
+        for r in &reasons {
+            text.push_str(&format!("\n  {r}"));
+        }
+        report::print_stdout(&format!("{text}\n"));
+    }
+    Ok(0)
+}
+
+/// What `why` concludes for one target.
+struct Verdict {
+    state: &'static str,
+    reasons: Vec<String>,
+    last_key: Option<String>,
+}
+
+struct Explainer<'a> {
+    s: &'a Session<'a>,
+    loaded: &'a Loaded,
+    results: &'a std::collections::HashMap<Label, DryInfo>,
+}
+
+/// How deep `why` follows dependencies that must be rebuilt first.
+const MAX_DEPTH: usize = 4;
+
+impl Explainer<'_> {
+    fn explain(&self, label: &Label, depth: usize) -> Result<Verdict, Error> {
+        let info = self
+            .results
+            .get(label)
+            .ok_or_else(|| Error::Io(format!("Could not compute the action of `{label}`")))?;
+        let history = self
+            .loaded
+            .store
+            .db()
+            .history(&self.s.workspace_key(), &label.to_string())
+            .map_err(|e| self.s.store_error(e))?;
+        let Some(last) = history.first() else {
+            let reason = if info.hit {
+                "never built in this store's history for this workspace, but its result is in the store (built elsewhere): the next build is a cache hit"
+            } else {
+                "never built in this store: the next build runs it"
+            };
+            return Ok(Verdict {
+                state: "never_built",
+                reasons: vec![reason.to_string()],
+                last_key: None,
+            });
+        };
+        let last_key = Some(format!("blake3:{}", last.key.hex()));
+        if last.key.hash == info.action.key.hash && info.unknown_deps.is_empty() {
+            let reason = if info.hit {
+                "no change: next build is a cache hit".to_string()
+            } else {
+                format!(
+                    "no change since its last run ({}), but the store holds no result for it, so the next build runs it{}",
+                    last.status,
+                    if last.status == "failed" {
+                        " (failures are not cached)"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            return Ok(Verdict {
+                state: "unchanged",
+                reasons: vec![reason],
+                last_key,
+            });
+        }
+        let old = Manifest::decode(&last.manifest).unwrap_or_default();
+        let current = Manifest::of(&info.action);
+        let mut reasons = explain(self.loaded.graph(), &old, &current, &info.unknown_deps);
+        // Say why each dependency that must run first does: that is the root cause.
+        for dep in &info.unknown_deps {
+            let Some(line) = reasons
+                .iter_mut()
+                .find(|r| r.starts_with(&format!("dependency {dep} must")))
+            else {
+                continue;
+            };
+            if depth < MAX_DEPTH {
+                let inner = self.explain(dep, depth + 1)?;
+                *line = format!(
+                    "dependency {dep} must be rebuilt first, so the outputs it provides are not known yet; it changed because:\n{}",
+                    inner
+                        .reasons
+                        .iter()
+                        .map(|r| format!("    {}", r.replace('\n', "\n  ")))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push(if info.hit {
+                "its key differs from the last run's but the store has a result for it: the next build is a cache hit".to_string()
+            } else {
+                "its key changed but nothing cairn records differs (a different cairn version?)".to_string()
+            });
+        }
+        Ok(Verdict {
+            state: "changed",
+            reasons,
+            last_key,
+        })
+    }
+}
+
+pub(crate) fn affected(s: &Session, since: &str, patterns: &[String]) -> Result<u8, Error> {
+    let loaded = s.load()?;
+    s.save_states(&loaded);
+    let graph = loaded.graph();
+    let changed = vcs::changed_files(&s.ws.root, since).map_err(|e| Error::Usage(e.to_string()))?;
+    let changed_set: HashSet<&str> = changed.iter().map(String::as_str).collect();
+
+    // A change to cairn.toml can change every key (tool path, sandbox): everything.
+    let everything = changed_set.contains(crate::workspace::CONFIG_FILE);
+    let mut direct: BTreeSet<Label> = BTreeSet::new();
+    for target in graph.all_targets() {
+        let pkg = &target.label.package;
+        let build_file = if pkg.is_empty() {
+            crate::load::BUILD_FILE.to_string()
+        } else {
+            format!("{pkg}/{}", crate::load::BUILD_FILE)
+        };
+        let loads = loaded
+            .analysis
+            .loads
+            .get(pkg)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let hit = everything
+            || changed_set.contains(build_file.as_str())
+            || loads.iter().any(|l| changed_set.contains(l.as_str()))
+            || target.srcs.iter().any(|p| changed_set.contains(p.as_str()));
+        if hit {
+            direct.insert(target.label.clone());
+        }
+    }
+    // A deleted file is in no target's srcs any more; a glob in its package may have listed
+    // it, so that package's targets with sources count as affected (conservatively).
+    for path in &changed {
+        if s.ws.root.join(path).exists() {
+            continue;
+        }
+        let wp = WorkspacePath::from_normalized(path.clone());
+        let owner = loaded
+            .analysis
+            .files
+            .keys()
+            .filter(|pkg| {
+                pkg.is_empty() || wp.is_within(&WorkspacePath::from_normalized((*pkg).clone()))
+            })
+            .max_by_key(|pkg| pkg.len());
+        for target in graph.all_targets() {
+            if Some(&target.label.package) == owner && !target.srcs.is_empty() {
+                direct.insert(target.label.clone());
+            }
+        }
+    }
+    let mut all: BTreeSet<Label> = BTreeSet::new();
+    for label in &direct {
+        all.insert(label.clone());
+        all.extend(
+            graph
+                .reachable(label, true, None)
+                .into_iter()
+                .map(|(_, l)| l),
+        );
+    }
+    let selected = graph
+        .matching(&s.patterns(patterns)?)
+        .map_err(AnalysisError::from)?;
+    let labels: Vec<String> = all
+        .into_iter()
+        .filter(|l| selected.contains(l) && graph.kind_of(l).runs())
+        .map(|l| l.to_string())
+        .collect();
+    if s.args.json {
+        report::print_json(&json!({ "since": since, "changed_files": changed, "targets": labels }));
+    } else {
+        let mut out = labels.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        report::print_stdout(&out);
+    }
+    Ok(0)
+}

@@ -1,0 +1,210 @@
+//! Build history for `cairn why`: per target, what went into its last few keys (inputs by
+//! digest, environment, tools, command), and the plain-words difference between two of them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use cairn_store::{Digest, HistoryEntry};
+use serde::{Deserialize, Serialize};
+
+use crate::action::PreparedAction;
+use crate::graph::{Graph, Label};
+use crate::workspace::WorkspacePath;
+
+/// Variables cairn derives from the inputs and outputs: their changes are explained by the
+/// inputs themselves, so `why` does not repeat them.
+const DERIVED_ENV: &[&str] = &["SRCS", "DEPS", "OUTS", "OUT", "ROOT"];
+
+/// Everything that entered one action key, in readable form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub cmd: String,
+    pub env: BTreeMap<String, String>,
+    /// Tool name → `path blake3:…`.
+    pub tools: BTreeMap<String, String>,
+    /// Input path → digest hex.
+    pub inputs: BTreeMap<String, String>,
+    /// Declared outputs (paths only).
+    pub outputs: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+impl Manifest {
+    pub fn of(action: &PreparedAction) -> Manifest {
+        let tools = action
+            .action
+            .platform
+            .iter()
+            .flat_map(|p| &p.properties)
+            .filter_map(|p| {
+                p.name
+                    .strip_prefix("cairn.tool.")
+                    .map(|n| (n.to_string(), p.value.clone()))
+            })
+            .collect();
+        Manifest {
+            cmd: action.cmd.clone(),
+            env: action.env.clone(),
+            tools,
+            inputs: action
+                .inputs
+                .iter()
+                .map(|(p, i)| (p.as_str().to_string(), i.digest.hex()))
+                .collect(),
+            outputs: action.outputs().map(|p| p.as_str().to_string()).collect(),
+            timeout_ms: action.timeout_ms,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Manifest> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// Collects history during a build; written in one transaction at the end.
+pub(crate) struct HistoryRecorder {
+    /// The latest recorded (key, status) per label at the start of the build.
+    latest: HashMap<String, (Digest, String)>,
+    entries: Mutex<Vec<HistoryEntry>>,
+}
+
+impl HistoryRecorder {
+    pub fn new(latest: HashMap<String, (Digest, String)>) -> HistoryRecorder {
+        HistoryRecorder {
+            latest,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// Records a run unless it repeats the latest entry (so a no-op build records nothing and
+    /// builds no manifest).
+    pub fn record(&self, label: &Label, key: Digest, status: &str, action: &PreparedAction) {
+        let text = label.to_string();
+        if self
+            .latest
+            .get(&text)
+            .is_some_and(|(k, s)| k.hash == key.hash && s == status)
+        {
+            return;
+        }
+        let entry = HistoryEntry {
+            label: text,
+            key,
+            status: status.to_string(),
+            manifest: Manifest::of(action).encode(),
+        };
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+    }
+
+    pub fn into_entries(self) -> Vec<HistoryEntry> {
+        self.entries.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn short(hex: &str) -> String {
+    format!("blake3:{}…", &hex[..hex.len().min(8)])
+}
+
+/// The differences between the last recorded manifest and the current one, most specific
+/// first: the target's own inputs, then dependency outputs, environment, tools, command.
+/// `unknown_deps` are dependencies that must be rebuilt first, so the inputs they provide are
+/// not known yet.
+pub(crate) fn explain(
+    graph: &Graph,
+    old: &Manifest,
+    new: &Manifest,
+    unknown_deps: &BTreeSet<Label>,
+) -> Vec<String> {
+    let mut own = Vec::new();
+    let mut deps = Vec::new();
+    let producer = |path: &str| -> Option<(Label, String)> {
+        let wp = WorkspacePath::from_normalized(path.to_string());
+        graph.all_outputs().find_map(|(t, out)| {
+            wp.is_within(out)
+                .then(|| (t.label.clone(), wp.relative_to(&t.label.package)))
+        })
+    };
+    for dep in unknown_deps {
+        deps.push(format!(
+            "dependency {dep} must be rebuilt first (see `cairn why {dep}`), so the outputs it provides are not known yet"
+        ));
+    }
+    let paths: BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
+    for path in paths {
+        let (a, b) = (old.inputs.get(path), new.inputs.get(path));
+        if a == b {
+            continue;
+        }
+        match producer(path) {
+            Some((dep, rel)) => {
+                if unknown_deps.contains(&dep) {
+                    continue;
+                }
+                deps.push(match (a, b) {
+                    (Some(a), Some(b)) => format!(
+                        "dependency {dep} output {rel} changed ({} → {})",
+                        short(a),
+                        short(b)
+                    ),
+                    (None, Some(_)) => format!("dependency {dep} has a new output {rel}"),
+                    _ => format!("dependency {dep} no longer provides {rel}"),
+                });
+            }
+            None => own.push(match (a, b) {
+                (Some(a), Some(b)) => format!("input {path} changed ({} → {})", short(a), short(b)),
+                (None, Some(_)) => format!("new input {path}"),
+                _ => format!("input {path} removed"),
+            }),
+        }
+    }
+    let mut rest = Vec::new();
+    let names: BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
+    for name in names {
+        if DERIVED_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        match (old.env.get(name), new.env.get(name)) {
+            (Some(a), Some(b)) if a != b => rest.push(format!("env {name}: {a:?} → {b:?}")),
+            (None, Some(b)) => rest.push(format!("env {name} added ({b:?})")),
+            (Some(a), None) => rest.push(format!("env {name} removed (was {a:?})")),
+            _ => {}
+        }
+    }
+    let tools: BTreeSet<&String> = old.tools.keys().chain(new.tools.keys()).collect();
+    for name in tools {
+        match (old.tools.get(name), new.tools.get(name)) {
+            (Some(a), Some(b)) if a != b => rest.push(format!("tool {name} changed ({a} → {b})")),
+            (None, Some(b)) => rest.push(format!("tool {name} is now used ({b})")),
+            (Some(_), None) => rest.push(format!("tool {name} is no longer used")),
+            _ => {}
+        }
+    }
+    if old.cmd != new.cmd {
+        rest.push(format!(
+            "command changed:\n    was: {}\n    now: {}",
+            old.cmd.trim(),
+            new.cmd.trim()
+        ));
+    }
+    if old.outputs != new.outputs {
+        rest.push(format!(
+            "declared outputs changed: [{}] → [{}]",
+            old.outputs.join(", "),
+            new.outputs.join(", ")
+        ));
+    }
+    if old.timeout_ms != new.timeout_ms {
+        rest.push(format!(
+            "timeout changed: {}ms → {}ms",
+            old.timeout_ms, new.timeout_ms
+        ));
+    }
+    own.into_iter().chain(deps).chain(rest).collect()
+}

@@ -1,0 +1,356 @@
+//! Human output: live progress (a bar on a terminal, one plain line per event otherwise),
+//! failure details, diagnostics, the final summary line and the `--json` summary.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::engine::{BuildOutcome, Status, TargetReport};
+use crate::exec::local::format_ms;
+use crate::graph::{Kind, Label};
+use crate::load::Diagnostic;
+
+/// Receives build events; implementations must be callable from worker threads.
+pub(crate) trait Reporter: Sync {
+    fn build_started(&self, total: usize);
+    fn target_started(&self, label: &Label);
+    fn target_finished(&self, report: &TargetReport);
+    fn warning(&self, message: &str);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Terminal styling, decided once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Style {
+    color: bool,
+}
+
+impl Style {
+    pub fn new(choice: ColorChoice, no_color_env: bool) -> Style {
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => !no_color_env && std::io::stderr().is_terminal(),
+        };
+        Style { color }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn red(&self, t: &str) -> String {
+        self.paint("1;31", t)
+    }
+    pub fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    pub fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    pub fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    pub fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+}
+
+/// Human output on stderr.
+pub(crate) struct ConsoleReporter {
+    style: Style,
+    verbose: bool,
+    bar: Option<ProgressBar>,
+    state: Mutex<ProgressState>,
+    silent: bool,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    total: usize,
+    done: usize,
+    running: Vec<Label>,
+}
+
+impl ConsoleReporter {
+    pub fn new(style: Style, verbose: bool) -> ConsoleReporter {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}")
+                    .expect("the progress template is valid"),
+            );
+            bar
+        });
+        ConsoleReporter {
+            style,
+            verbose,
+            bar,
+            state: Mutex::default(),
+            silent: false,
+        }
+    }
+
+    /// A reporter that prints nothing (dry runs).
+    pub fn quiet() -> ConsoleReporter {
+        ConsoleReporter {
+            style: Style { color: false },
+            verbose: false,
+            bar: None,
+            state: Mutex::default(),
+            silent: true,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.silent {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn refresh(&self, state: &ProgressState) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(state.total as u64);
+            bar.set_position(state.done as u64);
+            let names: Vec<String> = state
+                .running
+                .iter()
+                .take(3)
+                .map(|l| l.to_string())
+                .collect();
+            let more = state.running.len().saturating_sub(3);
+            let mut msg = names.join(", ");
+            if more > 0 {
+                msg.push_str(&format!(" +{more}"));
+            }
+            bar.set_message(msg);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn describe(&self, r: &TargetReport) -> Option<String> {
+        let s = &self.style;
+        let time = format_ms(r.duration_ms);
+        let flaky = if r.attempts > 1 {
+            s.yellow(&format!(" (flaky: passed on attempt {})", r.attempts))
+        } else {
+            String::new()
+        };
+        match (r.status, r.kind) {
+            (Status::Executed, Kind::Test) => Some(format!(
+                "{} {} {}{flaky}",
+                s.green("PASSED"),
+                r.label,
+                s.dim(&time)
+            )),
+            (Status::Cached, Kind::Test) => {
+                Some(format!("{} {}", s.dim("(cached) PASSED"), r.label))
+            }
+            (Status::Executed, _) => {
+                Some(format!("{} {} {}", s.green("built"), r.label, s.dim(&time)))
+            }
+            (Status::Cached, _) => self
+                .verbose
+                .then(|| format!("{} {}", s.dim("cached"), r.label)),
+            (Status::Skipped, _) => Some(match &r.blocked_by {
+                Some(dep) => format!(
+                    "{} {} (dependency {dep} failed)",
+                    s.yellow("skipped"),
+                    r.label
+                ),
+                None => format!(
+                    "{} {} (the build stopped after a failure; --keep-going builds the rest)",
+                    s.yellow("skipped"),
+                    r.label
+                ),
+            }),
+            (Status::Failed, _) => Some(self.failure_text(r)),
+        }
+    }
+
+    fn failure_text(&self, r: &TargetReport) -> String {
+        let s = &self.style;
+        let what = if r.kind == Kind::Test {
+            "FAILED"
+        } else {
+            "ERROR"
+        };
+        let mut text = String::new();
+        let reason = r
+            .failure
+            .as_ref()
+            .map(|f| f.message.as_str())
+            .unwrap_or("failed");
+        text.push_str(&format!(
+            "{} {}: {reason}",
+            s.red(what),
+            s.bold(&r.label.to_string())
+        ));
+        if r.attempts > 1 {
+            text.push_str(&format!(" (after {} attempts)", r.attempts));
+        }
+        text.push_str(&format!("\n  command: {}", r.cmd.trim()));
+        if let Some(f) = &r.failure {
+            if let Some(code) = f.exit_code {
+                text.push_str(&format!("\n  exit code: {code}"));
+            }
+            if !f.stderr_tail.trim().is_empty() {
+                text.push_str("\n  stderr (last lines):");
+                for line in f.stderr_tail.lines() {
+                    text.push_str(&format!("\n    {line}"));
+                }
+            }
+            if let Some(log) = &f.log {
+                text.push_str(&format!("\n  full log: {}", log.display()));
+            }
+        }
+        text
+    }
+}
+
+impl Reporter for ConsoleReporter {
+    fn build_started(&self, total: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.total = total;
+        self.refresh(&st);
+    }
+
+    fn target_started(&self, label: &Label) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.running.push(label.clone());
+        self.refresh(&st);
+    }
+
+    fn target_finished(&self, report: &TargetReport) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.running.retain(|l| *l != report.label);
+        st.done += 1;
+        if let Some(text) = self.describe(report) {
+            self.line(&text);
+        }
+        self.refresh(&st);
+    }
+
+    fn warning(&self, message: &str) {
+        self.line(&format!("{} {message}", self.style.yellow("warning:")));
+    }
+}
+
+/// `12 targets: 9 cached, 3 executed, 0 failed in 1.23s`
+pub(crate) fn summary_line(outcome: &BuildOutcome, style: &Style) -> String {
+    let n = outcome.reports.len();
+    let mut text = format!(
+        "{n} target{}: {} cached, {} executed, {} failed",
+        if n == 1 { "" } else { "s" },
+        outcome.count(Status::Cached),
+        outcome.count(Status::Executed),
+        outcome.count(Status::Failed),
+    );
+    let skipped = outcome.count(Status::Skipped);
+    if skipped > 0 {
+        text.push_str(&format!(", {skipped} skipped"));
+    }
+    let flaky = outcome
+        .reports
+        .iter()
+        .filter(|r| r.attempts > 1 && r.status == Status::Executed)
+        .count();
+    if flaky > 0 {
+        text.push_str(&format!(", {flaky} flaky"));
+    }
+    text.push_str(&format!(" in {:.2}s", outcome.wall_ms as f64 / 1000.0));
+    if outcome.is_success() {
+        style.bold(&text)
+    } else {
+        style.red(&text)
+    }
+}
+
+/// The `--json` summary (DESIGN.md schema; only ever extended by adding keys).
+pub(crate) fn json_summary(outcome: &BuildOutcome) -> serde_json::Value {
+    let targets: Vec<serde_json::Value> = outcome
+        .reports
+        .iter()
+        .map(|r| {
+            let mut t = json!({
+                "label": r.label.to_string(),
+                "kind": r.kind.as_str(),
+                "status": r.status.as_str(),
+                "action_key": r.action_key.map(|k| k.to_string()),
+                "duration_ms": r.duration_ms,
+            });
+            if r.attempts > 1 {
+                t["attempts"] = json!(r.attempts);
+            }
+            t
+        })
+        .collect();
+    json!({
+        "targets": targets,
+        "counts": {
+            "executed": outcome.count(Status::Executed),
+            "cached": outcome.count(Status::Cached),
+            "remote_cached": 0,
+            "failed": outcome.count(Status::Failed),
+            "skipped": outcome.count(Status::Skipped),
+        },
+        "wall_ms": outcome.wall_ms,
+    })
+}
+
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+pub(crate) fn print_stdout(text: &str) {
+    print!("{text}");
+}
+
+pub(crate) fn print_stderr(text: &str) {
+    eprintln!("{text}");
+}
+
+/// `error: file:line:col: message`, then the source line with a caret under the column.
+pub(crate) fn render_diagnostic(d: &Diagnostic, style: &Style) -> String {
+    let mut text = format!("{} {}: {}", style.red("error:"), d.location, d.message);
+    if let Some(line) = &d.source_line {
+        let num = d.location.line.to_string();
+        let pad = " ".repeat(num.len());
+        let caret_pad: String = line
+            .chars()
+            .take(d.location.column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        text.push_str(&format!(
+            "\n{pad} |\n{num} | {line}\n{pad} | {caret_pad}{}",
+            style.red("^")
+        ));
+    }
+    for note in &d.notes {
+        text.push_str(&format!("\n  note: {note}"));
+    }
+    text
+}
