@@ -59,6 +59,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+sys.dont_write_bytecode = True  # no benches/__pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_workspace  # noqa: E402
 
@@ -251,11 +252,19 @@ class Editor:
 
 
 class Cairn:
-    def __init__(self, binary: str, ws: gen_workspace.Workspace, store: str, jobs: int | None):
+    def __init__(
+        self,
+        binary: str,
+        ws: gen_workspace.Workspace,
+        store: str,
+        jobs: int | None,
+        sandbox: str | None = None,
+    ):
         self.binary = binary
         self.ws = ws
         self.store = store
         self.jobs = jobs
+        self.sandbox = sandbox
 
     def env(self, store: str | None = None) -> dict:
         env = dict(os.environ)
@@ -263,14 +272,16 @@ class Cairn:
         env["NO_COLOR"] = "1"
         return env
 
-    def argv(self, *args: str) -> list[str]:
+    def argv(self, *args: str, runs_actions: bool = False) -> list[str]:
         base = [self.binary, "-C", self.ws.root, "--color", "never"]
         if self.jobs:
             base += ["-j", str(self.jobs)]
+        if self.sandbox and runs_actions:
+            base += ["--sandbox", self.sandbox]
         return base + list(args)
 
     def build(self, cmd: str = "test", store: str | None = None) -> tuple[Run, dict]:
-        r = run(self.argv("--json", cmd, "//..."), self.env(store))
+        r = run(self.argv("--json", cmd, "//...", runs_actions=True), self.env(store))
         return r, json.loads(r.stdout)
 
 
@@ -309,8 +320,6 @@ def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: boo
         shutil.rmtree(store, ignore_errors=True)
         ed.remove_outputs()
         r, s = cairn.build(store=store)
-        if store != cairn.store:
-            shutil.rmtree(store, ignore_errors=True)
         samples.append(r.wall_ms)
         ex = executed_targets(s)
         execd.append(len(ex))
@@ -352,7 +361,7 @@ def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: boo
     )
 
     # (g) peak RSS of the no-op
-    rss = [peak_rss_mb(cairn.argv("test", "//..."), cairn.env()) for _ in range(min(runs, 3))]
+    rss = [peak_rss_mb(cairn.argv("test", "//...", runs_actions=True), cairn.env()) for _ in range(min(runs, 3))]
     b.add(Result("g", "no-op peak RSS", n, "cairn", "MB", rss))
 
     if not full:
@@ -458,7 +467,6 @@ def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: boo
         store = cairn.store + ".fresh%d" % i
         shutil.rmtree(store, ignore_errors=True)
         r = run(graph, cairn.env(store))
-        shutil.rmtree(store, ignore_errors=True)
         samples.append(r.wall_ms)
         evaluated.append(_evaluated(r.stderr))
     b.add(
@@ -552,12 +560,19 @@ def setup_turbo_workspace(root: str) -> None:
         env, cwd=root)
 
 
-def bench_turbo(b: Bench, turbo: Turbo, n: int, runs: int, heavy: int) -> None:
+def bench_turbo(
+    b: Bench, turbo: Turbo, n: int, runs: int, heavy: int, rebuilds: bool = True
+) -> None:
+    """Turbo's scenarios; with rebuilds=False, (d) and (e) (full rebuilds: turbo has no
+    early cutoff, so both re-run every task) are skipped."""
     ws, ed = turbo.ws, Editor(turbo.ws)
     targets = ws.targets
 
     samples, execd = [], []
-    for _ in range(heavy):
+    base_cache = turbo.cache
+    for i in range(heavy):
+        # A fresh cache dir per cold run; the last one stays for the other scenarios.
+        turbo.cache = base_cache if i == heavy - 1 else base_cache + ".cold%d" % i
         shutil.rmtree(turbo.cache, ignore_errors=True)
         ed.remove_outputs()
         r, ex, total = turbo.build()
@@ -594,22 +609,25 @@ def bench_turbo(b: Bench, turbo: Turbo, n: int, runs: int, heavy: int) -> None:
         execd.append(ex)
     b.add(Result("c", "leaf file edited", n, "turbo", "ms", samples, execd))
 
-    samples, execd = [], []
-    for _ in range(heavy):
-        ed.tokens_comment()
-        r, ex, _ = turbo.build()
-        samples.append(r.wall_ms)
-        execd.append(ex)
-    b.add(Result("e", "tokens comment edited (early cutoff)", n, "turbo", "ms", samples, execd,
-                 {"note": "no early cutoff"}))
+    if rebuilds:
+        samples, execd = [], []
+        for _ in range(heavy):
+            ed.tokens_comment()
+            r, ex, _ = turbo.build()
+            samples.append(r.wall_ms)
+            execd.append(ex)
+        b.add(Result("e", "tokens comment edited (early cutoff)", n, "turbo", "ms", samples,
+                     execd, {"note": "no early cutoff"}))
 
-    samples, execd = [], []
-    for _ in range(heavy):
-        ed.tokens_value()
-        r, ex, _ = turbo.build()
-        samples.append(r.wall_ms)
-        execd.append(ex)
-    b.add(Result("d", "tokens value edited (all rebuild)", n, "turbo", "ms", samples, execd))
+        samples, execd = [], []
+        for _ in range(heavy):
+            ed.tokens_value()
+            r, ex, _ = turbo.build()
+            samples.append(r.wall_ms)
+            execd.append(ex)
+        b.add(Result("d", "tokens value edited (all rebuild)", n, "turbo", "ms", samples, execd))
+    else:
+        log("  turbo d, e skipped at N=%d (--turbo-rebuilds-max-n)" % n)
 
     samples, execd = [], []
     for _ in range(runs):
@@ -628,6 +646,24 @@ def bench_turbo(b: Bench, turbo: Turbo, n: int, runs: int, heavy: int) -> None:
 
 
 # --------------------------------------------------------------------------- report
+
+
+def filesystem_of(path: str) -> str | None:
+    """The file system type holding path (from /proc/mounts), e.g. "ext4" or "tmpfs"."""
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    mnt = parts[1]
+                    inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+                    if inside and len(mnt) >= len(best):
+                        best, fstype = mnt, parts[2]
+    except OSError:
+        return None
+    return fstype
 
 
 def machine() -> dict:
@@ -720,15 +756,22 @@ def main(argv: list[str] | None = None) -> int:
                              "else target/debug/cairn)")
     parser.add_argument("-j", "--jobs", type=int, default=None,
                         help="pass -j / --concurrency to both tools (default: their own)")
+    parser.add_argument("--sandbox", choices=["namespace", "directory", "none"],
+                        help="pass --sandbox to cairn build/test (default: cairn's own)")
     parser.add_argument("--vs-turbo", action="store_true",
                         help="also run the scenarios with Turborepo 2 (installed from npm)")
     parser.add_argument("--turbo-dir", default=os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cairn-bench", "turbo"),
         help="where turbo@2 is installed (default ~/.cache/cairn-bench/turbo)")
+    parser.add_argument("--turbo-rebuilds-max-n", type=int, default=None, metavar="M",
+                        help="skip turbo's full rebuilds (d, e) above N = M; each takes about "
+                             "as long as turbo's cold build (~24 min at N = 1000 on 2 cores)")
     parser.add_argument("--noop-5000", action="store_true",
                         help="also measure the no-op (and its RSS) at N = 5000")
     parser.add_argument("--json", metavar="OUT.json", help="write all results as JSON")
-    parser.add_argument("--scratch", help="parent dir for the temp workspaces (default $TMPDIR)")
+    parser.add_argument("--scratch",
+                        help="parent dir of the temp workspaces and stores (default $TMPDIR); "
+                             "its file system matters, see BENCHMARKS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp workspaces")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 if an expected executed count does not match")
@@ -752,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
         log("turbo: %s (%s)" % (turbo_bin, turbo_version))
 
     scratch = tempfile.mkdtemp(prefix="cairn-bench-", dir=args.scratch)
-    log("scratch: %s" % scratch)
+    scratch_fs = filesystem_of(scratch)
+    log("scratch: %s (%s)" % (scratch, scratch_fs))
     b = Bench()
     try:
         plan = [(n, True) for n in ns]
@@ -765,11 +809,9 @@ def main(argv: list[str] | None = None) -> int:
             ws = gen_workspace.generate(
                 os.path.join(scratch, "cairn-%d" % n), n, args.files, args.seed
             )
-            cairn = Cairn(cairn_bin, ws, os.path.join(scratch, "store-%d" % n), args.jobs)
+            cairn = Cairn(cairn_bin, ws, os.path.join(scratch, "store-%d" % n), args.jobs,
+                          args.sandbox)
             bench_cairn(b, cairn, n, runs, heavy, full)
-            if not args.keep:
-                shutil.rmtree(ws.root, ignore_errors=True)
-                shutil.rmtree(cairn.store, ignore_errors=True)
             if turbo_bin and full:
                 log("N=%d: turbo workspace (git init, npm install)" % n)
                 tws = gen_workspace.generate(
@@ -778,12 +820,14 @@ def main(argv: list[str] | None = None) -> int:
                 setup_turbo_workspace(tws.root)
                 turbo = Turbo(turbo_bin, tws, os.path.join(scratch, "turbo-cache-%d" % n),
                               args.jobs)
-                bench_turbo(b, turbo, n, runs, heavy)
-                if not args.keep:
-                    shutil.rmtree(tws.root, ignore_errors=True)
-                    shutil.rmtree(turbo.cache, ignore_errors=True)
+                rebuilds = args.turbo_rebuilds_max_n is None or n <= args.turbo_rebuilds_max_n
+                bench_turbo(b, turbo, n, runs, heavy, rebuilds)
     finally:
-        if not args.keep:
+        # Deleted only at the end: on some file systems (ext4 without a journal) mass deletes
+        # slow down the file creations that follow them for minutes (see BENCHMARKS.md).
+        if args.keep:
+            log("kept %s" % scratch)
+        else:
             shutil.rmtree(scratch, ignore_errors=True)
 
     out = table(b, bool(turbo_bin))
@@ -792,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: " + w)
     if args.json:
         doc = {
-            "machine": machine(),
+            "machine": dict(machine(), scratch=scratch, scratch_fs=scratch_fs),
             "cairn": {"path": cairn_bin, "version": version},
             "turbo": {"path": turbo_bin, "version": turbo_version} if turbo_bin else None,
             "config": {k: v for k, v in vars(args).items()},

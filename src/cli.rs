@@ -176,8 +176,8 @@ impl<'a> Session<'a> {
             report::print_stderr(&format!(
                 "loaded {} packages: {} evaluated, {} from the analysis cache",
                 analysis.packages,
-                analysis.evaluated,
-                analysis.packages - analysis.evaluated
+                analysis.evaluated.len(),
+                analysis.packages - analysis.evaluated.len()
             ));
         }
         Ok(Loaded {

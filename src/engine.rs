@@ -37,11 +37,11 @@ pub(crate) struct Analysis {
     pub graph: Graph,
     pub packages: usize,
     /// Packages whose BUILD.star was evaluated (the rest came from the analysis cache).
-    pub evaluated: usize,
+    pub evaluated: Vec<String>,
     /// Package → the `.star` files it loads.
     pub loads: std::collections::BTreeMap<String, Vec<String>>,
-    /// Package → the files it owns (package-relative, sorted).
-    pub files: std::collections::BTreeMap<String, Vec<String>>,
+    /// The workspace scan: package → the files it owns (package-relative, sorted).
+    pub scan: Scan,
 }
 
 /// Scans and loads the workspace (reusing the analysis cache stored in `store`) and checks
@@ -56,11 +56,23 @@ pub(crate) fn analyze(
     let cache_key = format!("analysis:{}", root.display());
     let stored = store.db().get_value(&cache_key).ok().flatten();
     let mut cache = AnalysisCache::decode(stored.as_deref());
-    let loaded = load_workspace(root, &scan, states, &mut cache)?;
-    if loaded.evaluated > 0 || stored.is_none() {
+    let analysis = analyze_scanned(root, scan, states, &mut cache)?;
+    if !analysis.evaluated.is_empty() || stored.is_none() {
         // Best effort: a cache that cannot be saved only costs an evaluation next time.
         let _ = store.db().put_value(&cache_key, &cache.encode());
     }
+    Ok(analysis)
+}
+
+/// Loads an already scanned workspace through an in-memory analysis cache (watch mode keeps
+/// both between cycles) and checks the graph.
+pub(crate) fn analyze_scanned(
+    root: &Path,
+    scan: Scan,
+    states: &FileStates,
+    cache: &mut AnalysisCache,
+) -> Result<Analysis, AnalysisError> {
+    let loaded = load_workspace(root, &scan, states, cache)?;
     let globbed: HashSet<WorkspacePath> = loaded.globbed;
     let graph = Graph::new(loaded.targets, &globbed)?;
     check_sources(root, &scan, &graph)?;
@@ -69,7 +81,7 @@ pub(crate) fn analyze(
         packages: loaded.packages,
         evaluated: loaded.evaluated,
         loads: loaded.loads,
-        files: scan.packages,
+        scan,
     })
 }
 

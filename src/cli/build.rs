@@ -86,6 +86,7 @@ pub(crate) fn execute(
             .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
         on_fallback: &warn,
         effective: OnceLock::new(),
+        cancel: None,
     };
     let tools = ToolResolver::new(s.ws.tool_path());
     let workspace_key = s.workspace_key();
@@ -109,6 +110,7 @@ pub(crate) fn execute(
         history: Some(&history),
         dry_run: None,
         tracer,
+        cancel: None,
     };
     let outcome = run_build(
         &context,

@@ -28,6 +28,7 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
         helper: std::path::PathBuf::new(),
         on_fallback: &warn,
         effective: OnceLock::new(),
+        cancel: None,
     };
     let tools = ToolResolver::new(s.ws.tool_path());
     let dry = DryRun::default();
@@ -44,6 +45,7 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
         history: None,
         dry_run: Some(&dry),
         tracer: None,
+        cancel: None,
     };
     run_build(
         &context,
@@ -247,7 +249,8 @@ pub(crate) fn affected(s: &Session, since: &str, patterns: &[String]) -> Result<
         let wp = WorkspacePath::from_normalized(path.clone());
         let owner = loaded
             .analysis
-            .files
+            .scan
+            .packages
             .keys()
             .filter(|pkg| {
                 pkg.is_empty() || wp.is_within(&WorkspacePath::from_normalized((*pkg).clone()))

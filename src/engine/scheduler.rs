@@ -16,6 +16,7 @@ use cairn_store::{
 use super::history::HistoryRecorder;
 use crate::action::tools::first_word;
 use crate::action::{PreparedAction, Tool, ToolResolver, prepare_action};
+use crate::exec::local::CANCELLED;
 use crate::exec::{ExecError, ExecFailure, Executor};
 use crate::graph::{Graph, Kind, Label, Target};
 use crate::report::{Reporter, Tracer};
@@ -102,6 +103,8 @@ pub(crate) struct BuildContext<'a> {
     pub dry_run: Option<&'a DryRun>,
     /// `--trace FILE`.
     pub tracer: Option<&'a Tracer>,
+    /// When set, no new action starts (running ones are killed by the executor).
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// What a dry run found for one action or test.
@@ -192,7 +195,16 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
 
         let mut running = 0usize;
         loop {
-            while let Some(label) = if stop { None } else { ready.pop_front() } {
+            let cancelled = || {
+                shared
+                    .cancel
+                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            };
+            while let Some(label) = if stop || cancelled() {
+                None
+            } else {
+                ready.pop_front()
+            } {
                 let target = graph.get(&label).expect("scheduled labels exist");
                 let deps = target
                     .deps
@@ -390,6 +402,18 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         Err(e) => return failed(shared, target, Some(action.key), started, error_text(&e)),
     };
     let Some(result) = outcome.result else {
+        if outcome
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.message == CANCELLED)
+        {
+            // Killed by cancellation: nothing recorded, nothing reported, dependents wait.
+            let mut done = failed(shared, target, Some(action.key), started, String::new());
+            if let Some(report) = &mut done.report {
+                report.status = Status::Skipped;
+            }
+            return done;
+        }
         if let Some(h) = shared.history {
             h.record(&target.label, action.key, "failed", &action);
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_store::{Digest, FileInfo, MerkleTree, Store, StoreError, capture_dir, reapi};
 use prost::Message;
@@ -41,7 +42,12 @@ pub(crate) struct LocalExecutor<'a> {
     /// Told once when the namespace sandbox is unavailable.
     pub on_fallback: &'a (dyn Fn(&str) + Sync),
     pub effective: OnceLock<SandboxMode>,
+    /// Set to kill running actions (Ctrl-C, or a newer edit in watch mode).
+    pub cancel: Option<&'a AtomicBool>,
 }
+
+/// The failure message of an action killed by cancellation; never cached.
+pub(crate) const CANCELLED: &str = "cancelled";
 
 impl LocalExecutor<'_> {
     fn sandbox_dir(&self) -> PathBuf {
@@ -192,8 +198,8 @@ impl Executor for LocalExecutor<'_> {
             label: label.clone(),
             source,
         })?;
-        let (status, timed_out) =
-            wait_with_timeout(child, Duration::from_millis(action.timeout_ms));
+        let (status, ended) =
+            wait_for(child, Duration::from_millis(action.timeout_ms), self.cancel);
         let duration_ms = start.elapsed().as_millis() as u64;
 
         let exit_code = status.and_then(|s| s.code());
@@ -210,7 +216,18 @@ impl Executor for LocalExecutor<'_> {
                 }),
             }
         };
-        if timed_out {
+        if ended == Ended::Cancelled {
+            return Ok(ExecOutcome {
+                result: None,
+                failure: Some(ExecFailure {
+                    exit_code: None,
+                    message: CANCELLED.to_string(),
+                    stderr_tail: String::new(),
+                    log: None,
+                }),
+            });
+        }
+        if ended == Ended::TimedOut {
             return Ok(failure(format!(
                 "timed out after {} and was killed",
                 format_ms(action.timeout_ms)
@@ -301,26 +318,56 @@ fn is_executable(path: &Path) -> bool {
 
 /// Waits for the child; on timeout kills its whole process group. Either way, the group is
 /// killed afterwards so no background process outlives its action.
-fn wait_with_timeout(
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// How often a running action checks for cancellation.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// Waits for the child; on timeout or cancellation kills its whole process group. Either way,
+/// the group is killed afterwards so no background process outlives its action.
+fn wait_for(
     mut child: std::process::Child,
     timeout: Duration,
-) -> (Option<std::process::ExitStatus>, bool) {
+    cancel: Option<&AtomicBool>,
+) -> (Option<std::process::ExitStatus>, Ended) {
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let status = child.wait().ok();
         let _ = tx.send(status);
     });
-    let (status, timed_out) = match rx.recv_timeout(timeout) {
-        Ok(status) => (status, false),
-        Err(_) => {
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            (rx.recv().ok().flatten(), true)
+    let deadline = Instant::now() + timeout;
+    let kill = || {
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    };
+    let (status, ended) = loop {
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(CANCEL_POLL);
+        match rx.recv_timeout(slice) {
+            Ok(status) => break (status, Ended::Exited),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break (None, Ended::Exited),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                    kill();
+                    break (rx.recv().ok().flatten(), Ended::Cancelled);
+                }
+                if Instant::now() >= deadline {
+                    kill();
+                    break (rx.recv().ok().flatten(), Ended::TimedOut);
+                }
+            }
         }
     };
-    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    kill();
     let _ = waiter.join();
-    (status, timed_out)
+    (status, ended)
 }
 
 /// Whether the sandbox holds exactly the declared outputs (besides the inputs).

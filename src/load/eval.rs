@@ -28,7 +28,8 @@ pub(crate) struct Loaded {
     pub globbed: HashSet<WorkspacePath>,
     /// How many packages there are, and how many were evaluated (not from the cache).
     pub packages: usize,
-    pub evaluated: usize,
+    /// The packages whose BUILD.star was evaluated (not taken from the cache).
+    pub evaluated: Vec<String>,
     /// Package → the `.star` files its evaluation loaded (transitively).
     pub loads: BTreeMap<String, Vec<String>>,
 }
@@ -266,7 +267,7 @@ pub(crate) fn load_workspace(
                 }
                 let loader = loader.as_ref().expect("initialised above");
                 let entry = evaluate_package(loader, package, files, &build, source)?;
-                loaded.evaluated += 1;
+                loaded.evaluated.push(package.clone());
                 PackageEntry {
                     build: build_digest,
                     files: files_digest,

@@ -139,12 +139,15 @@ impl FileStates {
 
     /// Records the state of a file cairn just wrote with known content (a restored output),
     /// so the next build does not hash it.
+    /// The racy-clean window does not apply: cairn knows the content it just wrote.
     pub fn record_written(&self, path: &Path, digest: Digest) -> io::Result<()> {
         let meta = std::fs::metadata(path)?;
-        self.remember(
-            &path.to_string_lossy(),
-            FileState::from_metadata(&meta, digest),
-        );
+        let state = FileState::from_metadata(&meta, digest);
+        let key = path.to_string_lossy();
+        if self.snapshot.get(key.as_ref()) != Some(&state) {
+            let mut updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
+            updates.insert(key.into_owned(), state);
+        }
         Ok(())
     }
 

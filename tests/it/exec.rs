@@ -178,3 +178,22 @@ fn edited_output_is_restored_from_the_store() {
     assert_eq!(run.count("cached"), 1);
     assert_eq!(ws.read("o.txt"), "original\n");
 }
+
+#[test]
+fn no_op_build_does_not_rewrite_outputs() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", cmd = \"echo x > $OUT\", outs = [\"o.txt\"])\n",
+    );
+    ws.json_run(&["build"], 0);
+    let inode = std::fs::metadata(ws.path("o.txt")).unwrap().ino();
+    ws.json_run(&["build"], 0);
+    ws.json_run(&["build"], 0);
+    assert_eq!(
+        std::fs::metadata(ws.path("o.txt")).unwrap().ino(),
+        inode,
+        "the output was rewritten"
+    );
+}
