@@ -82,7 +82,18 @@ pub(crate) fn why(s: &Session, text: &str) -> Result<u8, Error> {
         .get(&label)
         .ok_or_else(|| Error::Io(format!("Could not compute the action of `{label}`")))?;
     let verdict = explainer.explain(&label, 0)?;
-    let (state, reasons, last_key) = (verdict.state, verdict.reasons, verdict.last_key);
+    let (state, mut reasons, last_key) = (verdict.state, verdict.reasons, verdict.last_key);
+    // pass_env values reach the command without entering the key: say so, since a change to
+    // them never causes a rebuild.
+    let pass_env: Vec<String> = info.action.pass_env.keys().cloned().collect();
+    let declared = &graph.get(&label).expect("label was checked").pass_env;
+    if !declared.is_empty() {
+        reasons.push(format!(
+            "note: pass_env [{}] reach the command but not the key (set here: [{}])",
+            declared.join(", "),
+            pass_env.join(", ")
+        ));
+    }
     if s.args.json {
         report::print_json(&json!({
             "label": label.to_string(),
@@ -91,6 +102,7 @@ pub(crate) fn why(s: &Session, text: &str) -> Result<u8, Error> {
             "current_key": info.action.key.to_string(),
             "last_key": last_key,
             "reasons": reasons,
+            "pass_env": declared,
         }));
     } else {
         let head = match state {

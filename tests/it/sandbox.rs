@@ -220,6 +220,13 @@ fn pass_env_reaches_the_command_without_entering_the_key() {
     assert_eq!(run("one")["counts"]["executed"], 1);
     assert_eq!(ws.read("ci.txt"), "one\n");
     assert_eq!(run("two")["counts"]["cached"], 1);
+    let why = ws.cairn(&["why", "//:a"]);
+    assert!(
+        why.stdout
+            .contains("note: pass_env [CAIRN_TEST_CI] reach the command but not the key"),
+        "{}",
+        why.stdout
+    );
 }
 
 #[test]
