@@ -6,6 +6,7 @@ mod args;
 mod build;
 mod graph;
 mod store;
+mod watch;
 mod why;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,12 @@ fn run(args: &Args, env: &HostEnv, style: Style) -> Result<u8, Error> {
         ),
         Command::Run { label, args } => build::run(&s, label, args),
         Command::Clean => build::clean(&s),
+        Command::Watch {
+            patterns,
+            test,
+            debounce,
+            poll,
+        } => watch::watch(&s, patterns, *test, *debounce, *poll),
         Command::Why { label } => why::why(&s, label),
         Command::Affected { since, patterns } => why::affected(&s, since, patterns),
         Command::Graph { patterns, format } => graph::graph(&s, patterns, *format),

@@ -9,4 +9,5 @@ pub(crate) mod graph;
 pub(crate) mod load;
 pub(crate) mod report;
 pub(crate) mod vcs;
+pub(crate) mod watch;
 pub(crate) mod workspace;

@@ -22,8 +22,8 @@ pub(crate) enum WatchEvent {
 /// A running watcher; dropping it stops it.
 pub(crate) struct FileWatcher {
     _debouncer: Box<dyn std::any::Any + Send>,
-    /// Whether it polls (no inotify here, or `--poll`).
-    pub polling: bool,
+    /// Why it polls, when it does (no inotify here, too many watches, or `--poll`).
+    pub polling: Option<String>,
 }
 
 /// Ignore rules: `.gitignore` files anywhere in the workspace, each applying below its own
@@ -108,27 +108,34 @@ pub(crate) fn watch<M: Send + 'static>(
                     WatchEvent::Changed(paths)
                 }
                 Err(errors) => WatchEvent::Error(
-                    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
                 ),
             };
             let _ = tx.send(wrap(event));
         }
     };
-    if !force_poll {
+    let reason = if force_poll {
+        "--poll".to_string()
+    } else {
         match new_debouncer(debounce, None, handler.clone()) {
             Ok(mut d) => match d.watch(root, RecursiveMode::Recursive) {
                 Ok(()) => {
                     return Ok(FileWatcher {
                         _debouncer: Box::new(d),
-                        polling: false,
+                        polling: None,
                     });
                 }
-                Err(e) => drop(e),
+                Err(e) => format!("inotify could not watch the workspace: {e}"),
             },
-            Err(e) => drop(e),
+            Err(e) => format!("inotify is unavailable: {e}"),
         }
-    }
-    let config = notify::Config::default().with_poll_interval(debounce.max(Duration::from_millis(100)));
+    };
+    let config =
+        notify::Config::default().with_poll_interval(debounce.max(Duration::from_millis(100)));
     let mut d = new_debouncer_opt::<_, notify::PollWatcher, notify_debouncer_full::NoCache>(
         debounce,
         None,
@@ -141,6 +148,6 @@ pub(crate) fn watch<M: Send + 'static>(
         .map_err(|e| format!("cannot watch `{}`: {e}", root.display()))?;
     Ok(FileWatcher {
         _debouncer: Box::new(d),
-        polling: true,
+        polling: Some(reason),
     })
 }

@@ -82,6 +82,20 @@ pub(crate) enum Command {
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
     },
+    /// Build (and with --test, test), then rebuild what each edit affects, until Ctrl-C.
+    Watch {
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+        /// Also run the tests.
+        #[arg(long)]
+        test: bool,
+        /// Milliseconds to wait for a burst of edits to settle.
+        #[arg(long, value_name = "MS", default_value_t = 50)]
+        debounce: u64,
+        /// Poll the file system instead of using inotify.
+        #[arg(long)]
+        poll: bool,
+    },
     /// Remove materialized outputs from the workspace (the store is untouched).
     Clean,
     /// Print the target graph.

@@ -69,9 +69,26 @@ pub(crate) fn execute(
     check: bool,
     tracer: Option<&Tracer>,
 ) -> Result<BuildOutcome, Error> {
+    let outcome = execute_with(s, loaded, roots, run_tests, check, tracer, None, false)?;
+    Ok(outcome)
+}
+
+/// `execute`, cancellable through `cancel`; with `watch`, the reporter stays quiet about
+/// cached and skipped targets and no summary line is printed (the watch loop prints its own).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn execute_with(
+    s: &Session,
+    loaded: &Loaded,
+    roots: Vec<Label>,
+    run_tests: bool,
+    check: bool,
+    tracer: Option<&Tracer>,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+    watch: bool,
+) -> Result<BuildOutcome, Error> {
     // Shared with other builds; `store gc` waits for it.
     let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
-    let reporter = ConsoleReporter::new(s.style, s.args.verbose);
+    let reporter = ConsoleReporter::new(s.style, s.args.verbose).for_watch(watch);
     let mode = s
         .args
         .sandbox
@@ -86,7 +103,7 @@ pub(crate) fn execute(
             .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
         on_fallback: &warn,
         effective: OnceLock::new(),
-        cancel: None,
+        cancel,
     };
     let tools = ToolResolver::new(s.ws.tool_path());
     let workspace_key = s.workspace_key();
@@ -110,7 +127,7 @@ pub(crate) fn execute(
         history: Some(&history),
         dry_run: None,
         tracer,
-        cancel: None,
+        cancel,
     };
     let outcome = run_build(
         &context,
@@ -140,6 +157,9 @@ pub(crate) fn execute(
         s.warn(&format!(
             "could not record build history and statistics: {e}"
         ));
+    }
+    if watch {
+        return Ok(outcome);
     }
     let mut summary = report::summary_line(&outcome, &s.style);
     match executor.effective.get() {

@@ -76,6 +76,8 @@ pub(crate) struct ConsoleReporter {
     bar: Option<ProgressBar>,
     state: Mutex<ProgressState>,
     silent: bool,
+    /// Watch mode: no lines for cached or skipped targets.
+    watch: bool,
 }
 
 #[derive(Default)]
@@ -102,7 +104,14 @@ impl ConsoleReporter {
             bar,
             state: Mutex::default(),
             silent: false,
+            watch: false,
         }
+    }
+
+    /// In watch mode, only executed and failed targets get a line.
+    pub fn for_watch(mut self, watch: bool) -> ConsoleReporter {
+        self.watch = watch;
+        self
     }
 
     /// A reporter that prints nothing (dry runs).
@@ -113,6 +122,7 @@ impl ConsoleReporter {
             bar: None,
             state: Mutex::default(),
             silent: true,
+            watch: false,
         }
     }
 
@@ -248,7 +258,8 @@ impl Reporter for ConsoleReporter {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.running.retain(|l| *l != report.label);
         st.done += 1;
-        if let Some(text) = self.describe(report) {
+        let quiet = self.watch && matches!(report.status, Status::Cached | Status::Skipped);
+        if let Some(text) = self.describe(report).filter(|_| !quiet) {
             self.line(&text);
         }
         self.refresh(&st);

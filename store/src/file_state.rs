@@ -79,7 +79,7 @@ impl FileState {
 /// updates to write back at the end. Safe to share between threads.
 #[derive(Debug, Default)]
 pub struct FileStates {
-    snapshot: HashMap<String, FileState>,
+    snapshot: std::sync::RwLock<HashMap<String, FileState>>,
     updates: Mutex<HashMap<String, FileState>>,
 }
 
@@ -100,14 +100,18 @@ impl FileStates {
             prefix.push('/');
         }
         Ok(FileStates {
-            snapshot: db.load_file_states(&prefix)?,
+            snapshot: std::sync::RwLock::new(db.load_file_states(&prefix)?),
             updates: Mutex::default(),
         })
     }
 
     fn remembered(&self, key: &str) -> Option<FileState> {
         let updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
-        updates.get(key).or_else(|| self.snapshot.get(key)).copied()
+        if let Some(state) = updates.get(key) {
+            return Some(*state);
+        }
+        drop(updates);
+        self.snapshot().get(key).copied()
     }
 
     /// The digest of a regular file (symlinks are followed), hashing it only if its metadata
@@ -144,7 +148,7 @@ impl FileStates {
         let meta = std::fs::metadata(path)?;
         let state = FileState::from_metadata(&meta, digest);
         let key = path.to_string_lossy();
-        if self.snapshot.get(key.as_ref()) != Some(&state) {
+        if self.snapshot().get(key.as_ref()) != Some(&state) {
             let mut updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
             updates.insert(key.into_owned(), state);
         }
@@ -164,20 +168,33 @@ impl FileStates {
         if state.mtime_ns > now_ns() - RACY_WINDOW_NS {
             return;
         }
-        if self.snapshot.get(key) == Some(&state) {
+        if self.snapshot().get(key) == Some(&state) {
             return;
         }
         let mut updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
         updates.insert(key.to_string(), state);
     }
 
-    /// Writes the new and changed states back in one transaction.
+    fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, FileState>> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The digest last recorded for `path`, without looking at the file.
+    pub fn known_digest(&self, path: &Path) -> Option<Digest> {
+        self.remembered(&path.to_string_lossy()).map(|s| s.digest)
+    }
+
+    /// Writes the new and changed states back in one transaction; they stay in memory, so a
+    /// long-lived cache (watch mode) keeps knowing them.
     pub fn save(&self, db: &Db) -> Result<()> {
         let updates: Vec<(String, FileState)> = {
             let mut guard = self.updates.lock().unwrap_or_else(|p| p.into_inner());
             guard.drain().collect()
         };
-        db.save_file_states(&updates)
+        db.save_file_states(&updates)?;
+        let mut snapshot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        snapshot.extend(updates);
+        Ok(())
     }
 }
 

@@ -7,4 +7,5 @@ mod exec;
 mod mimic;
 mod sandbox;
 mod util;
+mod watch;
 mod why;
