@@ -432,6 +432,8 @@ impl Watch<'_> {
         if s.args.json {
             let mut v = report::json_summary(outcome);
             v["changed"] = json!(changed);
+            // From the settled batch to the end of the cycle (analysis, hashing, build).
+            v["cycle_ms"] = json!(started.elapsed().as_millis() as u64);
             if cancelled {
                 v["cancelled"] = json!(true);
             }
