@@ -39,7 +39,16 @@ pub(crate) fn build(
         .map_err(AnalysisError::from)?
         .into_iter()
         .collect();
-    let outcome = execute(s, &loaded, roots, run_tests, check, tracer.as_ref())?;
+    let outcome = execute(
+        s,
+        &loaded,
+        roots,
+        run_tests,
+        check,
+        tracer.as_ref(),
+        None,
+        false,
+    )?;
     s.save_states(&loaded);
     if let (Some(t), Some(path)) = (&tracer, trace) {
         t.write(path, s.jobs())
@@ -60,23 +69,11 @@ pub(crate) fn build(
 }
 
 /// Runs the build of `roots` with the console reporter, records history and statistics, and
-/// prints the summary line.
-pub(crate) fn execute(
-    s: &Session,
-    loaded: &Loaded,
-    roots: Vec<Label>,
-    run_tests: bool,
-    check: bool,
-    tracer: Option<&Tracer>,
-) -> Result<BuildOutcome, Error> {
-    let outcome = execute_with(s, loaded, roots, run_tests, check, tracer, None, false)?;
-    Ok(outcome)
-}
-
-/// `execute`, cancellable through `cancel`; with `watch`, the reporter stays quiet about
-/// cached and skipped targets and no summary line is printed (the watch loop prints its own).
+/// prints the summary line. Cancellable through `cancel`; with `watch`, the reporter stays
+/// quiet about cached and skipped targets and no summary line is printed (the watch loop
+/// prints its own).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn execute_with(
+pub(crate) fn execute(
     s: &Session,
     loaded: &Loaded,
     roots: Vec<Label>,
@@ -191,7 +188,16 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
             target.kind.as_str()
         )));
     }
-    let outcome = execute(s, &loaded, target.deps.clone(), false, false, None)?;
+    let outcome = execute(
+        s,
+        &loaded,
+        target.deps.clone(),
+        false,
+        false,
+        None,
+        None,
+        false,
+    )?;
     s.save_states(&loaded);
     if !outcome.is_success() {
         return Ok(1);

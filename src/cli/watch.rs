@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cairn_store::FileStates;
 use serde_json::json;
 
-use super::build::execute_with;
+use super::build::execute;
 use super::{Loaded, Session};
 use crate::engine::{AnalysisError, BuildOutcome, Status, analyze_scanned};
 use crate::error::Error;
@@ -254,7 +254,7 @@ impl Watch<'_> {
         let mut interrupted = false;
         let outcome = std::thread::scope(|scope| {
             let handle = scope.spawn(|| {
-                execute_with(
+                execute(
                     s,
                     loaded,
                     roots,
