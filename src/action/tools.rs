@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cairn_store::{Digest, FileStates};
+use cairn_store::{Db, Digest, FileStates};
 
 /// A resolved tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,16 +37,19 @@ pub(crate) fn first_word(cmd: &str) -> Option<&str> {
 }
 
 /// Resolves tool names on the tool path, once per name per build.
-pub(crate) struct ToolResolver {
+pub(crate) struct ToolResolver<'a> {
     search: Vec<PathBuf>,
     resolved: Mutex<HashMap<String, Option<Tool>>>,
+    /// Where the file states of tools (outside the workspace) are remembered between builds.
+    db: Option<&'a Db>,
 }
 
-impl ToolResolver {
-    pub fn new(search: Vec<PathBuf>) -> ToolResolver {
+impl<'a> ToolResolver<'a> {
+    pub fn new(search: Vec<PathBuf>, db: Option<&'a Db>) -> ToolResolver<'a> {
         ToolResolver {
             search,
             resolved: Mutex::default(),
+            db,
         }
     }
 
@@ -77,6 +80,10 @@ impl ToolResolver {
             let real = std::fs::canonicalize(&path).ok()?;
             if !is_executable_file(&real) {
                 return None;
+            }
+            if let Some(db) = self.db {
+                // Best effort: without it the tool is only hashed again.
+                let _ = states.preload(db, &real);
             }
             let (info, _) = states.file_info(&real).ok()?;
             Some(Tool {
@@ -120,17 +127,17 @@ mod tests {
         std::fs::write(&tool, "#!/bin/sh\necho 1\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         let states = FileStates::default();
-        let first = ToolResolver::new(vec![bin.clone()])
+        let first = ToolResolver::new(vec![bin.clone()], None)
             .resolve("mytool", &states)
             .unwrap();
         assert_eq!(first.path, tool);
         std::fs::write(&tool, "#!/bin/sh\necho 2\n").unwrap();
-        let second = ToolResolver::new(vec![bin.clone()])
+        let second = ToolResolver::new(vec![bin.clone()], None)
             .resolve("mytool", &states)
             .unwrap();
         assert_ne!(first.digest, second.digest);
         assert!(
-            ToolResolver::new(vec![bin])
+            ToolResolver::new(vec![bin], None)
                 .resolve("absent", &states)
                 .is_none()
         );

@@ -102,7 +102,7 @@ pub(crate) fn execute(
         effective: OnceLock::new(),
         cancel,
     };
-    let tools = ToolResolver::new(s.ws.tool_path());
+    let tools = ToolResolver::new(s.ws.tool_path(), Some(loaded.store.db()));
     let workspace_key = s.workspace_key();
     let history = HistoryRecorder::new(
         loaded

@@ -30,7 +30,7 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
         effective: OnceLock::new(),
         cancel: None,
     };
-    let tools = ToolResolver::new(s.ws.tool_path());
+    let tools = ToolResolver::new(s.ws.tool_path(), Some(loaded.store.db()));
     let dry = DryRun::default();
     let context = BuildContext {
         graph: loaded.graph(),

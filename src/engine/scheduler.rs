@@ -92,7 +92,7 @@ pub(crate) struct BuildContext<'a> {
     pub executor: &'a dyn Executor,
     pub reporter: &'a dyn Reporter,
     pub workspace_root: &'a std::path::Path,
-    pub tools: &'a ToolResolver,
+    pub tools: &'a ToolResolver<'a>,
     /// The host environment, for `pass_env`.
     pub host_env: &'a BTreeMap<String, String>,
     /// `build --check`: re-run cached actions and compare their outputs.

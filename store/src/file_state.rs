@@ -175,6 +175,20 @@ impl FileStates {
         updates.insert(key.to_string(), state);
     }
 
+    /// Adds the recorded state of one file outside the loaded prefix (a host tool), so it is
+    /// not hashed again when unchanged.
+    pub fn preload(&self, db: &Db, path: &Path) -> Result<()> {
+        let key = path.to_string_lossy().into_owned();
+        if self.remembered(&key).is_some() {
+            return Ok(());
+        }
+        if let Some(state) = db.load_file_states(&key)?.remove(&key) {
+            let mut snapshot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+            snapshot.insert(key, state);
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, FileState>> {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner())
     }
