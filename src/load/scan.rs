@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::{BUILD_FILE, LoadError};
 
@@ -16,6 +17,7 @@ pub(crate) struct Scan {
 /// Walks the workspace at `root`, skipping `skip` (e.g. a store inside the workspace).
 pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, LoadError> {
     let skip: Vec<PathBuf> = skip.to_vec();
+    // A parallel walk: on a no-op build the scan is most of the analysis time.
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
         .git_ignore(true)
@@ -25,34 +27,48 @@ pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, Load
         .ignore(true)
         .parents(false)
         .follow_links(false)
-        .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
             e.file_name() != ".git" && !skip.iter().any(|s| e.path() == s.as_path())
         })
-        .build();
-    let mut files: Vec<String> = Vec::new();
+        .build_parallel();
+    let found: Mutex<Vec<String>> = Mutex::default();
+    let failure: Mutex<Option<ignore::Error>> = Mutex::default();
+    walker.run(|| {
+        let found = &found;
+        let failure = &failure;
+        Box::new(move |entry| {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return ignore::WalkState::Quit;
+                }
+            };
+            if entry
+                .file_type()
+                .is_some_and(|t| t.is_file() || t.is_symlink())
+                && let Ok(rel) = entry.path().strip_prefix(root)
+            {
+                let rel = rel.to_string_lossy().into_owned();
+                found.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
+            }
+            ignore::WalkState::Continue
+        })
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e.into());
+    }
+    let mut files = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    files.sort();
     let mut packages: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for entry in walker {
-        let entry = entry?;
-        if !entry
-            .file_type()
-            .is_some_and(|t| t.is_file() || t.is_symlink())
-        {
-            continue;
-        }
-        let Ok(rel) = entry.path().strip_prefix(root) else {
-            continue;
-        };
-        let rel = rel.to_string_lossy().into_owned();
-        if entry.file_name() == BUILD_FILE {
+    for rel in &files {
+        if rel == BUILD_FILE || rel.ends_with(&format!("/{BUILD_FILE}")) {
             let pkg = rel
                 .strip_suffix(BUILD_FILE)
                 .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_string();
-            packages.insert(pkg, Vec::new());
+                .trim_end_matches('/');
+            packages.insert(pkg.to_string(), Vec::new());
         }
-        files.push(rel);
     }
     for file in files {
         if let Some(pkg) = owning_package(&packages, &file) {
