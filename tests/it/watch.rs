@@ -70,6 +70,21 @@ impl Drop for Watching {
     }
 }
 
+/// Waits (up to 30 s) until some process has `arg` on its command line.
+fn wait_for_process(arg: &str) {
+    for _ in 0..300 {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        });
+        if found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no process with argument {arg} appeared");
+}
+
 fn executed(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v["targets"]
         .as_array()
@@ -208,13 +223,13 @@ fn a_newer_edit_cancels_a_running_action() {
     ws.write("in.txt", "fast\n");
     ws.write(
         "BUILD.star",
-        "action(name = \"slow\", srcs = [\"in.txt\"], cmd = 'if grep -q slow in.txt; then sleep 60; fi; cp in.txt $OUT', outs = [\"out.txt\"])\n",
+        "action(name = \"slow\", srcs = [\"in.txt\"], cmd = 'if grep -q slow in.txt; then sleep 61.5; fi; cp in.txt $OUT', outs = [\"out.txt\"])\n",
     );
     let w = Watching::start(&ws, &[]);
     assert_eq!(w.next()["counts"]["executed"], 1);
     ws.write("in.txt", "slow\n");
-    // Give the slow cycle time to start its action, then edit again.
-    std::thread::sleep(Duration::from_millis(800));
+    // Wait until the slow cycle's action runs, then edit again.
+    wait_for_process("61.5");
     ws.write("in.txt", "fast again\n");
     let cancelled = w.next();
     assert_eq!(cancelled["cancelled"], true, "{cancelled}");
