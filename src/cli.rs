@@ -242,6 +242,32 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The build context shared by build, run, watch and the dry run of `why`: callers set what
+/// differs (check, history, dry run, tracer, cancellation) with struct update syntax.
+pub(crate) fn build_context<'a>(
+    s: &'a Session,
+    loaded: &'a Loaded,
+    executor: &'a dyn crate::exec::Executor,
+    reporter: &'a dyn report::Reporter,
+    tools: &'a crate::action::ToolResolver<'a>,
+) -> crate::engine::BuildContext<'a> {
+    crate::engine::BuildContext {
+        graph: loaded.graph(),
+        store: &loaded.store,
+        states: &loaded.states,
+        executor,
+        reporter,
+        workspace_root: &s.ws.root,
+        tools,
+        host_env: &s.env.vars,
+        check: false,
+        history: None,
+        dry_run: None,
+        tracer: None,
+        cancel: None,
+    }
+}
+
 /// Human-readable bytes.
 pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

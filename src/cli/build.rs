@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::{Loaded, Session};
+use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
 use crate::engine::{AnalysisError, BuildContext, BuildOptions, BuildOutcome, Status, run_build};
@@ -112,19 +112,11 @@ pub(crate) fn execute(
             .unwrap_or_default(),
     );
     let context = BuildContext {
-        graph: loaded.graph(),
-        store: &loaded.store,
-        states: &loaded.states,
-        executor: &executor,
-        reporter: &reporter,
-        workspace_root: &s.ws.root,
-        tools: &tools,
-        host_env: &s.env.vars,
         check,
         history: Some(&history),
-        dry_run: None,
         tracer,
         cancel,
+        ..build_context(s, loaded, &executor, &reporter, &tools)
     };
     let outcome = run_build(
         &context,

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use serde_json::json;
 
-use super::{Loaded, Session};
+use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::{Manifest, explain};
 use crate::engine::{AnalysisError, BuildContext, BuildOptions, DryInfo, DryRun, run_build};
@@ -33,19 +33,8 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
     let tools = ToolResolver::new(s.ws.tool_path(), Some(loaded.store.db()));
     let dry = DryRun::default();
     let context = BuildContext {
-        graph: loaded.graph(),
-        store: &loaded.store,
-        states: &loaded.states,
-        executor: &executor,
-        reporter: &reporter,
-        workspace_root: &s.ws.root,
-        tools: &tools,
-        host_env: &s.env.vars,
-        check: false,
-        history: None,
         dry_run: Some(&dry),
-        tracer: None,
-        cancel: None,
+        ..build_context(s, loaded, &executor, &reporter, &tools)
     };
     run_build(
         &context,

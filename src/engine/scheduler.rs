@@ -227,7 +227,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
                 if !options.keep_going {
                     stop = true;
                 }
-                block_dependents(graph, &done.label, &done.label, &in_build, &mut blocked);
+                block_dependents(graph, &done.label, &in_build, &mut blocked);
                 continue;
             }
             for rdep in graph.rdeps(&done.label) {
@@ -269,14 +269,14 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
     }
 }
 
+/// Marks everything in the build that depends on the failed `cause` as blocked by it.
 fn block_dependents(
     graph: &Graph,
-    from: &Label,
     cause: &Label,
     in_build: &HashSet<&Label>,
     blocked: &mut HashMap<Label, Label>,
 ) {
-    let mut stack = vec![from.clone()];
+    let mut stack = vec![cause.clone()];
     while let Some(label) = stack.pop() {
         for rdep in graph.rdeps(&label) {
             if in_build.contains(rdep) && !blocked.contains_key(rdep) {
