@@ -170,9 +170,13 @@ impl<'a> Session<'a> {
 
     /// Opens the store and loads the graph (through the analysis cache).
     pub fn load(&self) -> Result<Loaded, Error> {
+        let began = std::time::Instant::now();
         let store = self.open_store()?;
+        report::trace::span("open store", began);
+        let began = std::time::Instant::now();
         let states =
             FileStates::load(store.db(), &self.ws.root).map_err(|e| self.store_error(e))?;
+        report::trace::span("load file states", began);
         let analysis = analyze(
             &self.ws.root,
             std::slice::from_ref(&self.store_dir),

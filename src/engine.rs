@@ -10,11 +10,14 @@ pub(crate) use scheduler::{
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Instant;
+
+use crate::report::trace::span;
 
 use crate::graph::{Graph, GraphError};
 use cairn_store::{FileStates, Store};
 
-use crate::load::{AnalysisCache, LoadError, Scan, load_workspace, scan_workspace};
+use crate::load::{AnalysisCache, LoadError, Scan, load_workspace, scan_cached};
 use crate::workspace::WorkspacePath;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +55,20 @@ pub(crate) fn analyze(
     store: &Store,
     states: &FileStates,
 ) -> Result<Analysis, AnalysisError> {
-    let scan = scan_workspace(root, skip)?;
+    let began = Instant::now();
+    let scan = scan_cached(root, skip, store.db())?;
+    span("scan workspace", began);
+    let began = Instant::now();
     let cache_key = format!("analysis:{}", root.display());
     let stored = store.db().get_value(&cache_key).ok().flatten();
     let mut cache = AnalysisCache::decode(stored.as_deref());
+    span("decode analysis cache", began);
     let analysis = analyze_scanned(root, scan, states, &mut cache)?;
     if !analysis.evaluated.is_empty() || stored.is_none() {
+        let began = Instant::now();
         // Best effort: a cache that cannot be saved only costs an evaluation next time.
         let _ = store.db().put_value(&cache_key, &cache.encode());
+        span("save analysis cache", began);
     }
     Ok(analysis)
 }
@@ -72,10 +81,16 @@ pub(crate) fn analyze_scanned(
     states: &FileStates,
     cache: &mut AnalysisCache,
 ) -> Result<Analysis, AnalysisError> {
+    let began = Instant::now();
     let loaded = load_workspace(root, &scan, states, cache)?;
+    span("load packages", began);
+    let began = Instant::now();
     let globbed: HashSet<WorkspacePath> = loaded.globbed;
     let graph = Graph::new(loaded.targets, &globbed)?;
+    span("build graph", began);
+    let began = Instant::now();
     check_sources(root, &scan, &graph)?;
+    span("check sources", began);
     Ok(Analysis {
         graph,
         packages: loaded.packages,
@@ -90,9 +105,19 @@ pub(crate) fn analyze_scanned(
 fn check_sources(root: &Path, scan: &Scan, graph: &Graph) -> Result<(), AnalysisError> {
     for target in graph.all_targets() {
         let files = scan.packages.get(&target.label.package);
+        let package = &target.label.package;
         for src in &target.srcs {
-            let rel = src.relative_to(&target.label.package);
-            if files.is_some_and(|f| f.binary_search(&rel).is_ok()) {
+            // The package-relative path, without allocating (sources are rarely elsewhere).
+            let rel = if package.is_empty() {
+                Some(src.as_str())
+            } else {
+                src.as_str()
+                    .strip_prefix(package.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+            };
+            if let (Some(rel), Some(files)) = (rel, files)
+                && files.binary_search_by(|f| f.as_str().cmp(rel)).is_ok()
+            {
                 continue;
             }
             let host = src.to_host(root);

@@ -1,6 +1,8 @@
 //! cairn: a reproducible, content-addressed build system.
 
 pub(crate) mod action;
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 pub(crate) mod engine;
 pub(crate) mod error;

@@ -12,7 +12,7 @@ pub(crate) mod scan;
 pub(crate) use cache::AnalysisCache;
 pub(crate) use diagnostic::Diagnostic;
 pub(crate) use eval::load_workspace;
-pub(crate) use scan::{Scan, scan_workspace};
+pub(crate) use scan::{Scan, scan_cached, scan_workspace};
 
 use std::path::PathBuf;
 

@@ -26,12 +26,10 @@ pub(crate) fn build(
     trace: Option<&Path>,
     junit: Option<&Path>,
 ) -> Result<u8, Error> {
-    let tracer = trace.map(|_| Tracer::new());
+    let tracer = trace.map(|_| Tracer::install());
     let loading = Instant::now();
     let loaded = s.load()?;
-    if let Some(t) = &tracer {
-        t.span("load and analysis", "load", loading, serde_json::json!({}));
-    }
+    report::trace::span("load and analysis", loading);
     let patterns = s.patterns(patterns)?;
     let roots: Vec<Label> = loaded
         .graph()
@@ -39,18 +37,11 @@ pub(crate) fn build(
         .map_err(AnalysisError::from)?
         .into_iter()
         .collect();
-    let outcome = execute(
-        s,
-        &loaded,
-        roots,
-        run_tests,
-        check,
-        tracer.as_ref(),
-        None,
-        false,
-    )?;
+    let outcome = execute(s, &loaded, roots, run_tests, check, tracer, None, false)?;
+    let saving = Instant::now();
     s.save_states(&loaded);
-    if let (Some(t), Some(path)) = (&tracer, trace) {
+    report::trace::span("save file states", saving);
+    if let (Some(t), Some(path)) = (tracer, trace) {
         t.write(path, s.jobs())
             .map_err(|e| Error::Io(format!("Cannot write the trace `{}`: {e}", path.display())))?;
     }
@@ -104,6 +95,7 @@ pub(crate) fn execute(
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(loaded.store.db()));
     let workspace_key = s.workspace_key();
+    let began = Instant::now();
     let history = HistoryRecorder::new(
         loaded
             .store
@@ -111,6 +103,7 @@ pub(crate) fn execute(
             .latest_history(&workspace_key)
             .unwrap_or_default(),
     );
+    report::trace::span("load history", began);
     let context = BuildContext {
         check,
         history: Some(&history),
@@ -118,6 +111,7 @@ pub(crate) fn execute(
         cancel,
         ..build_context(s, loaded, &executor, &reporter, &tools)
     };
+    let began = Instant::now();
     let outcome = run_build(
         &context,
         &BuildOptions {
@@ -127,7 +121,9 @@ pub(crate) fn execute(
             keep_going: s.args.keep_going,
         },
     );
+    report::trace::span("build", began);
     reporter.finish();
+    let began = Instant::now();
     let db = loaded.store.db();
     let recorded = loaded
         .store
@@ -142,6 +138,7 @@ pub(crate) fn execute(
                 saved_ms: outcome.reports.iter().map(|r| r.saved_ms).sum(),
             })
         });
+    report::trace::span("record history and statistics", began);
     if let Err(e) = recorded {
         s.warn(&format!(
             "could not record build history and statistics: {e}"

@@ -1,11 +1,10 @@
-//! The parallel walk of the target DAG. The calling thread coordinates (ready queue, failure
-//! propagation, fail-fast); `jobs` worker threads each take one target at a time: hash its
-//! sources (file-state cache), compute its action key, restore a cached result or execute.
+//! The parallel walk of the target DAG. `jobs` worker threads share one ready queue (with
+//! failure propagation and fail-fast) and each take one target at a time: hash its sources
+//! (file-state cache), compute its action key, restore a cached result or execute.
 //! A dependency that failed marks its dependents `skipped`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use cairn_store::{
@@ -150,7 +149,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
         .filter(|l| options.run_tests || graph.kind_of(l) != Kind::Test)
         .collect();
     let in_build: HashSet<&Label> = order.iter().collect();
-    let mut waiting: HashMap<Label, usize> = order
+    let waiting: HashMap<Label, usize> = order
         .iter()
         .map(|l| {
             let n = graph.get(l).map_or(0, |t| {
@@ -159,89 +158,74 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
             (l.clone(), n)
         })
         .collect();
-    let mut ready: VecDeque<Label> = order.iter().filter(|l| waiting[*l] == 0).cloned().collect();
+    let ready: VecDeque<Label> = order.iter().filter(|l| waiting[*l] == 0).cloned().collect();
     let total = order.iter().filter(|l| graph.kind_of(l).runs()).count();
     reporter.build_started(total);
 
-    let mut provided: HashMap<Label, Provided> = HashMap::new();
-    let mut reports: Vec<TargetReport> = Vec::new();
-    let mut blocked: HashMap<Label, Label> = HashMap::new();
-    let mut finished: HashSet<Label> = HashSet::new();
-    let mut stop = false;
-
+    let state = Mutex::new(Walk {
+        ready,
+        waiting,
+        provided: HashMap::new(),
+        reports: Vec::new(),
+        blocked: HashMap::new(),
+        finished: HashSet::new(),
+        running: 0,
+        stop: false,
+    });
+    let wake = Condvar::new();
+    let cancelled = || {
+        shared
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    };
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done_rx) = mpsc::channel::<Done>();
         for worker in 0..options.jobs.max(1) {
-            let job_rx = Arc::clone(&job_rx);
-            let done_tx = done_tx.clone();
+            let (state, wake, in_build) = (&state, &wake, &in_build);
             scope.spawn(move || {
                 Tracer::set_track(worker + 1);
+                let mut walk = state.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    let job = {
-                        let rx = job_rx.lock().unwrap_or_else(|p| p.into_inner());
-                        rx.recv()
+                    let next = if walk.stop || cancelled() {
+                        None
+                    } else {
+                        walk.ready.pop_front()
                     };
-                    let Ok(job) = job else { break };
-                    let done = run_target(shared, job);
-                    if done_tx.send(done).is_err() {
-                        break;
+                    let Some(label) = next else {
+                        if walk.running == 0 {
+                            // Nothing ready and nothing running that could make more ready.
+                            wake.notify_all();
+                            break;
+                        }
+                        walk = wake.wait(walk).unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    };
+                    let target = graph.get(&label).expect("scheduled labels exist");
+                    let deps = target
+                        .deps
+                        .iter()
+                        .filter_map(|d| walk.provided.get(d).cloned())
+                        .collect();
+                    walk.running += 1;
+                    drop(walk);
+                    let done = run_target(shared, Job { label, deps });
+                    walk = state.lock().unwrap_or_else(|p| p.into_inner());
+                    walk.running -= 1;
+                    walk.complete(graph, done, in_build, options.keep_going);
+                    // This worker takes the next ready target itself; others are woken only
+                    // for the rest, or to finish.
+                    if walk.ready.len() > 1 || walk.running == 0 || walk.stop {
+                        wake.notify_all();
                     }
                 }
             });
         }
-        drop(done_tx);
-
-        let mut running = 0usize;
-        loop {
-            let cancelled = || {
-                shared
-                    .cancel
-                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-            };
-            while let Some(label) = if stop || cancelled() {
-                None
-            } else {
-                ready.pop_front()
-            } {
-                let target = graph.get(&label).expect("scheduled labels exist");
-                let deps = target
-                    .deps
-                    .iter()
-                    .filter_map(|d| provided.get(d).cloned())
-                    .collect();
-                running += 1;
-                let _ = job_tx.send(Job { label, deps });
-            }
-            if running == 0 {
-                break;
-            }
-            let Ok(done) = done_rx.recv() else { break };
-            running -= 1;
-            finished.insert(done.label.clone());
-            if let Some(report) = done.report {
-                reports.push(report);
-            }
-            if !done.ok {
-                if !options.keep_going {
-                    stop = true;
-                }
-                block_dependents(graph, &done.label, &in_build, &mut blocked);
-                continue;
-            }
-            for rdep in graph.rdeps(&done.label) {
-                if let Some(n) = waiting.get_mut(rdep) {
-                    *n -= 1;
-                    if *n == 0 && !blocked.contains_key(rdep) {
-                        ready.push_back(rdep.clone());
-                    }
-                }
-            }
-            provided.insert(done.label, done.provided);
-        }
-        drop(job_tx);
     });
+    let Walk {
+        mut reports,
+        blocked,
+        finished,
+        ..
+    } = state.into_inner().unwrap_or_else(|p| p.into_inner());
 
     for label in &order {
         let target = graph.get(label).expect("ordered labels exist");
@@ -266,6 +250,54 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
     BuildOutcome {
         reports,
         wall_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// The shared state of a build's walk, behind one lock: workers take ready targets from it
+/// and report finished ones to it, so no coordinating thread sits between them.
+struct Walk {
+    ready: VecDeque<Label>,
+    /// Label → how many of its dependencies in the build have not finished.
+    waiting: HashMap<Label, usize>,
+    provided: HashMap<Label, Provided>,
+    reports: Vec<TargetReport>,
+    blocked: HashMap<Label, Label>,
+    finished: HashSet<Label>,
+    running: usize,
+    /// A target failed without `--keep-going`: start nothing new.
+    stop: bool,
+}
+
+impl Walk {
+    /// Records a finished target: its report, and either its dependents' readiness or, on
+    /// failure, their blocking.
+    fn complete(
+        &mut self,
+        graph: &Graph,
+        done: Done,
+        in_build: &HashSet<&Label>,
+        keep_going: bool,
+    ) {
+        self.finished.insert(done.label.clone());
+        if let Some(report) = done.report {
+            self.reports.push(report);
+        }
+        if !done.ok {
+            if !keep_going {
+                self.stop = true;
+            }
+            block_dependents(graph, &done.label, in_build, &mut self.blocked);
+            return;
+        }
+        for rdep in graph.rdeps(&done.label) {
+            if let Some(n) = self.waiting.get_mut(rdep) {
+                *n -= 1;
+                if *n == 0 && !self.blocked.contains_key(rdep) {
+                    self.ready.push_back(rdep.clone());
+                }
+            }
+        }
+        self.provided.insert(done.label, done.provided);
     }
 }
 
@@ -314,6 +346,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
             ok: true,
         };
     }
+    let preparing = Instant::now();
     shared.reporter.target_started(&target.label);
     let tools = match resolve_tools(shared, target) {
         Ok(tools) => tools,
@@ -332,6 +365,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         &shared.tools.path_var(),
         pass_env,
     );
+    trace(shared, "prepare action", &target.label, preparing);
     if let Some(dry) = shared.dry_run {
         return dry_run_target(shared, dry, target, action);
     }
@@ -347,6 +381,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
             {
                 return failed(shared, target, Some(action.key), started, problem);
             }
+            let reporting = Instant::now();
             if let Some(h) = shared.history {
                 h.record(&target.label, action.key, "cached", &action);
             }
@@ -363,6 +398,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
                 saved_ms,
             };
             shared.reporter.target_finished(&report);
+            trace(shared, "report", &target.label, reporting);
             return Done {
                 label: job.label,
                 report: Some(report),

@@ -92,7 +92,14 @@ impl Serialize for WorkspacePath {
 impl<'de> Deserialize<'de> for WorkspacePath {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        WorkspacePath::in_package("", &s).map_err(serde::de::Error::custom)
+        // Stored paths were normalised when written: checking is cheaper than normalising.
+        let normal = !s.is_empty() && s.split('/').all(|part| !matches!(part, "" | "." | ".."));
+        if !normal {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is not a normalised workspace path"
+            )));
+        }
+        Ok(WorkspacePath::from_normalized(s))
     }
 }
 

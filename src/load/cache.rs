@@ -37,7 +37,7 @@ impl AnalysisCache {
         let fingerprint = fingerprint();
         bytes
             .and_then(|b| zstd::decode_all(b).ok())
-            .and_then(|b| serde_json::from_slice::<AnalysisCache>(&b).ok())
+            .and_then(|b| postcard::from_bytes::<AnalysisCache>(&b).ok())
             .filter(|c| c.fingerprint == fingerprint)
             .unwrap_or(AnalysisCache {
                 fingerprint,
@@ -46,8 +46,8 @@ impl AnalysisCache {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(self).expect("the analysis cache serializes");
-        zstd::encode_all(json.as_slice(), 1).expect("compressing in memory cannot fail")
+        let bytes = postcard::to_stdvec(self).expect("the analysis cache serializes");
+        zstd::encode_all(bytes.as_slice(), 1).expect("compressing in memory cannot fail")
     }
 }
 

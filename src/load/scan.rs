@@ -1,21 +1,178 @@
 //! One walk of the workspace: which directories are packages (hold a `BUILD.star`) and which
 //! files each package owns (those below it and not in a subpackage). Honours `.gitignore` and
 //! `.ignore` files (with or without a git repository) and never enters `.git` or the store.
+//!
+//! A walk's result is kept in the store with the metadata of every directory it listed and
+//! every ignore file it read: while none of them changed, the next scan is one `stat` per
+//! directory instead of a walk (creating, deleting or renaming an entry changes its
+//! directory's mtime; editing a file's contents changes no directory, and the file itself is
+//! checked through the file-state cache).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
 use super::{BUILD_FILE, LoadError};
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Scan {
     /// Package path (`""` for the root) → files it owns, package-relative, sorted.
     pub packages: BTreeMap<String, Vec<String>>,
 }
 
+/// A directory's or ignore file's metadata, as far as a scan depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Sig {
+    ino: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Sig {
+    /// The metadata of `path` (`None` if it does not exist), or `Err` if it changed too
+    /// recently to be trusted: an entry added within the same timestamp tick as the listing
+    /// would not change the mtime we saw (the "racy" case, as in git).
+    fn of(path: &Path, now_ns: i64) -> Result<Option<Sig>, ()> {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(None);
+        };
+        let sig = Sig {
+            ino: meta.ino(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        };
+        if sig.mtime_ns.max(sig.ctime_ns) > now_ns - RACY_WINDOW_NS {
+            return Err(());
+        }
+        Ok(Some(sig))
+    }
+}
+
+const RACY_WINDOW_NS: i64 = 1_000_000_000;
+
+#[allow(clippy::disallowed_methods)] // The racy check compares against the wall clock.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(i64::MAX)
+}
+
+/// A stored scan and what it depends on.
+#[derive(Serialize, Deserialize)]
+struct ScanRecord {
+    /// cairn's version and the skipped paths: a record of another setup is never trusted.
+    fingerprint: String,
+    /// Every listed directory (workspace-relative, `""` for the root) and its metadata.
+    dirs: Vec<(String, Sig)>,
+    /// Every ignore file that could apply, with its metadata (`None`: absent).
+    guards: Vec<(String, Option<Sig>)>,
+    scan: Scan,
+}
+
+fn record_key(root: &Path) -> String {
+    format!("scan:{}", root.display())
+}
+
+fn fingerprint(skip: &[PathBuf]) -> String {
+    let mut text = format!("cairn {} scan v1", env!("CARGO_PKG_VERSION"));
+    for s in skip {
+        text.push('\0');
+        text.push_str(&s.to_string_lossy());
+    }
+    text
+}
+
+/// Scans the workspace, reusing the scan stored in `db` when no directory or ignore file it
+/// depends on changed; otherwise walks and stores the new scan (best effort).
+pub(crate) fn scan_cached(
+    root: &Path,
+    skip: &[PathBuf],
+    db: &cairn_store::Db,
+) -> Result<Scan, LoadError> {
+    let key = record_key(root);
+    let fingerprint = fingerprint(skip);
+    let stored = db
+        .get_value(&key)
+        .ok()
+        .flatten()
+        .and_then(|bytes| zstd::decode_all(bytes.as_slice()).ok())
+        .and_then(|bytes| postcard::from_bytes::<ScanRecord>(&bytes).ok())
+        .filter(|r| r.fingerprint == fingerprint);
+    if let Some(record) = stored {
+        let now = now_ns();
+        let unchanged = record
+            .dirs
+            .par_iter()
+            .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(Some(*sig)))
+            && record
+                .guards
+                .iter()
+                .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(*sig));
+        if unchanged {
+            return Ok(record.scan);
+        }
+    }
+    let (scan, dirs) = walk(root, skip)?;
+    let now = now_ns();
+    let mut guards = Vec::new();
+    let mut trusted = true;
+    let candidates = scan
+        .packages
+        .iter()
+        .flat_map(|(pkg, files)| files.iter().map(move |f| (pkg, f)))
+        .filter(|(_, f)| f.ends_with(".gitignore") || f.ends_with(".ignore"))
+        .map(|(pkg, f)| {
+            if pkg.is_empty() {
+                f.clone()
+            } else {
+                format!("{pkg}/{f}")
+            }
+        })
+        .chain([".git/info/exclude".to_string()]);
+    for rel in candidates {
+        match Sig::of(&root.join(&rel), now) {
+            Ok(sig) => guards.push((rel, sig)),
+            Err(()) => trusted = false,
+        }
+    }
+    let dirs: Option<Vec<(String, Sig)>> = dirs
+        .into_iter()
+        .map(|(rel, sig)| Some((rel, sig?)))
+        .collect();
+    if let (Some(dirs), true) = (dirs, trusted) {
+        let record = ScanRecord {
+            fingerprint,
+            dirs,
+            guards,
+            scan,
+        };
+        if let Ok(bytes) = postcard::to_stdvec(&record)
+            && let Ok(packed) = zstd::encode_all(bytes.as_slice(), 1)
+        {
+            let _ = db.put_value(&key, &packed);
+        }
+        return Ok(record.scan);
+    }
+    // Something changed while we looked: do not keep this scan, walk again next time.
+    let _ = db.put_value(&key, &[]);
+    Ok(scan)
+}
+
 /// Walks the workspace at `root`, skipping `skip` (e.g. a store inside the workspace).
 pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, LoadError> {
+    walk(root, skip).map(|(scan, _)| scan)
+}
+
+/// A listed directory and its metadata, taken when the walk reached it (`None`: too recent
+/// to be trusted).
+type DirSig = (String, Option<Sig>);
+
+fn walk(root: &Path, skip: &[PathBuf]) -> Result<(Scan, Vec<DirSig>), LoadError> {
     let skip: Vec<PathBuf> = skip.to_vec();
     // A parallel walk: on a no-op build the scan is most of the analysis time.
     let walker = ignore::WalkBuilder::new(root)
@@ -32,9 +189,12 @@ pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, Load
         })
         .build_parallel();
     let found: Mutex<Vec<String>> = Mutex::default();
+    let dirs: Mutex<Vec<DirSig>> = Mutex::default();
     let failure: Mutex<Option<ignore::Error>> = Mutex::default();
+    let now = now_ns();
     walker.run(|| {
         let found = &found;
+        let dirs = &dirs;
         let failure = &failure;
         Box::new(move |entry| {
             let entry = match entry {
@@ -44,13 +204,22 @@ pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, Load
                     return ignore::WalkState::Quit;
                 }
             };
-            if entry
-                .file_type()
-                .is_some_and(|t| t.is_file() || t.is_symlink())
-                && let Ok(rel) = entry.path().strip_prefix(root)
-            {
-                let rel = rel.to_string_lossy().into_owned();
+            let Some(kind) = entry.file_type() else {
+                return ignore::WalkState::Continue;
+            };
+            let Ok(rel) = entry.path().strip_prefix(root) else {
+                return ignore::WalkState::Continue;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            if kind.is_file() || kind.is_symlink() {
                 found.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
+            } else if kind.is_dir() {
+                // The walker lists a directory's entries after this call returns, so an
+                // entry added later changes an mtime newer than this one (or a racy one).
+                let sig = Sig::of(entry.path(), now).ok().flatten();
+                dirs.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((rel, sig));
             }
             ignore::WalkState::Continue
         })
@@ -88,7 +257,8 @@ pub(crate) fn scan_workspace(root: &Path, skip: &[PathBuf]) -> Result<Scan, Load
     for files in packages.values_mut() {
         files.sort();
     }
-    Ok(Scan { packages })
+    let dirs = dirs.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((Scan { packages }, dirs))
 }
 
 fn owning_package(packages: &BTreeMap<String, Vec<String>>, file: &str) -> Option<String> {
@@ -134,5 +304,57 @@ mod tests {
         assert_eq!(scan.packages[""], ["BUILD.star", "top.txt"]);
         assert_eq!(scan.packages["a"], [".gitignore", "BUILD.star", "src/x.ts"]);
         assert_eq!(scan.packages["a/b"], ["BUILD.star", "y.ts"]);
+    }
+
+    #[test]
+    fn a_stored_scan_is_reused_until_a_directory_or_ignore_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        for (path, content) in [
+            ("BUILD.star", ""),
+            ("a/BUILD.star", ""),
+            ("a/src/x.ts", ""),
+            ("a/.gitignore", "dist/\n"),
+        ] {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        let db = cairn_store::Db::open(&dir.path().join("db")).unwrap();
+        let stored = || {
+            db.get_value(&record_key(&root))
+                .unwrap()
+                .unwrap_or_default()
+        };
+        // Directories changed within the last second are not trusted: nothing is stored.
+        let first = scan_cached(&root, &[], &db).unwrap();
+        assert!(stored().is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(
+            scan_cached(&root, &[], &db).unwrap().packages,
+            first.packages
+        );
+        assert!(!stored().is_empty(), "a settled scan is stored");
+        assert_eq!(
+            scan_cached(&root, &[], &db).unwrap().packages,
+            first.packages
+        );
+
+        // A new file changes its directory.
+        std::fs::write(root.join("a/src/y.ts"), "").unwrap();
+        let scan = scan_cached(&root, &[], &db).unwrap();
+        assert_eq!(
+            scan.packages["a"],
+            [".gitignore", "BUILD.star", "src/x.ts", "src/y.ts"]
+        );
+
+        // An edited ignore file changes no directory, but is checked itself.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        scan_cached(&root, &[], &db).unwrap();
+        assert!(!stored().is_empty());
+        std::fs::write(root.join("a/.gitignore"), "dist/\n*.ts\n").unwrap();
+        let scan = scan_cached(&root, &[], &db).unwrap();
+        assert_eq!(scan.packages["a"], [".gitignore", "BUILD.star"]);
+        assert_eq!(scan.packages, scan_workspace(&root, &[]).unwrap().packages);
     }
 }

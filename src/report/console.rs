@@ -2,8 +2,9 @@
 //! failure details, diagnostics, the final summary line and the `--json` summary.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -78,7 +79,19 @@ pub(crate) struct ConsoleReporter {
     silent: bool,
     /// Watch mode: no lines for cached or skipped targets.
     watch: bool,
+    /// Lines of cached targets not yet written (no progress bar only): written together, so a
+    /// no-op build of thousands of tests is a few writes, not one per line.
+    pending: Mutex<Pending>,
 }
+
+#[derive(Default)]
+struct Pending {
+    text: String,
+    since: Option<Instant>,
+}
+
+/// Batched lines wait at most this long.
+const BATCH_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct ProgressState {
@@ -105,6 +118,7 @@ impl ConsoleReporter {
             state: Mutex::default(),
             silent: false,
             watch: false,
+            pending: Mutex::default(),
         }
     }
 
@@ -123,16 +137,30 @@ impl ConsoleReporter {
             state: Mutex::default(),
             silent: true,
             watch: false,
+            pending: Mutex::default(),
         }
     }
 
     fn line(&self, text: &str) {
+        self.emit(text, false);
+    }
+
+    /// Prints a line; a `batched` one may wait (see `pending`), any other line first writes
+    /// what waits.
+    fn emit(&self, text: &str, batched: bool) {
         if self.silent {
             return;
         }
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+        if let Some(bar) = &self.bar {
+            bar.println(text);
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.text.push_str(text);
+        pending.text.push('\n');
+        let since = *pending.since.get_or_insert_with(Instant::now);
+        if !batched || pending.text.len() > 32 * 1024 || since.elapsed() > BATCH_DELAY {
+            flush(&mut pending);
         }
     }
 
@@ -156,6 +184,7 @@ impl ConsoleReporter {
     }
 
     pub fn finish(&self) {
+        flush(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -260,7 +289,7 @@ impl Reporter for ConsoleReporter {
         st.done += 1;
         let quiet = self.watch && matches!(report.status, Status::Cached | Status::Skipped);
         if let Some(text) = self.describe(report).filter(|_| !quiet) {
-            self.line(&text);
+            self.emit(&text, report.status == Status::Cached);
         }
         self.refresh(&st);
     }
@@ -268,6 +297,21 @@ impl Reporter for ConsoleReporter {
     fn warning(&self, message: &str) {
         self.line(&format!("{} {message}", self.style.yellow("warning:")));
     }
+}
+
+impl Drop for ConsoleReporter {
+    fn drop(&mut self) {
+        flush(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+fn flush(pending: &mut Pending) {
+    if !pending.text.is_empty() {
+        // Nothing sensible to do if stderr is gone.
+        let _ = std::io::stderr().write_all(pending.text.as_bytes());
+        pending.text.clear();
+    }
+    pending.since = None;
 }
 
 /// `12 targets: 9 cached, 3 executed, 0 failed in 1.23s`

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -11,6 +11,17 @@ use serde_json::{Value, json};
 thread_local! {
     /// The track of the current thread: 0 for the main thread, 1.. for workers.
     static TRACK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The process's tracer, installed by `--trace`.
+static GLOBAL: OnceLock<Tracer> = OnceLock::new();
+
+/// Records a span on the installed tracer (nothing without `--trace`): for phases far from
+/// the command code, such as loading and analysis.
+pub(crate) fn span(name: &str, began: Instant) {
+    if let Some(t) = GLOBAL.get() {
+        t.span(name, "phase", began, Value::Null);
+    }
 }
 
 /// Collects spans; cheap enough to leave on for a whole build.
@@ -25,6 +36,11 @@ impl Tracer {
             start: Instant::now(),
             events: Mutex::default(),
         }
+    }
+
+    /// Installs the process's tracer (its clock starts now) and returns it.
+    pub fn install() -> &'static Tracer {
+        GLOBAL.get_or_init(Tracer::new)
     }
 
     /// Names the calling thread's track (call once at worker start).

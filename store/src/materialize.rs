@@ -54,7 +54,7 @@ fn is_in_place(states: &FileStates, info: &FileInfo, dest: &Path) -> bool {
     };
     meta.is_file()
         && (meta.permissions().mode() & 0o111 != 0) == info.executable
-        && states.is_known(dest, &info.digest)
+        && states.is_known_with(dest, &meta, &info.digest)
 }
 
 /// Makes `dest` a directory holding exactly the stored tree: missing or different files are
