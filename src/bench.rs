@@ -12,10 +12,10 @@ use crate::workspace::WorkspacePath;
 /// A build action shaped like the macro benchmark's: a package `apps/app0001` with `srcs`
 /// sources under `src/` and the outputs of `deps` libraries as inputs.
 pub struct ActionFixture {
-    target: Target,
-    srcs: BTreeMap<WorkspacePath, FileInfo>,
-    deps: BTreeMap<WorkspacePath, FileInfo>,
-    tools: Vec<Tool>,
+    pub(crate) target: Target,
+    pub(crate) srcs: BTreeMap<WorkspacePath, FileInfo>,
+    pub(crate) deps: BTreeMap<WorkspacePath, FileInfo>,
+    pub(crate) tools: Vec<Tool>,
 }
 
 fn info(text: &str) -> FileInfo {

@@ -173,16 +173,13 @@ impl<'a> Session<'a> {
         let began = std::time::Instant::now();
         let store = self.open_store()?;
         report::trace::span("open store", began);
-        let began = std::time::Instant::now();
-        let states =
-            FileStates::load(store.db(), &self.ws.root).map_err(|e| self.store_error(e))?;
-        report::trace::span("load file states", began);
-        let analysis = analyze(
+        let (analysis, states) = analyze(
             &self.ws.root,
             std::slice::from_ref(&self.store_dir),
             &store,
-            &states,
-        )?;
+            || FileStates::load(store.db(), &self.ws.root),
+        )
+        .map_err(|e| self.store_error(e))??;
         if self.args.verbose {
             report::print_stderr(&format!(
                 "loaded {} packages: {} evaluated, {} from the analysis cache",
@@ -269,6 +266,7 @@ pub(crate) fn build_context<'a>(
         dry_run: None,
         tracer: None,
         cancel: None,
+        memo: None,
     }
 }
 

@@ -2,13 +2,13 @@
 //! action, compute its key, look it up in the store, restore or execute, and record results.
 
 pub(crate) mod history;
+pub(crate) mod memo;
 pub(crate) mod scheduler;
 
 pub(crate) use scheduler::{
     BuildContext, BuildOptions, BuildOutcome, DryInfo, DryRun, Status, TargetReport, run_build,
 };
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -48,29 +48,49 @@ pub(crate) struct Analysis {
 }
 
 /// Scans and loads the workspace (reusing the analysis cache stored in `store`) and checks
-/// the graph.
-pub(crate) fn analyze(
+/// the graph. `load_states` reads the file-state cache; it runs on another thread while the
+/// workspace is scanned and the analysis cache decoded (it is needed only after both).
+pub(crate) fn analyze<E: Send>(
     root: &Path,
     skip: &[std::path::PathBuf],
     store: &Store,
-    states: &FileStates,
-) -> Result<Analysis, AnalysisError> {
-    let began = Instant::now();
-    let scan = scan_cached(root, skip, store.db())?;
-    span("scan workspace", began);
-    let began = Instant::now();
+    load_states: impl FnOnce() -> Result<FileStates, E> + Send,
+) -> Result<Result<(Analysis, FileStates), AnalysisError>, E> {
     let cache_key = format!("analysis:{}", root.display());
-    let stored = store.db().get_value(&cache_key).ok().flatten();
-    let mut cache = AnalysisCache::decode(stored.as_deref());
-    span("decode analysis cache", began);
-    let analysis = analyze_scanned(root, scan, states, &mut cache)?;
-    if !analysis.evaluated.is_empty() || stored.is_none() {
-        let began = Instant::now();
-        // Best effort: a cache that cannot be saved only costs an evaluation next time.
-        let _ = store.db().put_value(&cache_key, &cache.encode());
-        span("save analysis cache", began);
-    }
-    Ok(analysis)
+    let (states, read) = std::thread::scope(|scope| {
+        let states = scope.spawn(|| {
+            let began = Instant::now();
+            let states = load_states();
+            span("load file states", began);
+            states
+        });
+        let read = (|| {
+            let began = Instant::now();
+            let scan = scan_cached(root, skip, store.db())?;
+            span("scan workspace", began);
+            let began = Instant::now();
+            let stored = store.db().get_value(&cache_key).ok().flatten();
+            let cache = AnalysisCache::decode(stored.as_deref());
+            span("decode analysis cache", began);
+            Ok::<_, AnalysisError>((scan, cache))
+        })();
+        let states = states
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (states, read)
+    });
+    let states = states?;
+    let result = read.and_then(|(scan, mut cache)| {
+        let (analysis, encoded) = analyze_with(root, scan, &states, &mut cache, false)?;
+        if let Some(bytes) = encoded {
+            let began = Instant::now();
+            // Best effort: a cache that cannot be saved only costs an evaluation next time.
+            let _ = store.db().put_value(&cache_key, &bytes);
+            span("save analysis cache", began);
+        }
+        Ok(analysis)
+    });
+    Ok(result.map(|analysis| (analysis, states)))
 }
 
 /// Loads an already scanned workspace through an in-memory analysis cache (watch mode keeps
@@ -81,23 +101,37 @@ pub(crate) fn analyze_scanned(
     states: &FileStates,
     cache: &mut AnalysisCache,
 ) -> Result<Analysis, AnalysisError> {
+    analyze_with(root, scan, states, cache, true).map(|(analysis, _)| analysis)
+}
+
+/// `analyze_scanned`; without `keep_cache`, the cache is consumed, and returned encoded if
+/// anything was evaluated (to be stored).
+fn analyze_with(
+    root: &Path,
+    scan: Scan,
+    states: &FileStates,
+    cache: &mut AnalysisCache,
+    keep_cache: bool,
+) -> Result<(Analysis, Option<Vec<u8>>), AnalysisError> {
     let began = Instant::now();
-    let loaded = load_workspace(root, &scan, states, cache)?;
+    let mut loaded = load_workspace(root, &scan, states, cache, keep_cache)?;
+    let encoded = loaded.encoded_cache.take();
     span("load packages", began);
     let began = Instant::now();
-    let globbed: HashSet<WorkspacePath> = loaded.globbed;
+    let globbed = loaded.globbed;
     let graph = Graph::new(loaded.targets, &globbed)?;
     span("build graph", began);
     let began = Instant::now();
     check_sources(root, &scan, &graph)?;
     span("check sources", began);
-    Ok(Analysis {
+    let analysis = Analysis {
         graph,
         packages: loaded.packages,
         evaluated: loaded.evaluated,
         loads: loaded.loads,
         scan,
-    })
+    };
+    Ok((analysis, encoded))
 }
 
 /// Every explicit source must be a file. Most are in the scan (a hash lookup); the rest

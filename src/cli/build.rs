@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
+use crate::engine::memo::KeyMemo;
 use crate::engine::{AnalysisError, BuildContext, BuildOptions, BuildOutcome, Status, run_build};
 use crate::error::Error;
 use crate::exec::local::LocalExecutor;
@@ -103,12 +104,14 @@ pub(crate) fn execute(
             .latest_history(&workspace_key)
             .unwrap_or_default(),
     );
+    let memo = KeyMemo::load(loaded.store.db(), &workspace_key);
     report::trace::span("load history", began);
     let context = BuildContext {
         check,
         history: Some(&history),
         tracer,
         cancel,
+        memo: Some(&memo),
         ..build_context(s, loaded, &executor, &reporter, &tools)
     };
     let began = Instant::now();
@@ -129,6 +132,7 @@ pub(crate) fn execute(
         .store
         .flush_usage()
         .and_then(|()| db.record_history(&workspace_key, &history.into_entries()))
+        .and_then(|()| memo.save(db, &workspace_key))
         .and_then(|()| {
             db.record_build(&cairn_store::BuildRecord {
                 executed: outcome.count(Status::Executed) as u64,

@@ -80,17 +80,20 @@ impl HistoryRecorder {
         }
     }
 
+    /// Whether the latest recorded entry of `label` has this key and status already.
+    pub fn is_latest(&self, label: &Label, key: Digest, status: &str) -> bool {
+        self.latest
+            .get(&label.to_string())
+            .is_some_and(|(k, s)| k.hash == key.hash && s == status)
+    }
+
     /// Records a run unless it repeats the latest entry (so a no-op build records nothing and
     /// builds no manifest).
     pub fn record(&self, label: &Label, key: Digest, status: &str, action: &PreparedAction) {
-        let text = label.to_string();
-        if self
-            .latest
-            .get(&text)
-            .is_some_and(|(k, s)| k.hash == key.hash && s == status)
-        {
+        if self.is_latest(label, key, status) {
             return;
         }
+        let text = label.to_string();
         let entry = HistoryEntry {
             label: text,
             key,

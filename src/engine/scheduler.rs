@@ -13,6 +13,7 @@ use cairn_store::{
 };
 
 use super::history::HistoryRecorder;
+use super::memo::KeyMemo;
 use crate::action::tools::first_word;
 use crate::action::{PreparedAction, Tool, ToolResolver, prepare_action};
 use crate::exec::local::CANCELLED;
@@ -102,6 +103,8 @@ pub(crate) struct BuildContext<'a> {
     pub dry_run: Option<&'a DryRun>,
     /// `--trace FILE`.
     pub tracer: Option<&'a Tracer>,
+    /// Remembered action keys (none: every action is built in full).
+    pub memo: Option<&'a KeyMemo>,
     /// When set, no new action starts (running ones are killed by the executor).
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
@@ -352,65 +355,88 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         Ok(tools) => tools,
         Err(message) => return failed(shared, target, None, started, message),
     };
-    let pass_env = target
+    let pass_env: BTreeMap<String, String> = target
         .pass_env
         .iter()
         .filter_map(|name| shared.host_env.get(name).map(|v| (name.clone(), v.clone())))
         .collect();
-    let action = prepare_action(
-        target,
-        &srcs,
-        &dep_files,
-        &tools,
-        &shared.tools.path_var(),
-        pass_env,
-    );
+    let path_var = shared.tools.path_var();
+    let prepare = || {
+        prepare_action(
+            target,
+            &srcs,
+            &dep_files,
+            &tools,
+            &path_var,
+            pass_env.clone(),
+        )
+    };
+    // The key memo spares building the action when its ingredients are unchanged; a dry run
+    // and `--check` need the action itself.
+    let memo = shared
+        .memo
+        .filter(|_| shared.dry_run.is_none() && !shared.check);
+    let fingerprint =
+        memo.map(|_| KeyMemo::fingerprint(target, &srcs, &dep_files, &tools, &path_var));
+    let mut missed = None;
+    if let (Some(memo), Some(fp)) = (memo, &fingerprint)
+        && let Some(key) = memo.key(&target.label, fp)
+    {
+        trace(shared, "prepare action", &target.label, preparing);
+        let looking = Instant::now();
+        let found = lookup(shared, &key, &target.label.package);
+        trace(shared, "cache lookup", &target.label, looking);
+        match found {
+            Ok(Some((provided, saved_ms))) => {
+                return cached(shared, target, key, provided, saved_ms, started, &prepare);
+            }
+            Ok(None) => missed = Some(key),
+            Err(e) => {
+                missed = Some(key);
+                shared.reporter.warning(&format!(
+                    "cache entry of `{}` is unusable and was dropped: {e}",
+                    target.label
+                ));
+            }
+        }
+    }
+    let action = prepare();
+    if let (Some(memo), Some(fp)) = (memo, fingerprint) {
+        memo.remember(&target.label, fp, action.key);
+    }
     trace(shared, "prepare action", &target.label, preparing);
     if let Some(dry) = shared.dry_run {
         return dry_run_target(shared, dry, target, action);
     }
 
-    let looking = Instant::now();
-    let found = lookup(shared, &action);
-    trace(shared, "cache lookup", &target.label, looking);
-    match found {
-        Ok(Some((provided, saved_ms))) => {
-            if shared.check
-                && target.kind == Kind::Action
-                && let Some(problem) = check_reproducible(shared, target, &action, &provided)
-            {
-                return failed(shared, target, Some(action.key), started, problem);
+    if missed != Some(action.key) {
+        let looking = Instant::now();
+        let found = lookup(shared, &action.key, &action.working_dir);
+        trace(shared, "cache lookup", &target.label, looking);
+        match found {
+            Ok(Some((provided, saved_ms))) => {
+                if shared.check
+                    && target.kind == Kind::Action
+                    && let Some(problem) = check_reproducible(shared, target, &action, &provided)
+                {
+                    return failed(shared, target, Some(action.key), started, problem);
+                }
+                return cached(
+                    shared,
+                    target,
+                    action.key,
+                    provided,
+                    saved_ms,
+                    started,
+                    &|| action.clone(),
+                );
             }
-            let reporting = Instant::now();
-            if let Some(h) = shared.history {
-                h.record(&target.label, action.key, "cached", &action);
-            }
-            let report = TargetReport {
-                label: target.label.clone(),
-                kind: target.kind,
-                status: Status::Cached,
-                action_key: Some(action.key),
-                duration_ms: started.elapsed().as_millis() as u64,
-                attempts: 0,
-                cmd: target.cmd.clone(),
-                failure: None,
-                blocked_by: None,
-                saved_ms,
-            };
-            shared.reporter.target_finished(&report);
-            trace(shared, "report", &target.label, reporting);
-            return Done {
-                label: job.label,
-                report: Some(report),
-                provided: Arc::new(provided),
-                ok: true,
-            };
+            Ok(None) => {}
+            Err(e) => shared.reporter.warning(&format!(
+                "cache entry of `{}` is unusable and was dropped: {e}",
+                target.label
+            )),
         }
-        Ok(None) => {}
-        Err(e) => shared.reporter.warning(&format!(
-            "cache entry of `{}` is unusable and was dropped: {e}",
-            target.label
-        )),
     }
 
     let attempts_allowed = 1 + if target.kind == Kind::Test {
@@ -503,6 +529,45 @@ fn run_target(shared: &Shared, job: Job) -> Done {
     }
 }
 
+/// Reports a target whose result came from the cache. `action` builds its action, needed only
+/// when history records something new.
+fn cached(
+    shared: &Shared,
+    target: &Target,
+    key: Digest,
+    provided: FileMap,
+    saved_ms: u64,
+    started: Instant,
+    action: &dyn Fn() -> PreparedAction,
+) -> Done {
+    let reporting = Instant::now();
+    if let Some(h) = shared.history
+        && !h.is_latest(&target.label, key, "cached")
+    {
+        h.record(&target.label, key, "cached", &action());
+    }
+    let report = TargetReport {
+        label: target.label.clone(),
+        kind: target.kind,
+        status: Status::Cached,
+        action_key: Some(key),
+        duration_ms: started.elapsed().as_millis() as u64,
+        attempts: 0,
+        cmd: target.cmd.clone(),
+        failure: None,
+        blocked_by: None,
+        saved_ms,
+    };
+    shared.reporter.target_finished(&report);
+    trace(shared, "report", &target.label, reporting);
+    Done {
+        label: target.label.clone(),
+        report: Some(report),
+        provided: Arc::new(provided),
+        ok: true,
+    }
+}
+
 fn error_text(e: &ExecError) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -578,7 +643,7 @@ fn dry_run_target(shared: &Shared, dry: &DryRun, target: &Target, action: Prepar
         .get_action_result(&action.key)
         .ok()
         .flatten()
-        .and_then(|r| outputs_of(shared, &action, &r, false).ok());
+        .and_then(|r| outputs_of(shared, &action.key, &action.working_dir, &r, false).ok());
     let hit = cached.is_some() && unknown_deps.is_empty();
     if !hit {
         dry.unknown
@@ -627,7 +692,7 @@ fn check_reproducible(
         let why = outcome.failure.map(|f| f.message).unwrap_or_default();
         return Some(format!("failed when re-run for --check: {why}"));
     };
-    let fresh = match outputs_of(shared, action, &result, false) {
+    let fresh = match outputs_of(shared, &action.key, &action.working_dir, &result, false) {
         Ok(f) => f,
         Err(e) => return Some(format!("could not read its re-run outputs: {e}")),
     };
@@ -702,11 +767,15 @@ fn hash_sources(
 type FileMap = BTreeMap<WorkspacePath, FileInfo>;
 
 /// A cached result restored into the workspace, and its recorded run time; `None` on a miss.
-fn lookup(shared: &Shared, action: &PreparedAction) -> Result<Option<(FileMap, u64)>, StoreError> {
-    let Some(result) = shared.store.get_action_result(&action.key)? else {
+fn lookup(
+    shared: &Shared,
+    key: &Digest,
+    working_dir: &str,
+) -> Result<Option<(FileMap, u64)>, StoreError> {
+    let Some(result) = shared.store.get_action_result(key)? else {
         return Ok(None);
     };
-    match restore_outputs(shared, action, &result) {
+    match outputs_of(shared, key, working_dir, &result, true) {
         Ok(provided) => {
             let saved = result
                 .execution_metadata
@@ -716,7 +785,7 @@ fn lookup(shared: &Shared, action: &PreparedAction) -> Result<Option<(FileMap, u
             Ok(Some((provided, saved)))
         }
         Err(e) => {
-            shared.store.db().remove_action_result(&action.key)?;
+            shared.store.db().remove_action_result(key)?;
             Err(e)
         }
     }
@@ -728,25 +797,26 @@ fn restore_outputs(
     action: &PreparedAction,
     result: &reapi::ActionResult,
 ) -> Result<BTreeMap<WorkspacePath, FileInfo>, StoreError> {
-    outputs_of(shared, action, result, true)
+    outputs_of(shared, &action.key, &action.working_dir, result, true)
 }
 
 /// The files of a result by workspace path; with `restore`, also written into the workspace.
 fn outputs_of(
     shared: &Shared,
-    action: &PreparedAction,
+    key: &Digest,
+    working_dir: &str,
     result: &reapi::ActionResult,
     restore: bool,
 ) -> Result<BTreeMap<WorkspacePath, FileInfo>, StoreError> {
     let cas = shared.store.cas();
     let bad = |what: &str| StoreError::BadTree {
-        digest: action.key,
+        digest: *key,
         why: format!("action result has an invalid {what}"),
     };
     let mut provided = BTreeMap::new();
     for file in &result.output_files {
-        let path = WorkspacePath::in_package(&action.working_dir, &file.path)
-            .map_err(|_| bad("output path"))?;
+        let path =
+            WorkspacePath::in_package(working_dir, &file.path).map_err(|_| bad("output path"))?;
         let digest = file
             .digest
             .as_ref()
@@ -767,8 +837,8 @@ fn outputs_of(
         provided.insert(path, info);
     }
     for dir in &result.output_directories {
-        let path = WorkspacePath::in_package(&action.working_dir, &dir.path)
-            .map_err(|_| bad("output path"))?;
+        let path =
+            WorkspacePath::in_package(working_dir, &dir.path).map_err(|_| bad("output path"))?;
         let digest = dir
             .tree_digest
             .as_ref()

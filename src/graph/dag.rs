@@ -56,7 +56,7 @@ impl Graph {
     /// input by glob), while an output named explicitly in `srcs` is an error.
     pub fn new(
         targets: Vec<Target>,
-        globbed: &HashSet<WorkspacePath>,
+        globbed: &rustc_hash::FxHashSet<WorkspacePath>,
     ) -> Result<Graph, GraphError> {
         let mut map: BTreeMap<Label, Target> =
             targets.into_iter().map(|t| (t.label.clone(), t)).collect();
@@ -81,7 +81,10 @@ impl Graph {
         }
         let producer_of = |path: &WorkspacePath| -> Option<&Label> {
             outputs
-                .range(..=path.clone())
+                .range::<WorkspacePath, _>((
+                    std::ops::Bound::Unbounded,
+                    std::ops::Bound::Included(path),
+                ))
                 .next_back()
                 .filter(|(out, _)| path.is_within(out))
                 .map(|(_, l)| l)
@@ -365,7 +368,7 @@ mod tests {
                 target("b", "y", &["//c:z"], &[]),
                 target("c", "z", &["//a:x"], &[]),
             ],
-            &HashSet::new(),
+            &rustc_hash::FxHashSet::default(),
         )
         .unwrap_err();
         assert_eq!(
@@ -381,7 +384,7 @@ mod tests {
                 target("a", "build", &[], &[]),
                 target("b", "y", &["//a:buld"], &[]),
             ],
-            &HashSet::new(),
+            &rustc_hash::FxHashSet::default(),
         )
         .unwrap_err();
         assert_eq!(
@@ -397,7 +400,7 @@ mod tests {
                 target("a", "x", &[], &["out.txt"]),
                 target("a", "y", &[], &["out.txt"]),
             ],
-            &HashSet::new(),
+            &rustc_hash::FxHashSet::default(),
         )
         .unwrap_err();
         assert!(matches!(err, GraphError::OutputConflict { .. }), "{err}");
@@ -412,7 +415,7 @@ mod tests {
                 target("c", "z", &[], &[]),
                 target("d", "w", &[], &[]),
             ],
-            &HashSet::new(),
+            &rustc_hash::FxHashSet::default(),
         )
         .unwrap();
         let roots = [Label::parse("//a:x", "").unwrap()].into_iter().collect();

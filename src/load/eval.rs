@@ -3,7 +3,7 @@
 //! files may not `def` (macros live in `.star` files, as in Buck2).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,13 +25,15 @@ use crate::workspace::WorkspacePath;
 pub(crate) struct Loaded {
     pub targets: Vec<Target>,
     /// Source paths that came from `glob()`.
-    pub globbed: HashSet<WorkspacePath>,
+    pub globbed: rustc_hash::FxHashSet<WorkspacePath>,
     /// How many packages there are, and how many were evaluated (not from the cache).
     pub packages: usize,
     /// The packages whose BUILD.star was evaluated (not taken from the cache).
     pub evaluated: Vec<String>,
     /// Package → the `.star` files its evaluation loaded (transitively).
     pub loads: BTreeMap<String, Vec<String>>,
+    /// When the cache was not kept and something was evaluated: the encoded new cache.
+    pub encoded_cache: Option<Vec<u8>>,
 }
 
 fn build_dialect() -> Dialect {
@@ -204,12 +206,14 @@ fn evaluate_prelude(globals: &Globals) -> Result<Vec<FrozenModule>, LoadError> {
 }
 
 /// Evaluates the packages found by the scan, reusing the analysis cache's entry of every
-/// package whose inputs are unchanged; updates the cache.
+/// package whose inputs are unchanged. With `keep`, updates the cache in memory (watch mode);
+/// otherwise moves the targets out of it, returning the encoded new cache if it changed.
 pub(crate) fn load_workspace(
     root: &Path,
     scan: &Scan,
     states: &FileStates,
     cache: &mut AnalysisCache,
+    keep: bool,
 ) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
     // Built on first need: a fully cached load never starts Starlark. Shared by all packages,
@@ -277,15 +281,30 @@ pub(crate) fn load_workspace(
         };
         entries.insert(package.clone(), entry);
     }
-    for (package, entry) in &entries {
+    loaded.packages = entries.len();
+    if keep {
+        for (package, entry) in &entries {
+            loaded
+                .loads
+                .insert(package.clone(), entry.loads.keys().cloned().collect());
+            loaded.globbed.extend(entry.globbed.iter().cloned());
+            loaded.targets.extend(entry.targets.iter().cloned());
+        }
+        cache.packages = entries;
+        return Ok(loaded);
+    }
+    if !loaded.evaluated.is_empty() {
+        cache.packages = entries;
+        loaded.encoded_cache = Some(cache.encode());
+        entries = std::mem::take(&mut cache.packages);
+    }
+    for (package, entry) in entries {
         loaded
             .loads
-            .insert(package.clone(), entry.loads.keys().cloned().collect());
-        loaded.globbed.extend(entry.globbed.iter().cloned());
-        loaded.targets.extend(entry.targets.iter().cloned());
+            .insert(package, entry.loads.into_keys().collect());
+        loaded.globbed.extend(entry.globbed);
+        loaded.targets.extend(entry.targets);
     }
-    loaded.packages = entries.len();
-    cache.packages = entries;
     Ok(loaded)
 }
 

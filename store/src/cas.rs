@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use crate::Digest;
 use crate::error::{IoContext, Result, StoreError};
 
+/// Blobs up to this size are restored through memory (see `write_to`).
+const SMALL_BLOB: u64 = 1 << 20;
+
 /// Blobs smaller than this are stored raw: compression would not pay for its header.
 const COMPRESS_MIN: u64 = 4 * 1024;
 /// Blobs larger than this are stored raw, to keep memory bounded while compressing.
@@ -176,13 +179,33 @@ impl Cas {
     }
 
     /// Writes a blob's content to `dest` (replacing it atomically) with mode 0644, or 0755 when
-    /// `executable`. Raw blobs are reflinked where the file system allows, else copied; the
-    /// written file is verified before it is renamed into place.
+    /// `executable`. Small blobs are read and verified in memory and written once; larger raw
+    /// blobs are reflinked where the file system allows, else copied, and the written file is
+    /// verified before it is renamed into place.
     pub fn write_to(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
         let parent = dest
             .parent()
             .expect("a destination file has a parent directory");
         fs::create_dir_all(parent).at("create", parent)?;
+        if digest.size <= SMALL_BLOB {
+            // One file creation instead of three (temp file, its removal, the copy): file
+            // creation is what restoring thousands of outputs spends its time on.
+            use std::os::unix::fs::PermissionsExt;
+            let bytes = self.get_bytes(digest)?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".cairn-tmp-")
+                .tempfile_in(parent)
+                .at("create temp file in", parent)?;
+            tmp.write_all(&bytes).at("write", tmp.path())?;
+            let mode = if executable { 0o755 } else { 0o644 };
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))
+                .at("chmod", tmp.path())?;
+            tmp.persist(dest)
+                .map_err(|e| e.error)
+                .at("rename into", dest)?;
+            return Ok(());
+        }
         let tmp = tempfile::Builder::new()
             .prefix(".cairn-tmp-")
             .tempfile_in(parent)

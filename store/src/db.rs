@@ -339,8 +339,10 @@ impl Db {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT label, key, status FROM history h WHERE workspace = ?1 AND seq =
-                   (SELECT MAX(seq) FROM history WHERE workspace = ?1 AND label = h.label)",
+                // SQLite takes bare columns from the row that holds the MAX: one pass over
+                // the index instead of a subquery per row.
+                "SELECT label, key, status, MAX(seq) FROM history WHERE workspace = ?1
+                 GROUP BY label",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
