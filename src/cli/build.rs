@@ -104,8 +104,10 @@ pub(crate) fn execute(
             .latest_history(&workspace_key)
             .unwrap_or_default(),
     );
-    let memo = KeyMemo::load(loaded.store.db(), &workspace_key);
     report::trace::span("load history", began);
+    let began = Instant::now();
+    let memo = KeyMemo::load(loaded.store.db(), &workspace_key);
+    report::trace::span("load key memo", began);
     let context = BuildContext {
         check,
         history: Some(&history),

@@ -1,8 +1,11 @@
-//! The key memo: per target, a fingerprint of everything its action key is computed from and
-//! the key it gave. When the fingerprint is unchanged, the build uses the remembered key and
-//! skips building the action (environment, input Merkle tree, encodings), which is most of a
-//! cached target's CPU time. The cache lookup, output checks and everything after still
-//! happen as usual; a miss computes the action in full.
+//! The key memo: per target, a fingerprint of everything its action key is computed from, and
+//! the last successful outcome: the key, the output files (by digest) and the recorded run
+//! time. When the fingerprint is unchanged, the build uses the remembered key and skips
+//! building the action (environment, input Merkle tree, encodings), which is most of a cached
+//! target's CPU time; and when every remembered output is still in place (known by its
+//! metadata to hold its digest), the target is up to date without an action-cache lookup, as
+//! Bazel's local action cache decides. Otherwise the key is looked up as usual; a miss
+//! computes the action in full.
 //!
 //! The fingerprint covers the whole target definition (its serialized form, so a new field
 //! cannot be forgotten), the digests of its sources and dependency outputs, the resolved
@@ -23,15 +26,28 @@ use crate::workspace::WorkspacePath;
 /// A fingerprint: BLAKE3 of the action's ingredients.
 pub(crate) type Fingerprint = [u8; 32];
 
+/// A target's last successful outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub fingerprint: Fingerprint,
+    pub key: Digest,
+    /// The files it provided (outputs), by workspace path.
+    pub outputs: BTreeMap<WorkspacePath, FileInfo>,
+    /// The recorded run time of its result (what the cache saves).
+    pub saved_ms: u64,
+}
+
 pub(crate) struct KeyMemo {
     /// The identity of the cairn binary that wrote the memo.
     binary: String,
-    known: FxHashMap<String, (Fingerprint, Digest)>,
-    updates: Mutex<Vec<(String, Fingerprint, Digest)>>,
+    known: FxHashMap<String, Outcome>,
+    updates: Mutex<Vec<(String, Outcome)>>,
 }
 
+/// Under the store's derived prefix: removing any action result drops the memo, so a target
+/// is never reported cached from a result the store no longer has.
 fn record_key(workspace: &str) -> String {
-    format!("key-memo:{workspace}")
+    format!("{}key-memo:{workspace}", cairn_store::DERIVED_PREFIX)
 }
 
 /// The running binary's identity: path, size, mtime and inode.
@@ -61,7 +77,7 @@ impl KeyMemo {
             .map(|s| {
                 s.entries
                     .into_iter()
-                    .map(|(label, fp, hash, size)| (label, (fp, Digest { hash, size })))
+                    .map(StoredEntry::into_outcome)
                     .collect()
             })
             .unwrap_or_default();
@@ -106,24 +122,23 @@ impl KeyMemo {
         *h.finalize().as_bytes()
     }
 
-    /// The key remembered for `label` if its fingerprint is still `fingerprint`.
-    pub fn key(&self, label: &Label, fingerprint: &Fingerprint) -> Option<Digest> {
+    /// The last successful outcome of `label` if its fingerprint is still `fingerprint`.
+    pub fn outcome(&self, label: &Label, fingerprint: &Fingerprint) -> Option<&Outcome> {
         self.known
             .get(&label.to_string())
-            .filter(|(fp, _)| fp == fingerprint)
-            .map(|(_, key)| *key)
+            .filter(|o| o.fingerprint == *fingerprint)
     }
 
-    /// Remembers the key computed for `label` (written by `save`).
-    pub fn remember(&self, label: &Label, fingerprint: Fingerprint, key: Digest) {
+    /// Remembers a successful outcome of `label` (written by `save`).
+    pub fn remember(&self, label: &Label, outcome: Outcome) {
         let text = label.to_string();
-        if self.known.get(&text) == Some(&(fingerprint, key)) {
+        if self.known.get(&text) == Some(&outcome) {
             return;
         }
         self.updates
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((text, fingerprint, key));
+            .push((text, outcome));
     }
 
     /// Writes the memo back if anything was learnt.
@@ -133,14 +148,12 @@ impl KeyMemo {
             return Ok(());
         }
         let mut known = self.known;
-        for (label, fp, key) in updates {
-            known.insert(label, (fp, key));
-        }
+        known.extend(updates);
         let stored = Stored {
             binary: self.binary,
             entries: known
                 .into_iter()
-                .map(|(label, (fp, key))| (label, fp, key.hash, key.size))
+                .map(|(label, o)| StoredEntry::of(label, o))
                 .collect(),
         };
         db.put_value(
@@ -153,7 +166,52 @@ impl KeyMemo {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     binary: String,
-    entries: Vec<(String, Fingerprint, [u8; 32], u64)>,
+    entries: Vec<StoredEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEntry {
+    label: String,
+    fingerprint: Fingerprint,
+    key: ([u8; 32], u64),
+    /// Path, hash, size, executable.
+    outputs: Vec<(WorkspacePath, [u8; 32], u64, bool)>,
+    saved_ms: u64,
+}
+
+impl StoredEntry {
+    fn of(label: String, o: Outcome) -> StoredEntry {
+        StoredEntry {
+            label,
+            fingerprint: o.fingerprint,
+            key: (o.key.hash, o.key.size),
+            outputs: o
+                .outputs
+                .into_iter()
+                .map(|(path, info)| (path, info.digest.hash, info.digest.size, info.executable))
+                .collect(),
+            saved_ms: o.saved_ms,
+        }
+    }
+
+    fn into_outcome(self) -> (String, Outcome) {
+        let (hash, size) = self.key;
+        let outputs = self
+            .outputs
+            .into_iter()
+            .map(|(path, hash, size, executable)| {
+                let digest = Digest { hash, size };
+                (path, FileInfo { digest, executable })
+            })
+            .collect();
+        let outcome = Outcome {
+            fingerprint: self.fingerprint,
+            key: Digest { hash, size },
+            outputs,
+            saved_ms: self.saved_ms,
+        };
+        (self.label, outcome)
+    }
 }
 
 #[cfg(test)]
@@ -194,13 +252,20 @@ mod tests {
         let db = Db::open(&dir.path().join("db")).unwrap();
         let f = ActionFixture::new(3, 2);
         let fp = fingerprint(&f, "/bin");
+        let label = &f.target.label;
+        let outcome = Outcome {
+            fingerprint: fp,
+            key: f.key(),
+            outputs: f.deps.clone(),
+            saved_ms: 12,
+        };
         let memo = KeyMemo::load(&db, "/ws");
-        assert_eq!(memo.key(&f.target.label, &fp), None);
-        memo.remember(&f.target.label, fp, f.key());
+        assert_eq!(memo.outcome(label, &fp), None);
+        memo.remember(label, outcome.clone());
         memo.save(&db, "/ws").unwrap();
         let memo = KeyMemo::load(&db, "/ws");
-        assert_eq!(memo.key(&f.target.label, &fp), Some(f.key()));
-        assert_eq!(memo.key(&f.target.label, &[0; 32]), None);
-        assert_eq!(KeyMemo::load(&db, "/other").key(&f.target.label, &fp), None);
+        assert_eq!(memo.outcome(label, &fp), Some(&outcome));
+        assert_eq!(memo.outcome(label, &[0; 32]), None);
+        assert_eq!(KeyMemo::load(&db, "/other").outcome(label, &fp), None);
     }
 }

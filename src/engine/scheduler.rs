@@ -13,7 +13,7 @@ use cairn_store::{
 };
 
 use super::history::HistoryRecorder;
-use super::memo::KeyMemo;
+use super::memo::{Fingerprint, KeyMemo, Outcome};
 use crate::action::tools::first_word;
 use crate::action::{PreparedAction, Tool, ToolResolver, prepare_action};
 use crate::exec::local::CANCELLED;
@@ -173,6 +173,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
         blocked: HashMap::new(),
         finished: HashSet::new(),
         running: 0,
+        idle: 0,
         stop: false,
     });
     let wake = Condvar::new();
@@ -199,7 +200,9 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
                             wake.notify_all();
                             break;
                         }
+                        walk.idle += 1;
                         walk = wake.wait(walk).unwrap_or_else(|p| p.into_inner());
+                        walk.idle -= 1;
                         continue;
                     };
                     let target = graph.get(&label).expect("scheduled labels exist");
@@ -210,13 +213,17 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
                         .collect();
                     walk.running += 1;
                     drop(walk);
+                    let began = Instant::now();
                     let done = run_target(shared, Job { label, deps });
+                    if let Some(t) = shared.tracer {
+                        t.span("target", "walk", began, serde_json::Value::Null);
+                    }
                     walk = state.lock().unwrap_or_else(|p| p.into_inner());
                     walk.running -= 1;
                     walk.complete(graph, done, in_build, options.keep_going);
-                    // This worker takes the next ready target itself; others are woken only
-                    // for the rest, or to finish.
-                    if walk.ready.len() > 1 || walk.running == 0 || walk.stop {
+                    // This worker takes the next ready target itself; idle ones are woken
+                    // only for the rest, or to finish (a wake-up is a system call).
+                    if walk.idle > 0 && (walk.ready.len() > 1 || walk.running == 0 || walk.stop) {
                         wake.notify_all();
                     }
                 }
@@ -267,6 +274,8 @@ struct Walk {
     blocked: HashMap<Label, Label>,
     finished: HashSet<Label>,
     running: usize,
+    /// Workers waiting for a target to become ready.
+    idle: usize,
     /// A target failed without `--keep-going`: start nothing new.
     stop: bool,
 }
@@ -378,21 +387,39 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         .filter(|_| shared.dry_run.is_none() && !shared.check);
     let fingerprint =
         memo.map(|_| KeyMemo::fingerprint(target, &srcs, &dep_files, &tools, &path_var));
+    let remember = memo.zip(fingerprint);
     let mut missed = None;
-    if let (Some(memo), Some(fp)) = (memo, &fingerprint)
-        && let Some(key) = memo.key(&target.label, fp)
+    if let Some((memo, fp)) = remember
+        && let Some(known) = memo.outcome(&target.label, &fp)
     {
         trace(shared, "prepare action", &target.label, preparing);
+        // Up to date, as far as the workspace shows: every output of the last success with
+        // these ingredients is still in place. (Output directories may have gained files, so
+        // they always go through the cache, which makes them exact.)
+        let in_place = target.out_dirs.is_empty()
+            && known.outputs.iter().all(|(path, info)| {
+                cairn_store::is_in_place(shared.states, info, &path.to_host(shared.workspace_root))
+            });
+        if in_place {
+            shared.store.mark_used(&known.key);
+            let (key, outputs, saved_ms) = (known.key, known.outputs.clone(), known.saved_ms);
+            return cached(
+                shared, target, key, outputs, saved_ms, started, &prepare, None,
+            );
+        }
         let looking = Instant::now();
-        let found = lookup(shared, &key, &target.label.package);
+        let found = lookup(shared, &known.key, &target.label.package);
         trace(shared, "cache lookup", &target.label, looking);
         match found {
             Ok(Some((provided, saved_ms))) => {
-                return cached(shared, target, key, provided, saved_ms, started, &prepare);
+                let key = known.key;
+                return cached(
+                    shared, target, key, provided, saved_ms, started, &prepare, remember,
+                );
             }
-            Ok(None) => missed = Some(key),
+            Ok(None) => missed = Some(known.key),
             Err(e) => {
-                missed = Some(key);
+                missed = Some(known.key);
                 shared.reporter.warning(&format!(
                     "cache entry of `{}` is unusable and was dropped: {e}",
                     target.label
@@ -401,9 +428,6 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         }
     }
     let action = prepare();
-    if let (Some(memo), Some(fp)) = (memo, fingerprint) {
-        memo.remember(&target.label, fp, action.key);
-    }
     trace(shared, "prepare action", &target.label, preparing);
     if let Some(dry) = shared.dry_run {
         return dry_run_target(shared, dry, target, action);
@@ -429,6 +453,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
                     saved_ms,
                     started,
                     &|| action.clone(),
+                    remember,
                 );
             }
             Ok(None) => {}
@@ -508,6 +533,17 @@ fn run_target(shared: &Shared, job: Job) -> Done {
     if let Some(h) = shared.history {
         h.record(&target.label, action.key, "executed", &action);
     }
+    if let Some((memo, fingerprint)) = remember {
+        memo.remember(
+            &target.label,
+            Outcome {
+                fingerprint,
+                key: action.key,
+                outputs: provided.clone(),
+                saved_ms: saved_ms_of(&result),
+            },
+        );
+    }
     let report = TargetReport {
         label: target.label.clone(),
         kind: target.kind,
@@ -530,7 +566,8 @@ fn run_target(shared: &Shared, job: Job) -> Done {
 }
 
 /// Reports a target whose result came from the cache. `action` builds its action, needed only
-/// when history records something new.
+/// when history records something new; `remember` is where the outcome is memoised.
+#[allow(clippy::too_many_arguments)]
 fn cached(
     shared: &Shared,
     target: &Target,
@@ -539,8 +576,20 @@ fn cached(
     saved_ms: u64,
     started: Instant,
     action: &dyn Fn() -> PreparedAction,
+    remember: Option<(&KeyMemo, Fingerprint)>,
 ) -> Done {
     let reporting = Instant::now();
+    if let Some((memo, fingerprint)) = remember {
+        memo.remember(
+            &target.label,
+            Outcome {
+                fingerprint,
+                key,
+                outputs: provided.clone(),
+                saved_ms,
+            },
+        );
+    }
     if let Some(h) = shared.history
         && !h.is_latest(&target.label, key, "cached")
     {
@@ -776,19 +825,21 @@ fn lookup(
         return Ok(None);
     };
     match outputs_of(shared, key, working_dir, &result, true) {
-        Ok(provided) => {
-            let saved = result
-                .execution_metadata
-                .as_ref()
-                .and_then(|m| m.virtual_execution_duration.as_ref())
-                .map_or(0, |d| d.seconds as u64 * 1000 + d.nanos as u64 / 1_000_000);
-            Ok(Some((provided, saved)))
-        }
+        Ok(provided) => Ok(Some((provided, saved_ms_of(&result)))),
         Err(e) => {
             shared.store.db().remove_action_result(key)?;
             Err(e)
         }
     }
+}
+
+/// The recorded run time of a result: what restoring it saves.
+fn saved_ms_of(result: &reapi::ActionResult) -> u64 {
+    result
+        .execution_metadata
+        .as_ref()
+        .and_then(|m| m.virtual_execution_duration.as_ref())
+        .map_or(0, |d| d.seconds as u64 * 1000 + d.nanos as u64 / 1_000_000)
 }
 
 /// Makes the workspace hold the result's outputs; returns them by workspace path.

@@ -13,10 +13,17 @@ use crate::Digest;
 use crate::error::{Result, StoreError};
 use crate::file_state::FileState;
 
-/// Bump when the schema changes; `migrate` upgrades older databases in place.
-const SCHEMA_VERSION: i64 = 1;
+/// Values stored under keys with this prefix (`put_value`) are derived from action-cache
+/// entries (e.g. cairn's key memo, which marks targets up to date by their last result): they
+/// are dropped whenever an action result is removed.
+pub const DERIVED_PREFIX: &str = "derived:";
 
-const SCHEMA_V1: &str = "
+/// Bump when the schema changes; `migrate` upgrades older databases in place (the schema is
+/// idempotent: it creates what is missing and drops what was replaced). 2: covering index
+/// for the latest history per label.
+const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS action_cache (
     key BLOB PRIMARY KEY,
     result BLOB NOT NULL,
@@ -46,7 +53,9 @@ CREATE TABLE IF NOT EXISTS history (
     manifest BLOB NOT NULL,
     at_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS history_by_label ON history (workspace, label, seq);
+-- Covers the latest-per-label query (no table row is read for it).
+DROP INDEX IF EXISTS history_by_label;
+CREATE INDEX IF NOT EXISTS history_latest ON history (workspace, label, seq, key, status);
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     finished_ms INTEGER NOT NULL,
@@ -146,7 +155,7 @@ impl Db {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if version < SCHEMA_VERSION {
-            conn.execute_batch(SCHEMA_V1).map_err(|e| self.err(e))?;
+            conn.execute_batch(SCHEMA).map_err(|e| self.err(e))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(|e| self.err(e))?;
         }
@@ -180,14 +189,23 @@ impl Db {
         Ok(())
     }
 
-    /// Removes an action result (e.g. one whose blobs turned out corrupt or missing).
+    /// Removes an action result (e.g. one whose blobs turned out corrupt or missing, or one
+    /// evicted by GC), and with it every record derived from the action cache (values under
+    /// `DERIVED_PREFIX`), which may refer to it.
     pub fn remove_action_result(&self, key: &Digest) -> Result<()> {
-        self.conn()
-            .execute(
-                "DELETE FROM action_cache WHERE key = ?1",
-                params![key.hash.as_slice()],
-            )
-            .map_err(|e| self.err(e))?;
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM action_cache WHERE key = ?1",
+            params![key.hash.as_slice()],
+        )
+        .map_err(|e| self.err(e))?;
+        // Every key that starts with the prefix sorts below the prefix + U+10FFFF.
+        let end = format!("{DERIVED_PREFIX}\u{10FFFF}");
+        conn.execute(
+            "DELETE FROM kv WHERE key >= ?1 AND key < ?2",
+            params![DERIVED_PREFIX, end],
+        )
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -501,8 +519,17 @@ mod tests {
             Some(&b"result"[..])
         );
         assert_eq!(db.action_count().unwrap(), 1);
+        let derived = format!("{DERIVED_PREFIX}memo");
+        db.put_value(&derived, b"x").unwrap();
+        db.put_value("other", b"y").unwrap();
         db.remove_action_result(&key).unwrap();
         assert_eq!(db.get_action_result(&key).unwrap(), None);
+        assert_eq!(
+            db.get_value(&derived).unwrap(),
+            None,
+            "derived records go too"
+        );
+        assert_eq!(db.get_value("other").unwrap().as_deref(), Some(&b"y"[..]));
     }
 
     #[test]

@@ -19,12 +19,12 @@ use prost::Message;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use cas::{Cas, set_mode};
-pub use db::{BuildRecord, BuildTotals, Db, HistoryEntry};
+pub use db::{BuildRecord, BuildTotals, DERIVED_PREFIX, Db, HistoryEntry};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Result, StoreError};
 pub use file_state::{FileInfo, FileState, FileStates, Lookup};
 pub use gc::{GcPolicy, GcReport, VerifyReport, parse_age, parse_size};
-pub use materialize::{Restored, restore_contents, restore_dir, restore_file};
+pub use materialize::{Restored, is_in_place, restore_contents, restore_dir, restore_file};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};
 
 /// A store on disk: `cas/` (blobs), `tmp/` (partial writes), `logs/` (action logs) and
@@ -108,6 +108,15 @@ impl Store {
                 .push(*key);
         }
         Ok(usable)
+    }
+
+    /// Counts a result as used (for `store gc`'s least-recently-used order) without reading
+    /// it: for a target found up to date in the workspace.
+    pub fn mark_used(&self, key: &Digest) {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(*key);
     }
 
     /// Stores an action result. Every blob it references must already be in the CAS.

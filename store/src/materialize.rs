@@ -47,7 +47,9 @@ pub fn restore_file(
     })
 }
 
-fn is_in_place(states: &FileStates, info: &FileInfo, dest: &Path) -> bool {
+/// Whether `dest` is a regular file with `info`'s mode that the file-state cache knows (by its
+/// metadata alone) to hold `info`'s digest.
+pub fn is_in_place(states: &FileStates, info: &FileInfo, dest: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = fs::symlink_metadata(dest) else {
         return false;
