@@ -18,6 +18,9 @@ use crate::file_state::FileState;
 /// are dropped whenever an action result is removed.
 pub const DERIVED_PREFIX: &str = "derived:";
 
+/// `store gc`'s least-recently-used order is kept to this precision.
+const TOUCH_GRANULARITY_MS: i64 = 3_600_000;
+
 /// Bump when the schema changes; `migrate` upgrades older databases in place (the schema is
 /// idempotent: it creates what is missing and drops what was replaced). 2: covering index
 /// for the latest history per label.
@@ -311,6 +314,35 @@ impl Db {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Every value whose key starts with `prefix`, in key order, in one query.
+    pub fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")
+            .map_err(|e| self.err(e))?;
+        let end = format!("{prefix}\u{10FFFF}");
+        let rows = stmt
+            .query_map(params![prefix, end], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores several values in one transaction.
+    pub fn put_values(&self, values: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            for (key, value) in values {
+                stmt.execute(params![key, value]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// A value stored by `put_value` (e.g. a workspace's analysis cache).
     pub fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.conn()
@@ -342,11 +374,18 @@ impl Db {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE action_cache SET last_used_ms = ?2 WHERE key = ?1")
+                .prepare_cached(
+                    "UPDATE action_cache SET last_used_ms = ?2 WHERE key = ?1 AND last_used_ms < ?3",
+                )
                 .map_err(|e| self.err(e))?;
+            // Uses within the hour are not written again: a no-op build changes no page.
             for key in keys {
-                stmt.execute(params![key.hash.as_slice(), now])
-                    .map_err(|e| self.err(e))?;
+                stmt.execute(params![
+                    key.hash.as_slice(),
+                    now,
+                    now - TOUCH_GRANULARITY_MS
+                ])
+                .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))

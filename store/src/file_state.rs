@@ -12,6 +12,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::collections::BTreeMap;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::Digest;
@@ -94,9 +96,25 @@ pub struct FileStates {
     has_updates: AtomicBool,
 }
 
-/// The key of a workspace's record of file states.
-fn record_key(prefix: &str) -> String {
-    format!("file-states:{prefix}")
+/// A workspace's file states are kept in this many records, by a hash of the path, so a
+/// build that learnt a few new states rewrites a few small records, not all of them.
+const SHARDS: u64 = 64;
+
+/// The common beginning of the keys of a workspace's records.
+fn record_prefix(prefix: &str) -> String {
+    format!("file-states:{prefix}:")
+}
+
+fn record_key(prefix: &str, shard: u64) -> String {
+    format!("{}{shard:02x}", record_prefix(prefix))
+}
+
+/// The record a path's state lives in: FNV-1a of its bytes (stable across versions).
+fn shard_of(path: &str) -> u64 {
+    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash % SHARDS
 }
 
 /// The record's format: a version tag, then per file the path below the root
@@ -194,10 +212,10 @@ impl FileStates {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let snapshot = db
-            .get_value(&record_key(&prefix))?
-            .map(|bytes| decode_states(&prefix, &bytes))
-            .unwrap_or_default();
+        let mut snapshot = HashMap::default();
+        for (_, bytes) in db.values_with_prefix(&record_prefix(&prefix))? {
+            snapshot.extend(decode_states(&prefix, &bytes));
+        }
         Ok(FileStates {
             prefix,
             snapshot: std::sync::RwLock::new(snapshot),
@@ -326,11 +344,29 @@ impl FileStates {
         let mut snapshot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
         snapshot.extend(outside);
         if !inside.is_empty() {
+            let dirty: std::collections::BTreeSet<u64> = inside
+                .iter()
+                .map(|(path, _)| shard_of(&path[self.prefix.len()..]))
+                .collect();
             snapshot.extend(inside);
-            db.put_value(
-                &record_key(&self.prefix),
-                &encode_states(&self.prefix, snapshot.iter()),
-            )?;
+            let mut records: BTreeMap<u64, Vec<(&String, &FileState)>> = BTreeMap::new();
+            for (path, state) in snapshot.iter() {
+                let shard = path
+                    .strip_prefix(&self.prefix)
+                    .map(shard_of)
+                    .filter(|s| dirty.contains(s));
+                if let Some(shard) = shard {
+                    records.entry(shard).or_default().push((path, state));
+                }
+            }
+            let records: Vec<(String, Vec<u8>)> = records
+                .into_iter()
+                .map(|(shard, states)| {
+                    let key = record_key(&self.prefix, shard);
+                    (key, encode_states(&self.prefix, states.into_iter()))
+                })
+                .collect();
+            db.put_values(&records)?;
         }
         Ok(())
     }
