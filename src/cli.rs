@@ -12,6 +12,7 @@ mod why;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use cairn_store::{FileStates, Store};
 use clap::Parser;
@@ -127,13 +128,27 @@ pub(crate) struct Session<'a> {
 /// A loaded workspace: store, file states and the checked graph.
 pub(crate) struct Loaded {
     pub store: Store,
-    pub states: FileStates,
+    pub states: Arc<FileStates>,
     pub analysis: Analysis,
 }
 
 impl Loaded {
     pub fn graph(&self) -> &Graph {
         &self.analysis.graph
+    }
+
+    /// Ends a one-shot command's use of the workspace: the store is closed, but the graph and
+    /// file states are left to the process exit (freeing their tens of thousands of
+    /// allocations one by one would only delay it).
+    pub fn finish(self) {
+        let Loaded {
+            store,
+            states,
+            analysis,
+        } = self;
+        states.stop_checking();
+        drop(store);
+        std::mem::forget((states, analysis));
     }
 }
 
@@ -173,11 +188,32 @@ impl<'a> Session<'a> {
         let began = std::time::Instant::now();
         let store = self.open_store()?;
         report::trace::span("open store", began);
+        // The loaded file states are checked against the file system on a thread of their
+        // own while the workspace is analysed, and on through the build: a source or output
+        // found unchanged then costs the build no `stat`. The thread ends with the process
+        // (or when `stop_checking` is called), and never writes anything.
+        let load_states = || {
+            let states = Arc::new(FileStates::load(store.db(), &self.ws.root)?);
+            let checking = Arc::clone(&states);
+            let spawned = std::thread::Builder::new()
+                .name("check file states".into())
+                .spawn(move || {
+                    report::trace::Tracer::set_track(99);
+                    let began = std::time::Instant::now();
+                    checking.check_unchanged();
+                    report::trace::span("check file states", began);
+                });
+            if spawned.is_err() {
+                // Only a lost head start: lookups `stat` as usual.
+                states.stop_checking();
+            }
+            Ok(states)
+        };
         let (analysis, states) = analyze(
             &self.ws.root,
             std::slice::from_ref(&self.store_dir),
             &store,
-            || FileStates::load(store.db(), &self.ws.root),
+            load_states,
         )
         .map_err(|e| self.store_error(e))??;
         if self.args.verbose {

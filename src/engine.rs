@@ -10,6 +10,7 @@ pub(crate) use scheduler::{
 };
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::report::trace::span;
@@ -54,8 +55,8 @@ pub(crate) fn analyze<E: Send>(
     root: &Path,
     skip: &[std::path::PathBuf],
     store: &Store,
-    load_states: impl FnOnce() -> Result<FileStates, E> + Send,
-) -> Result<Result<(Analysis, FileStates), AnalysisError>, E> {
+    load_states: impl FnOnce() -> Result<Arc<FileStates>, E> + Send,
+) -> Result<Result<(Analysis, Arc<FileStates>), AnalysisError>, E> {
     let cache_key = format!("analysis:{}", root.display());
     let (states, read) = std::thread::scope(|scope| {
         let states = scope.spawn(|| {
@@ -119,7 +120,12 @@ fn analyze_with(
     span("load packages", began);
     let began = Instant::now();
     let globbed = loaded.globbed;
-    let graph = Graph::new(loaded.targets, &globbed)?;
+    let is_globbed = |package: &str, path: &WorkspacePath| {
+        globbed
+            .get(package)
+            .is_some_and(|paths| paths.binary_search(path).is_ok())
+    };
+    let graph = Graph::new(loaded.targets, &is_globbed)?;
     span("build graph", began);
     let began = Instant::now();
     check_sources(root, &scan, &graph)?;

@@ -39,6 +39,8 @@ pub(crate) fn first_word(cmd: &str) -> Option<&str> {
 /// Resolves tool names on the tool path, once per name per build.
 pub(crate) struct ToolResolver<'a> {
     search: Vec<PathBuf>,
+    /// `search` as a `PATH` value.
+    path_var: String,
     resolved: Mutex<HashMap<String, Option<Tool>>>,
     /// Where the file states of tools (outside the workspace) are remembered between builds.
     db: Option<&'a Db>,
@@ -46,20 +48,22 @@ pub(crate) struct ToolResolver<'a> {
 
 impl<'a> ToolResolver<'a> {
     pub fn new(search: Vec<PathBuf>, db: Option<&'a Db>) -> ToolResolver<'a> {
+        let path_var = search
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
         ToolResolver {
             search,
+            path_var,
             resolved: Mutex::default(),
             db,
         }
     }
 
     /// The `PATH` value actions see: the tool path.
-    pub fn path_var(&self) -> String {
-        self.search
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(":")
+    pub fn path_var(&self) -> &str {
+        &self.path_var
     }
 
     /// The first executable file named `name` on the tool path.

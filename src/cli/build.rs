@@ -39,6 +39,7 @@ pub(crate) fn build(
         .into_iter()
         .collect();
     let outcome = execute(s, &loaded, roots, run_tests, check, tracer, None, false)?;
+    loaded.states.stop_checking();
     let saving = Instant::now();
     s.save_states(&loaded);
     report::trace::span("save file states", saving);
@@ -57,7 +58,10 @@ pub(crate) fn build(
     if s.args.json {
         report::print_json(&report::json_summary(&outcome));
     }
-    Ok(if outcome.is_success() { 0 } else { 1 })
+    let code = if outcome.is_success() { 0 } else { 1 };
+    loaded.finish();
+    std::mem::forget(outcome);
+    Ok(code)
 }
 
 /// Runs the build of `roots` with the console reporter, records history and statistics, and

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use cairn_store::FileStates;
@@ -38,7 +38,7 @@ pub(crate) fn watch(
     poll: bool,
 ) -> Result<u8, Error> {
     let store = s.open_store()?;
-    let states = FileStates::load(store.db(), &s.ws.root).map_err(|e| s.store_error(e))?;
+    let states = Arc::new(FileStates::load(store.db(), &s.ws.root).map_err(|e| s.store_error(e))?);
     let skip = vec![s.store_dir.clone()];
     let cache_key = format!("analysis:{}", s.ws.root.display());
     let mut cache =

@@ -35,6 +35,17 @@ pub(crate) struct Outcome {
     pub outputs: BTreeMap<WorkspacePath, FileInfo>,
     /// The recorded run time of its result (what the cache saves).
     pub saved_ms: u64,
+    /// When this memo last had the result's use recorded in the store (ms since the epoch):
+    /// within `TOUCH_GRANULARITY_MS` of it, recording it again changes nothing.
+    pub used_ms: i64,
+}
+
+/// Now, in milliseconds since the epoch, for `Outcome::used_ms`.
+#[allow(clippy::disallowed_methods)] // Use times are wall-clock times, as in the store.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) struct KeyMemo {
@@ -48,6 +59,12 @@ pub(crate) struct KeyMemo {
 /// is never reported cached from a result the store no longer has.
 fn record_key(workspace: &str) -> String {
     format!("{}key-memo:{workspace}", cairn_store::DERIVED_PREFIX)
+}
+
+fn hash_info(h: &mut blake3::Hasher, info: &FileInfo) {
+    h.update(&info.digest.hash);
+    h.update(&info.digest.size.to_le_bytes());
+    h.update(&[info.executable as u8]);
 }
 
 /// The running binary's identity: path, size, mtime and inode.
@@ -92,23 +109,25 @@ impl KeyMemo {
     /// `pass_env`, which never enters a key).
     pub fn fingerprint(
         target: &Target,
-        srcs: &BTreeMap<WorkspacePath, FileInfo>,
+        srcs: &[FileInfo],
         dep_files: &BTreeMap<WorkspacePath, FileInfo>,
         tools: &[Tool],
         path_var: &str,
     ) -> Fingerprint {
         let mut h = blake3::Hasher::new();
-        h.update(b"cairn key memo v1\0");
-        h.update(&postcard::to_stdvec(target).expect("a target serializes"));
-        for files in [srcs, dep_files] {
-            h.update(&(files.len() as u64).to_le_bytes());
-            for (path, info) in files {
-                h.update(path.as_str().as_bytes());
-                h.update(b"\0");
-                h.update(&info.digest.hash);
-                h.update(&info.digest.size.to_le_bytes());
-                h.update(&[info.executable as u8]);
-            }
+        h.update(b"cairn key memo v2\0");
+        postcard::to_io(target, &mut h).expect("a target serializes into a hasher");
+        // `srcs` are the digests of the target's `srcs`, in that order (the paths are in the
+        // serialized target).
+        h.update(&(srcs.len() as u64).to_le_bytes());
+        for info in srcs {
+            hash_info(&mut h, info);
+        }
+        h.update(&(dep_files.len() as u64).to_le_bytes());
+        for (path, info) in dep_files {
+            h.update(path.as_str().as_bytes());
+            h.update(b"\0");
+            hash_info(&mut h, info);
         }
         h.update(&(tools.len() as u64).to_le_bytes());
         for tool in tools {
@@ -177,6 +196,7 @@ struct StoredEntry {
     /// Path, hash, size, executable.
     outputs: Vec<(WorkspacePath, [u8; 32], u64, bool)>,
     saved_ms: u64,
+    used_ms: i64,
 }
 
 impl StoredEntry {
@@ -191,6 +211,7 @@ impl StoredEntry {
                 .map(|(path, info)| (path, info.digest.hash, info.digest.size, info.executable))
                 .collect(),
             saved_ms: o.saved_ms,
+            used_ms: o.used_ms,
         }
     }
 
@@ -209,6 +230,7 @@ impl StoredEntry {
             key: Digest { hash, size },
             outputs,
             saved_ms: self.saved_ms,
+            used_ms: self.used_ms,
         };
         (self.label, outcome)
     }
@@ -220,7 +242,8 @@ mod tests {
     use crate::bench::ActionFixture;
 
     fn fingerprint(f: &ActionFixture, path_var: &str) -> Fingerprint {
-        KeyMemo::fingerprint(&f.target, &f.srcs, &f.deps, &f.tools, path_var)
+        let srcs: Vec<FileInfo> = f.srcs.values().copied().collect();
+        KeyMemo::fingerprint(&f.target, &srcs, &f.deps, &f.tools, path_var)
     }
 
     #[test]
@@ -258,6 +281,7 @@ mod tests {
             key: f.key(),
             outputs: f.deps.clone(),
             saved_ms: 12,
+            used_ms: 1_800_000_000_000,
         };
         let memo = KeyMemo::load(&db, "/ws");
         assert_eq!(memo.outcome(label, &fp), None);

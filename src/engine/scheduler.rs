@@ -4,6 +4,8 @@
 //! A dependency that failed marks its dependents `skipped`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -151,8 +153,8 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
         .into_iter()
         .filter(|l| options.run_tests || graph.kind_of(l) != Kind::Test)
         .collect();
-    let in_build: HashSet<&Label> = order.iter().collect();
-    let waiting: HashMap<Label, usize> = order
+    let in_build: FxHashSet<&Label> = order.iter().collect();
+    let waiting: FxHashMap<Label, usize> = order
         .iter()
         .map(|l| {
             let n = graph.get(l).map_or(0, |t| {
@@ -168,10 +170,10 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
     let state = Mutex::new(Walk {
         ready,
         waiting,
-        provided: HashMap::new(),
-        reports: Vec::new(),
-        blocked: HashMap::new(),
-        finished: HashSet::new(),
+        provided: FxHashMap::default(),
+        reports: Vec::with_capacity(total),
+        blocked: FxHashMap::default(),
+        finished: FxHashSet::default(),
         running: 0,
         idle: 0,
         stop: false,
@@ -268,11 +270,11 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
 struct Walk {
     ready: VecDeque<Label>,
     /// Label → how many of its dependencies in the build have not finished.
-    waiting: HashMap<Label, usize>,
-    provided: HashMap<Label, Provided>,
+    waiting: FxHashMap<Label, usize>,
+    provided: FxHashMap<Label, Provided>,
     reports: Vec<TargetReport>,
-    blocked: HashMap<Label, Label>,
-    finished: HashSet<Label>,
+    blocked: FxHashMap<Label, Label>,
+    finished: FxHashSet<Label>,
     running: usize,
     /// Workers waiting for a target to become ready.
     idle: usize,
@@ -287,7 +289,7 @@ impl Walk {
         &mut self,
         graph: &Graph,
         done: Done,
-        in_build: &HashSet<&Label>,
+        in_build: &FxHashSet<&Label>,
         keep_going: bool,
     ) {
         self.finished.insert(done.label.clone());
@@ -317,8 +319,8 @@ impl Walk {
 fn block_dependents(
     graph: &Graph,
     cause: &Label,
-    in_build: &HashSet<&Label>,
-    blocked: &mut HashMap<Label, Label>,
+    in_build: &FxHashSet<&Label>,
+    blocked: &mut FxHashMap<Label, Label>,
 ) {
     let mut stack = vec![cause.clone()];
     while let Some(label) = stack.pop() {
@@ -349,7 +351,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         Err(message) => return failed(shared, target, None, started, message),
     };
     if !target.kind.runs() {
-        let mut all = srcs;
+        let mut all = source_map(target, &srcs);
         all.extend(dep_files);
         return Done {
             label: job.label,
@@ -373,10 +375,10 @@ fn run_target(shared: &Shared, job: Job) -> Done {
     let prepare = || {
         prepare_action(
             target,
-            &srcs,
+            &source_map(target, &srcs),
             &dep_files,
             &tools,
-            &path_var,
+            path_var,
             pass_env.clone(),
         )
     };
@@ -386,7 +388,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         .memo
         .filter(|_| shared.dry_run.is_none() && !shared.check);
     let fingerprint =
-        memo.map(|_| KeyMemo::fingerprint(target, &srcs, &dep_files, &tools, &path_var));
+        memo.map(|_| KeyMemo::fingerprint(target, &srcs, &dep_files, &tools, path_var));
     let remember = memo.zip(fingerprint);
     let mut missed = None;
     if let Some((memo, fp)) = remember
@@ -398,13 +400,27 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         // they always go through the cache, which makes them exact.)
         let in_place = target.out_dirs.is_empty()
             && known.outputs.iter().all(|(path, info)| {
-                cairn_store::is_in_place(shared.states, info, &path.to_host(shared.workspace_root))
+                match shared.states.unchanged_in_workspace(path.as_str()) {
+                    Some(found) => found == *info,
+                    None => cairn_store::is_in_place(
+                        shared.states,
+                        info,
+                        &path.to_host(shared.workspace_root),
+                    ),
+                }
             });
         if in_place {
-            shared.store.mark_used(&known.key);
+            // The store keeps use times to the hour: a use recorded by this memo within the
+            // hour needs no write (a no-op build writes nothing).
+            let now = super::memo::now_ms();
+            let touch = now - known.used_ms >= cairn_store::TOUCH_GRANULARITY_MS;
+            if touch {
+                shared.store.mark_used(&known.key);
+            }
             let (key, outputs, saved_ms) = (known.key, known.outputs.clone(), known.saved_ms);
+            let remember = remember.filter(|_| touch);
             return cached(
-                shared, target, key, outputs, saved_ms, started, &prepare, None,
+                shared, target, key, outputs, saved_ms, started, &prepare, remember,
             );
         }
         let looking = Instant::now();
@@ -541,6 +557,7 @@ fn run_target(shared: &Shared, job: Job) -> Done {
                 key: action.key,
                 outputs: provided.clone(),
                 saved_ms: saved_ms_of(&result),
+                used_ms: super::memo::now_ms(),
             },
         );
     }
@@ -587,6 +604,7 @@ fn cached(
                 key,
                 outputs: provided.clone(),
                 saved_ms,
+                used_ms: super::memo::now_ms(),
             },
         );
     }
@@ -795,21 +813,33 @@ fn resolve_tools(shared: &Shared, target: &Target) -> Result<Vec<Tool>, String> 
     Ok(tools)
 }
 
-fn hash_sources(
-    shared: &Shared,
-    target: &Target,
-) -> Result<BTreeMap<WorkspacePath, FileInfo>, String> {
-    let mut out = BTreeMap::new();
-    for src in &target.srcs {
-        let host = src.to_host(shared.workspace_root);
-        match shared.states.file_info(&host) {
-            Ok((info, _)) => {
-                out.insert(src.clone(), info);
+/// The digests of the target's sources, in the order of `srcs`. A file the build's file-state
+/// check found unchanged costs nothing; any other costs a `stat` (and a hash if it changed).
+fn hash_sources(shared: &Shared, target: &Target) -> Result<Vec<FileInfo>, String> {
+    target
+        .srcs
+        .iter()
+        .map(|src| {
+            if let Some(info) = shared.states.unchanged_in_workspace(src.as_str()) {
+                return Ok(info);
             }
-            Err(e) => return Err(format!("cannot read source file `{src}`: {e}")),
-        }
-    }
-    Ok(out)
+            let host = src.to_host(shared.workspace_root);
+            match shared.states.file_info(&host) {
+                Ok((info, _)) => Ok(info),
+                Err(e) => Err(format!("cannot read source file `{src}`: {e}")),
+            }
+        })
+        .collect()
+}
+
+/// The sources by path, from `hash_sources`.
+fn source_map(target: &Target, infos: &[FileInfo]) -> FileMap {
+    target
+        .srcs
+        .iter()
+        .cloned()
+        .zip(infos.iter().copied())
+        .collect()
 }
 
 /// Files by workspace path.

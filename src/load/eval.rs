@@ -24,8 +24,8 @@ use crate::workspace::WorkspacePath;
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
     pub targets: Vec<Target>,
-    /// Source paths that came from `glob()`.
-    pub globbed: rustc_hash::FxHashSet<WorkspacePath>,
+    /// Package → the source paths that came from its `glob()` calls, sorted.
+    pub globbed: rustc_hash::FxHashMap<String, Vec<WorkspacePath>>,
     /// How many packages there are, and how many were evaluated (not from the cache).
     pub packages: usize,
     /// The packages whose BUILD.star was evaluated (not taken from the cache).
@@ -287,7 +287,9 @@ pub(crate) fn load_workspace(
             loaded
                 .loads
                 .insert(package.clone(), entry.loads.keys().cloned().collect());
-            loaded.globbed.extend(entry.globbed.iter().cloned());
+            loaded
+                .globbed
+                .insert(package.clone(), entry.globbed.clone());
             loaded.targets.extend(entry.targets.iter().cloned());
         }
         cache.packages = entries;
@@ -301,8 +303,8 @@ pub(crate) fn load_workspace(
     for (package, entry) in entries {
         loaded
             .loads
-            .insert(package, entry.loads.into_keys().collect());
-        loaded.globbed.extend(entry.globbed);
+            .insert(package.clone(), entry.loads.into_keys().collect());
+        loaded.globbed.insert(package, entry.globbed);
         loaded.targets.extend(entry.targets);
     }
     Ok(loaded)

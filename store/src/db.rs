@@ -19,7 +19,7 @@ use crate::file_state::FileState;
 pub const DERIVED_PREFIX: &str = "derived:";
 
 /// `store gc`'s least-recently-used order is kept to this precision.
-const TOUCH_GRANULARITY_MS: i64 = 3_600_000;
+pub const TOUCH_GRANULARITY_MS: i64 = 3_600_000;
 
 /// Bump when the schema changes; `migrate` upgrades older databases in place (the schema is
 /// idempotent: it creates what is missing and drops what was replaced). 2: covering index
@@ -326,6 +326,16 @@ impl Db {
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
+    }
+
+    /// Removes every value whose key starts with `prefix`.
+    pub fn remove_values_with_prefix(&self, prefix: &str) -> Result<()> {
+        let end = format!("{prefix}\u{10FFFF}");
+        self.conn()
+            .prepare_cached("DELETE FROM kv WHERE key >= ?1 AND key < ?2")
+            .and_then(|mut stmt| stmt.execute(params![prefix, end]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Stores several values in one transaction.

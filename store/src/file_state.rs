@@ -20,6 +20,9 @@ use crate::Digest;
 use crate::db::Db;
 use crate::error::Result;
 
+mod loaded;
+use loaded::{LoadedStates, UNCHANGED};
+
 /// A file modified less than this before it was hashed may still change within the same
 /// timestamp tick without changing its metadata ("racy clean", as in git): such a file is
 /// hashed but not remembered, so the next build hashes it again.
@@ -63,6 +66,18 @@ impl FileState {
         }
     }
 
+    /// `matches` for what `fstatat` returned.
+    fn matches_stat(&self, st: &nix::sys::stat::FileStat) -> bool {
+        use nix::sys::stat::SFlag;
+        st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
+            && self.dev == st.st_dev
+            && self.ino == st.st_ino
+            && self.mtime_ns == st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+            && self.ctime_ns == st.st_ctime * 1_000_000_000 + st.st_ctime_nsec
+            && self.mode == st.st_mode & 0o7777
+            && self.digest.size == st.st_size as u64
+    }
+
     fn matches(&self, meta: &Metadata) -> bool {
         *self
             == FileState::from_metadata(
@@ -82,26 +97,51 @@ impl FileState {
     }
 }
 
-/// The file-state cache of one workspace for one build: a snapshot read at the start and the
-/// updates to write back at the end. Safe to share between threads.
+/// The file-state cache of one workspace: the states read at the start, what was learnt since,
+/// and the updates to write back. Safe to share between threads.
+///
+/// A one-shot build can have the loaded states checked against the file system ahead of
+/// need (`check_unchanged`, on a thread of its own while the workspace is analysed): a file
+/// found unchanged then costs its build no system call at all. The check is a snapshot of the
+/// build's start; a long-lived cache (watch mode) never uses it.
 #[derive(Debug, Default)]
 pub struct FileStates {
     /// The workspace root, with a trailing `/`: states of paths below it are saved as one
     /// record. Empty for a cache that is never saved.
     prefix: String,
-    snapshot: std::sync::RwLock<HashMap<String, FileState>>,
+    /// The workspace's states as loaded (by path below `prefix`); fixed after `load` but for
+    /// the checked marks.
+    loaded: LoadedStates,
+    /// States saved or preloaded since `load` (host tools, and a long-lived cache's saves):
+    /// they shadow `loaded`.
+    learnt: std::sync::RwLock<HashMap<String, FileState>>,
+    /// Whether `learnt` may be non-empty (lookups skip its lock while it is empty).
+    has_learnt: AtomicBool,
+    /// Whether `learnt` may hold a path below `prefix`, and so shadow a loaded state.
+    learnt_inside: AtomicBool,
     updates: Mutex<HashMap<String, FileState>>,
     /// Whether `updates` may be non-empty: lookups skip its lock while it is empty (the whole
     /// of a no-op build).
     has_updates: AtomicBool,
+    /// Set by `check_unchanged`: this cache serves one build, and its `checked` marks hold
+    /// for the whole of it.
+    snapshot: AtomicBool,
+    /// Set to end a `check_unchanged` under way.
+    stop_checking: AtomicBool,
 }
 
-/// A workspace's file states are kept in this many records, by a hash of the path, so a
-/// build that learnt a few new states rewrites a few small records, not all of them.
+/// A workspace's file states are kept in this many records, by a hash of the file's
+/// directory, so a build that learnt a few new states rewrites a few small records, not all of
+/// them, and a directory's files are listed together.
 const SHARDS: u64 = 64;
 
 /// The common beginning of the keys of a workspace's records.
 fn record_prefix(prefix: &str) -> String {
+    format!("file-states2:{prefix}:")
+}
+
+/// Where records of the first format (sharded by path) were kept.
+fn old_record_prefix(prefix: &str) -> String {
     format!("file-states:{prefix}:")
 }
 
@@ -109,27 +149,27 @@ fn record_key(prefix: &str, shard: u64) -> String {
     format!("{}{shard:02x}", record_prefix(prefix))
 }
 
-/// The record a path's state lives in: FNV-1a of its bytes (stable across versions).
-fn shard_of(path: &str) -> u64 {
-    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// The record a path's state lives in: FNV-1a of its directory (stable across versions).
+fn shard_of(rel: &str) -> u64 {
+    let dir = rel.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let hash = dir.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     hash % SHARDS
 }
 
-/// The record's format: a version tag, then per file the path below the root
+/// The record's format: a version tag, then per file, sorted by path, the path below the root
 /// (u16 length + bytes), dev, ino, mtime, ctime, mode, size and hash, little-endian.
-const RECORD_TAG: &[u8; 4] = b"cfs1";
+const RECORD_TAG: &[u8; 4] = b"cfs2";
 
-fn encode_states<'a>(
-    prefix: &str,
-    states: impl Iterator<Item = (&'a String, &'a FileState)>,
-) -> Vec<u8> {
+/// One file's bytes in a record, past its path.
+const STATE_BYTES: usize = 8 * 4 + 4 + 8 + 32;
+
+/// Encodes states (paths below the root) sorted by path.
+fn encode_states(mut states: Vec<(&str, &FileState)>) -> Vec<u8> {
+    states.sort_unstable_by_key(|(rel, _)| *rel);
     let mut out = RECORD_TAG.to_vec();
-    for (path, s) in states {
-        let Some(rel) = path.strip_prefix(prefix) else {
-            continue;
-        };
+    for (rel, s) in states {
         let Ok(len) = u16::try_from(rel.len()) else {
             continue;
         };
@@ -146,14 +186,12 @@ fn encode_states<'a>(
     out
 }
 
-/// Decodes a record; a damaged or foreign one yields what could be read before the damage
-/// (states are only a cache: a missing one costs a hash).
-fn decode_states(prefix: &str, bytes: &[u8]) -> HashMap<String, FileState> {
-    let mut map = HashMap::default();
+/// Decodes a record into `into`; a damaged or foreign one yields what could be read before
+/// the damage (states are only a cache: a missing one costs a hash).
+fn decode_states(bytes: &[u8], into: &mut LoadedStates) {
     let Some(mut rest) = bytes.strip_prefix(RECORD_TAG.as_slice()) else {
-        return map;
+        return;
     };
-    map.reserve(rest.len() / 100);
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = rest.split_at_checked(n)?;
         *rest = tail;
@@ -162,12 +200,9 @@ fn decode_states(prefix: &str, bytes: &[u8]) -> HashMap<String, FileState> {
     fn u64_of(rest: &mut &[u8]) -> Option<u64> {
         Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
     }
-    let next = |rest: &mut &[u8]| -> Option<(String, FileState)> {
+    let mut next = |rest: &mut &[u8]| -> Option<()> {
         let len = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?) as usize;
         let rel = std::str::from_utf8(take(rest, len)?).ok()?;
-        let mut path = String::with_capacity(prefix.len() + rel.len());
-        path.push_str(prefix);
-        path.push_str(rel);
         let dev = u64_of(rest)?;
         let ino = u64_of(rest)?;
         let mtime_ns = u64_of(rest)? as i64;
@@ -175,25 +210,19 @@ fn decode_states(prefix: &str, bytes: &[u8]) -> HashMap<String, FileState> {
         let mode = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?);
         let size = u64_of(rest)?;
         let hash: [u8; 32] = take(rest, 32)?.try_into().ok()?;
-        Some((
-            path,
-            FileState {
-                dev,
-                ino,
-                mtime_ns,
-                ctime_ns,
-                mode,
-                digest: Digest { hash, size },
-            },
-        ))
-    };
-    while !rest.is_empty() {
-        let Some((path, state)) = next(&mut rest) else {
-            break;
+        let digest = Digest { hash, size };
+        let state = FileState {
+            dev,
+            ino,
+            mtime_ns,
+            ctime_ns,
+            mode,
+            digest,
         };
-        map.insert(path, state);
-    }
-    map
+        into.insert(rel, state);
+        Some(())
+    };
+    while !rest.is_empty() && next(&mut rest).is_some() {}
 }
 
 /// How a digest was obtained, for statistics.
@@ -212,16 +241,99 @@ impl FileStates {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let mut snapshot = HashMap::default();
-        for (_, bytes) in db.values_with_prefix(&record_prefix(&prefix))? {
-            snapshot.extend(decode_states(&prefix, &bytes));
+        let records = db.values_with_prefix(&record_prefix(&prefix))?;
+        let bytes: usize = records.iter().map(|(_, b)| b.len()).sum();
+        // Each state takes its path's length plus two bytes plus `STATE_BYTES`: assume paths of
+        // about 40 bytes for the entry count.
+        let mut loaded = LoadedStates::with_capacity(bytes / (STATE_BYTES + 42), bytes);
+        for (_, bytes) in &records {
+            decode_states(bytes, &mut loaded);
         }
         Ok(FileStates {
             prefix,
-            snapshot: std::sync::RwLock::new(snapshot),
-            updates: Mutex::default(),
-            has_updates: AtomicBool::new(false),
+            loaded,
+            ..FileStates::default()
         })
+    }
+
+    /// Checks every loaded state against the file system (one `lstat` each), so that lookups
+    /// of unchanged files need none. Returns early once `stop_checking` is called; entries a
+    /// lookup already checked are skipped.
+    ///
+    /// Only for a cache that serves one build (a one-shot command): from here on, a file
+    /// found unchanged once is taken as unchanged for the rest of the process, unless cairn
+    /// itself records a new state for it.
+    pub fn check_unchanged(&self) {
+        self.snapshot.store(true, Ordering::Release);
+        self.loaded.check(&self.prefix, &self.stop_checking);
+    }
+
+    /// Ends a `check_unchanged` under way (what it did not reach is looked up as usual).
+    pub fn stop_checking(&self) {
+        self.stop_checking.store(true, Ordering::Relaxed);
+    }
+
+    /// The state of `key` if it is a loaded state found unchanged in this build and nothing
+    /// learnt since shadows it.
+    fn unchanged_state(&self, key: &str) -> Option<FileState> {
+        self.unchanged_below_root(key.strip_prefix(&self.prefix)?)
+    }
+
+    /// `unchanged_state` by the path relative to the workspace root.
+    fn unchanged_below_root(&self, rel: &str) -> Option<FileState> {
+        if !self.snapshot.load(Ordering::Acquire) || self.prefix.is_empty() {
+            return None;
+        }
+        let entry = self.loaded.get(rel)?;
+        if entry.checked.load(Ordering::Relaxed) != UNCHANGED {
+            return None;
+        }
+        let may_be_shadowed =
+            self.has_updates.load(Ordering::Acquire) || self.learnt_inside.load(Ordering::Acquire);
+        if may_be_shadowed && self.shadowed(&format!("{}{rel}", self.prefix)) {
+            return None;
+        }
+        Some(entry.state)
+    }
+
+    /// Whether something learnt in this process replaces the loaded state of `key`.
+    fn shadowed(&self, key: &str) -> bool {
+        (self.has_updates.load(Ordering::Acquire)
+            && self
+                .updates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(key))
+            || (self.learnt_inside.load(Ordering::Acquire) && self.learnt().contains_key(key))
+    }
+
+    /// What `path` holds if it is known unchanged in this build without a `stat`: its state
+    /// was loaded and `check_unchanged` (or an earlier lookup) found it unchanged.
+    pub fn unchanged(&self, path: &Path) -> Option<FileInfo> {
+        self.unchanged_state(&path.to_string_lossy())
+            .map(|s| s.info())
+    }
+
+    /// `unchanged` for a path relative to the workspace root (no host path to build).
+    pub fn unchanged_in_workspace(&self, rel: &str) -> Option<FileInfo> {
+        self.unchanged_below_root(rel).map(|s| s.info())
+    }
+
+    /// The last state saved or learnt for `key`, pending updates excluded.
+    fn committed(&self, key: &str) -> Option<FileState> {
+        if self.has_learnt.load(Ordering::Acquire)
+            && let Some(state) = self.learnt().get(key)
+        {
+            return Some(*state);
+        }
+        self.loaded_entry(key).map(|e| e.state)
+    }
+
+    fn loaded_entry(&self, key: &str) -> Option<&loaded::Entry> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        self.loaded.get(key.strip_prefix(&self.prefix)?)
     }
 
     fn remembered(&self, key: &str) -> Option<FileState> {
@@ -231,7 +343,7 @@ impl FileStates {
                 return Some(*state);
             }
         }
-        self.snapshot().get(key).copied()
+        self.committed(key)
     }
 
     fn update(&self, key: String, state: FileState) {
@@ -243,6 +355,10 @@ impl FileStates {
     /// The digest of a regular file (symlinks are followed), hashing it only if its metadata
     /// changed since it was last seen.
     pub fn file_info(&self, path: &Path) -> io::Result<(FileInfo, Lookup)> {
+        let key = path.to_string_lossy();
+        if let Some(state) = self.unchanged_state(&key) {
+            return Ok((state.info(), Lookup::Hit));
+        }
         let meta = std::fs::metadata(path)?;
         if !meta.is_file() {
             return Err(io::Error::new(
@@ -250,10 +366,16 @@ impl FileStates {
                 "not a regular file",
             ));
         }
-        let key = path.to_string_lossy();
         if let Some(state) = self.remembered(&key)
             && state.matches(&meta)
         {
+            if self.snapshot.load(Ordering::Acquire)
+                && let Some(entry) = self.loaded_entry(&key)
+                && entry.state == state
+            {
+                // A `check_unchanged` under way need not look at it again.
+                entry.checked.store(UNCHANGED, Ordering::Relaxed);
+            }
             return Ok((state.info(), Lookup::Hit));
         }
         let digest = Digest::of_file(path)?;
@@ -274,7 +396,7 @@ impl FileStates {
         let meta = std::fs::metadata(path)?;
         let state = FileState::from_metadata(&meta, digest);
         let key = path.to_string_lossy();
-        if self.snapshot().get(key.as_ref()) != Some(&state) {
+        if self.committed(&key) != Some(state) {
             self.update(key.into_owned(), state);
         }
         Ok(())
@@ -296,7 +418,7 @@ impl FileStates {
         if state.mtime_ns > now_ns() - RACY_WINDOW_NS {
             return;
         }
-        if self.snapshot().get(key) == Some(&state) {
+        if self.committed(key) == Some(state) {
             return;
         }
         self.update(key.to_string(), state);
@@ -310,14 +432,24 @@ impl FileStates {
             return Ok(());
         }
         if let Some(state) = db.load_file_states(&key)?.remove(&key) {
-            let mut snapshot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
-            snapshot.insert(key, state);
+            self.learn([(key, state)]);
         }
         Ok(())
     }
 
-    fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, FileState>> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner())
+    fn learnt(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, FileState>> {
+        self.learnt.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn learn(&self, states: impl IntoIterator<Item = (String, FileState)>) {
+        let mut learnt = self.learnt.write().unwrap_or_else(|p| p.into_inner());
+        for (path, state) in states {
+            if !self.prefix.is_empty() && path.starts_with(&self.prefix) {
+                self.learnt_inside.store(true, Ordering::Release);
+            }
+            learnt.insert(path, state);
+        }
+        self.has_learnt.store(!learnt.is_empty(), Ordering::Release);
     }
 
     /// The digest last recorded for `path`, without looking at the file.
@@ -341,31 +473,36 @@ impl FileStates {
             .into_iter()
             .partition(|(path, _)| !self.prefix.is_empty() && path.starts_with(&self.prefix));
         db.save_file_states(&outside)?;
-        let mut snapshot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
-        snapshot.extend(outside);
+        self.learn(outside);
         if !inside.is_empty() {
             let dirty: std::collections::BTreeSet<u64> = inside
                 .iter()
                 .map(|(path, _)| shard_of(&path[self.prefix.len()..]))
                 .collect();
-            snapshot.extend(inside);
-            let mut records: BTreeMap<u64, Vec<(&String, &FileState)>> = BTreeMap::new();
-            for (path, state) in snapshot.iter() {
-                let shard = path
-                    .strip_prefix(&self.prefix)
-                    .map(shard_of)
-                    .filter(|s| dirty.contains(s));
-                if let Some(shard) = shard {
-                    records.entry(shard).or_default().push((path, state));
+            self.learn(inside);
+            let learnt = self.learnt();
+            let learnt: HashMap<&str, &FileState> = learnt
+                .iter()
+                .filter_map(|(path, state)| Some((path.strip_prefix(&self.prefix)?, state)))
+                .collect();
+            let mut records: BTreeMap<u64, Vec<(&str, &FileState)>> = BTreeMap::new();
+            let current = self
+                .loaded
+                .iter()
+                .filter(|(rel, _)| !learnt.contains_key(rel))
+                .map(|(rel, e)| (rel, &e.state))
+                .chain(learnt.iter().map(|(rel, state)| (*rel, *state)));
+            for (rel, state) in current {
+                let shard = shard_of(rel);
+                if dirty.contains(&shard) {
+                    records.entry(shard).or_default().push((rel, state));
                 }
             }
             let records: Vec<(String, Vec<u8>)> = records
                 .into_iter()
-                .map(|(shard, states)| {
-                    let key = record_key(&self.prefix, shard);
-                    (key, encode_states(&self.prefix, states.into_iter()))
-                })
+                .map(|(shard, states)| (record_key(&self.prefix, shard), encode_states(states)))
                 .collect();
+            db.remove_values_with_prefix(&old_record_prefix(&self.prefix))?;
             db.put_values(&records)?;
         }
         Ok(())
@@ -435,5 +572,111 @@ mod tests {
         states.save(&db).unwrap();
         let states = FileStates::load(&db, dir.path()).unwrap();
         assert_eq!(states.file_info(&file).unwrap().1, Lookup::Hashed);
+    }
+
+    /// A workspace of aged files `a/x.txt`, `a/y.txt`, `b/z.txt` whose states are saved.
+    fn saved_workspace() -> (tempfile::TempDir, Db, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let ws = dir.path().join("ws");
+        for rel in ["a/x.txt", "a/y.txt", "b/z.txt"] {
+            let file = ws.join(rel);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, rel).unwrap();
+            age(&file);
+        }
+        let states = FileStates::load(&db, &ws).unwrap();
+        for rel in ["a/x.txt", "a/y.txt", "b/z.txt"] {
+            assert_eq!(states.file_info(&ws.join(rel)).unwrap().1, Lookup::Hashed);
+        }
+        states.save(&db).unwrap();
+        (dir, db, ws)
+    }
+
+    #[test]
+    fn a_checked_build_sees_the_workspace_as_it_was_when_checked() {
+        let (_dir, db, ws) = saved_workspace();
+        // Changed before the check: seen, and re-hashed.
+        std::fs::write(ws.join("a/x.txt"), "edited").unwrap();
+        let states = FileStates::load(&db, &ws).unwrap();
+        states.check_unchanged();
+        assert_eq!(states.unchanged(&ws.join("a/x.txt")), None);
+        let (info, how) = states.file_info(&ws.join("a/x.txt")).unwrap();
+        assert_eq!(
+            (info.digest, how),
+            (Digest::of_bytes(b"edited"), Lookup::Hashed)
+        );
+        // Unchanged at the check: known without looking again, for the rest of the build.
+        let z = ws.join("b/z.txt");
+        let before = Digest::of_bytes(b"b/z.txt");
+        assert_eq!(states.unchanged(&z).map(|i| i.digest), Some(before));
+        std::fs::write(&z, "changed during the build").unwrap();
+        assert_eq!(
+            states.file_info(&z).unwrap(),
+            (states.unchanged(&z).unwrap(), Lookup::Hit)
+        );
+        // ... unless cairn itself writes it: its recorded state replaces the checked one.
+        states
+            .record_written(&z, Digest::of_bytes(b"changed during the build"))
+            .unwrap();
+        assert_eq!(states.unchanged(&z), None);
+        assert_eq!(
+            states.file_info(&z).unwrap().0.digest,
+            Digest::of_bytes(b"changed during the build")
+        );
+    }
+
+    #[test]
+    fn an_unchecked_cache_always_looks_at_the_file() {
+        let (_dir, db, ws) = saved_workspace();
+        // Watch mode keeps one cache for many builds and never checks ahead.
+        let states = FileStates::load(&db, &ws).unwrap();
+        let y = ws.join("a/y.txt");
+        assert_eq!(states.file_info(&y).unwrap().1, Lookup::Hit);
+        assert_eq!(states.unchanged(&y), None);
+        std::fs::write(&y, "edited").unwrap();
+        assert_eq!(
+            states.file_info(&y).unwrap().0.digest,
+            Digest::of_bytes(b"edited")
+        );
+    }
+
+    #[test]
+    fn records_keep_every_state_and_replace_the_old_format() {
+        let (_dir, db, ws) = saved_workspace();
+        let prefix = format!("{}/", ws.display());
+        db.put_value(&format!("{}00", old_record_prefix(&prefix)), b"cfs1")
+            .unwrap();
+        // Learn one more state: only its record is rewritten, the old format is dropped.
+        let states = FileStates::load(&db, &ws).unwrap();
+        std::fs::write(ws.join("b/w.txt"), "w").unwrap();
+        age(&ws.join("b/w.txt"));
+        states.file_info(&ws.join("b/w.txt")).unwrap();
+        states.save(&db).unwrap();
+        assert!(
+            db.values_with_prefix(&old_record_prefix(&prefix))
+                .unwrap()
+                .is_empty()
+        );
+        let states = FileStates::load(&db, &ws).unwrap();
+        for rel in ["a/x.txt", "a/y.txt", "b/z.txt", "b/w.txt"] {
+            assert_eq!(
+                states.file_info(&ws.join(rel)).unwrap().1,
+                Lookup::Hit,
+                "{rel}"
+            );
+        }
+        // A directory's files share a record, sorted by path.
+        let records = db.values_with_prefix(&record_prefix(&prefix)).unwrap();
+        let b = records
+            .iter()
+            .find(|(key, _)| key.ends_with(&format!("{:02x}", shard_of("b/w.txt"))))
+            .unwrap();
+        let (w, z) = (find(&b.1, b"b/w.txt"), find(&b.1, b"b/z.txt"));
+        assert!(w.is_some() && w < z, "{w:?} {z:?}");
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
     }
 }

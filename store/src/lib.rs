@@ -19,7 +19,7 @@ use prost::Message;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use cas::{Cas, set_mode};
-pub use db::{BuildRecord, BuildTotals, DERIVED_PREFIX, Db, HistoryEntry};
+pub use db::{BuildRecord, BuildTotals, DERIVED_PREFIX, Db, HistoryEntry, TOUCH_GRANULARITY_MS};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Result, StoreError};
 pub use file_state::{FileInfo, FileState, FileStates, Lookup};

@@ -51,6 +51,9 @@ pub fn restore_file(
 /// metadata alone) to hold `info`'s digest.
 pub fn is_in_place(states: &FileStates, info: &FileInfo, dest: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
+    if let Some(known) = states.unchanged(dest) {
+        return known == *info;
+    }
     let Ok(meta) = fs::symlink_metadata(dest) else {
         return false;
     };
