@@ -361,7 +361,6 @@ fn run_target(shared: &Shared, job: Job) -> Done {
         };
     }
     let preparing = Instant::now();
-    shared.reporter.target_started(&target.label);
     let tools = match resolve_tools(shared, target) {
         Ok(tools) => tools,
         Err(message) => return failed(shared, target, None, started, message),
@@ -423,6 +422,8 @@ fn run_target(shared: &Shared, job: Job) -> Done {
                 shared, target, key, outputs, saved_ms, started, &prepare, remember,
             );
         }
+        // Up to date in microseconds above; from here on the target shows as running.
+        shared.reporter.target_started(&target.label);
         let looking = Instant::now();
         let found = lookup(shared, &known.key, &target.label.package);
         trace(shared, "cache lookup", &target.label, looking);
@@ -442,6 +443,9 @@ fn run_target(shared: &Shared, job: Job) -> Done {
                 ));
             }
         }
+    }
+    if missed.is_none() {
+        shared.reporter.target_started(&target.label);
     }
     let action = prepare();
     trace(shared, "prepare action", &target.label, preparing);

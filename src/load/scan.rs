@@ -13,7 +13,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{BUILD_FILE, LoadError};
@@ -105,9 +104,12 @@ pub(crate) fn scan_cached(
         .filter(|r| r.fingerprint == fingerprint);
     if let Some(record) = stored {
         let now = now_ns();
+        // One `stat` per directory, on this thread: the other core is checking file states
+        // meanwhile (see `FileStates::check_unchanged`), and a parallel loop here only
+        // contends with it.
         let unchanged = record
             .dirs
-            .par_iter()
+            .iter()
             .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(Some(*sig)))
             && record
                 .guards

@@ -115,6 +115,9 @@ pub struct HistoryEntry {
 pub struct Db {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// A second connection, opened on first use, for bulk reads on another thread while
+    /// `conn` serves this one (WAL readers do not wait for each other).
+    reader: std::sync::OnceLock<Option<Mutex<Connection>>>,
 }
 
 impl Db {
@@ -134,6 +137,7 @@ impl Db {
         let db = Db {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            reader: std::sync::OnceLock::new(),
         };
         db.migrate()?;
         Ok(db)
@@ -316,7 +320,20 @@ impl Db {
 
     /// Every value whose key starts with `prefix`, in key order, in one query.
     pub fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let conn = self.conn();
+        let reader = self.reader.get_or_init(|| {
+            let conn = Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ok()?;
+            conn.busy_timeout(Duration::from_secs(30)).ok()?;
+            Some(Mutex::new(conn))
+        });
+        let conn = match reader {
+            Some(reader) => reader.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.conn(),
+        };
         let mut stmt = conn
             .prepare_cached("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")
             .map_err(|e| self.err(e))?;
