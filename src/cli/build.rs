@@ -39,7 +39,6 @@ pub(crate) fn build(
         .into_iter()
         .collect();
     let outcome = execute(s, &loaded, roots, run_tests, check, tracer, None, false)?;
-    loaded.states.stop_checking();
     let saving = Instant::now();
     s.save_states(&loaded);
     report::trace::span("save file states", saving);
@@ -131,6 +130,9 @@ pub(crate) fn execute(
         },
     );
     report::trace::span("build", began);
+    // What the file-state check has not reached by now, no one needs (`cairn run` goes on to
+    // run a command of the user's: it gets the core).
+    loaded.states.stop_checking();
     reporter.finish();
     let began = Instant::now();
     let db = loaded.store.db();

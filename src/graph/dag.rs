@@ -2,7 +2,9 @@
 //! same output, and that there is no cycle (reporting its path); gives topological order,
 //! pattern closures and reverse dependencies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::{Kind, Label, Location, Pattern, Target};
 use crate::workspace::WorkspacePath;
@@ -123,7 +125,7 @@ impl Graph {
             t.srcs.retain(|s| *s != src);
         }
 
-        let mut rdeps: HashMap<Label, Vec<Label>> = HashMap::new();
+        let mut rdeps: HashMap<Label, Vec<Label>> = HashMap::default();
         for t in map.values() {
             for dep in &t.deps {
                 rdeps.entry(dep.clone()).or_default().push(t.label.clone());
@@ -155,7 +157,7 @@ impl Graph {
             Active,
             Done,
         }
-        let mut marks: HashMap<&Label, Mark> = HashMap::new();
+        let mut marks: HashMap<&Label, Mark> = HashMap::default();
         for start in self.targets.keys() {
             if marks.contains_key(start) {
                 continue;
@@ -216,7 +218,7 @@ impl Graph {
     /// `roots` and everything they depend on, dependencies first.
     pub fn closure_in_order(&self, roots: &BTreeSet<Label>) -> Vec<Label> {
         let mut order = Vec::new();
-        let mut seen: HashSet<&Label> = HashSet::new();
+        let mut seen: HashSet<&Label> = HashSet::default();
         for root in roots {
             let mut stack: Vec<(&Label, usize)> = Vec::new();
             if seen.insert(root) {
@@ -259,7 +261,7 @@ impl Graph {
         reverse: bool,
         depth: Option<usize>,
     ) -> Vec<(usize, Label)> {
-        let mut seen: HashSet<&Label> = HashSet::from([label]);
+        let mut seen: HashSet<&Label> = [label].into_iter().collect();
         let mut frontier = vec![label];
         let mut out = Vec::new();
         let mut level = 0;

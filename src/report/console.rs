@@ -377,7 +377,11 @@ pub(crate) fn json_summary(outcome: &BuildOutcome) -> serde_json::Value {
 }
 
 pub(crate) fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    // One write: `println!` would hand the line to stdout a few bytes at a time, and stdout
+    // passes them on a kilobyte at a time (hundreds of writes for a large build's summary).
+    let mut text = value.to_string();
+    text.push('\n');
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 pub(crate) fn print_stdout(text: &str) {

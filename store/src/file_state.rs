@@ -257,8 +257,8 @@ impl FileStates {
     }
 
     /// Checks every loaded state against the file system (one `lstat` each), so that lookups
-    /// of unchanged files need none. Returns early once `stop_checking` is called; entries a
-    /// lookup already checked are skipped.
+    /// of unchanged files need none (a lookup of a file not reached yet `stat`s it as usual).
+    /// Returns early once `stop_checking` is called.
     ///
     /// Only for a cache that serves one build (a one-shot command): from here on, a file
     /// found unchanged once is taken as unchanged for the rest of the process, unless cairn
@@ -308,7 +308,7 @@ impl FileStates {
     }
 
     /// What `path` holds if it is known unchanged in this build without a `stat`: its state
-    /// was loaded and `check_unchanged` (or an earlier lookup) found it unchanged.
+    /// was loaded and `check_unchanged` found it unchanged.
     pub fn unchanged(&self, path: &Path) -> Option<FileInfo> {
         self.unchanged_state(&path.to_string_lossy())
             .map(|s| s.info())
@@ -369,13 +369,6 @@ impl FileStates {
         if let Some(state) = self.remembered(&key)
             && state.matches(&meta)
         {
-            if self.snapshot.load(Ordering::Acquire)
-                && let Some(entry) = self.loaded_entry(&key)
-                && entry.state == state
-            {
-                // A `check_unchanged` under way need not look at it again.
-                entry.checked.store(UNCHANGED, Ordering::Relaxed);
-            }
             return Ok((state.info(), Lookup::Hit));
         }
         let digest = Digest::of_file(path)?;

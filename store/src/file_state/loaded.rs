@@ -101,9 +101,9 @@ impl LoadedStates {
         self.entries.iter().map(|e| (self.path_of(e), e))
     }
 
-    /// Marks every entry not yet checked `UNCHANGED` or `CHANGED` by an `lstat` relative to
-    /// its directory, opened once for all its entries (a path walk from the root for each
-    /// file costs a third more). Stops early once `stop` is set.
+    /// Marks every entry `UNCHANGED` or `CHANGED` by an `lstat` relative to its directory,
+    /// opened once for all its entries (a path walk from the root for each file costs a third
+    /// more). Stops early once `stop` is set.
     pub fn check(&self, root: &str, stop: &AtomicBool) {
         let Ok(root_fd) = open_dir(None, root) else {
             return;
@@ -112,9 +112,6 @@ impl LoadedStates {
         for (i, (path, entry)) in self.iter().enumerate() {
             if i % 64 == 0 && stop.load(Ordering::Relaxed) {
                 return;
-            }
-            if entry.checked.load(Ordering::Relaxed) != UNKNOWN {
-                continue;
             }
             let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
             if dir.as_ref().is_none_or(|(d, _)| *d != parent) {
