@@ -257,8 +257,8 @@ impl FileStates {
     }
 
     /// Checks every loaded state against the file system (one `lstat` each), so that lookups
-    /// of unchanged files need none (a lookup of a file not reached yet `stat`s it as usual).
-    /// Returns early once `stop_checking` is called.
+    /// of unchanged files need none (a lookup of a file not reached yet checks it the same
+    /// way, and the check then passes it by). Returns early once `stop_checking` is called.
     ///
     /// Only for a cache that serves one build (a one-shot command): from here on, a file
     /// found unchanged once is taken as unchanged for the rest of the process, unless cairn
@@ -285,7 +285,9 @@ impl FileStates {
             return None;
         }
         let entry = self.loaded.get(rel)?;
-        if entry.checked.load(Ordering::Relaxed) != UNCHANGED {
+        // Not reached by the check yet: check it here, as the check would have (and it will
+        // then pass it by), so every file is looked at once.
+        if self.loaded.check_entry(&self.prefix, rel, entry) != UNCHANGED {
             return None;
         }
         let may_be_shadowed =
@@ -617,6 +619,26 @@ mod tests {
             states.file_info(&z).unwrap().0.digest,
             Digest::of_bytes(b"changed during the build")
         );
+    }
+
+    #[test]
+    fn a_lookup_checks_what_the_check_has_not_reached() {
+        let (_dir, db, ws) = saved_workspace();
+        std::fs::write(ws.join("a/x.txt"), "edited").unwrap();
+        let states = FileStates::load(&db, &ws).unwrap();
+        states.stop_checking();
+        states.check_unchanged(); // stopped at once: nothing checked yet
+        let (x, z) = (ws.join("a/x.txt"), ws.join("b/z.txt"));
+        assert_eq!(states.unchanged(&x), None);
+        assert_eq!(
+            states.file_info(&x).unwrap().0.digest,
+            Digest::of_bytes(b"edited")
+        );
+        let z_digest = Digest::of_bytes(b"b/z.txt");
+        assert_eq!(states.unchanged(&z).map(|i| i.digest), Some(z_digest));
+        // Checked once: the build's view of it holds.
+        std::fs::write(&z, "later").unwrap();
+        assert_eq!(states.unchanged(&z).map(|i| i.digest), Some(z_digest));
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl LoadedStates {
         self.entries.iter().map(|e| (self.path_of(e), e))
     }
 
-    /// Marks every entry `UNCHANGED` or `CHANGED` by an `lstat` relative to its directory,
+    /// Marks every entry not checked yet `UNCHANGED` or `CHANGED` by an `lstat` relative to its directory,
     /// opened once for all its entries (a path walk from the root for each file costs a third
     /// more). Stops early once `stop` is set.
     pub fn check(&self, root: &str, stop: &AtomicBool) {
@@ -112,6 +112,9 @@ impl LoadedStates {
         for (i, (path, entry)) in self.iter().enumerate() {
             if i % 64 == 0 && stop.load(Ordering::Relaxed) {
                 return;
+            }
+            if entry.checked.load(Ordering::Relaxed) != UNKNOWN {
+                continue;
             }
             let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
             if dir.as_ref().is_none_or(|(d, _)| *d != parent) {
@@ -135,6 +138,22 @@ impl LoadedStates {
             let mark = if same { UNCHANGED } else { CHANGED };
             entry.checked.store(mark, Ordering::Relaxed);
         }
+    }
+}
+
+impl LoadedStates {
+    /// `entry`'s mark (the entry of `rel`), checking it first with an `lstat` of
+    /// `root` + `rel` if `check` has not reached it yet.
+    pub fn check_entry(&self, root: &str, rel: &str, entry: &Entry) -> u8 {
+        let mark = entry.checked.load(Ordering::Relaxed);
+        if mark != UNKNOWN {
+            return mark;
+        }
+        let same = std::fs::symlink_metadata(format!("{root}{rel}"))
+            .is_ok_and(|meta| meta.is_file() && entry.state.matches(&meta));
+        let mark = if same { UNCHANGED } else { CHANGED };
+        entry.checked.store(mark, Ordering::Relaxed);
+        mark
     }
 }
 
