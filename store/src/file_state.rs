@@ -309,8 +309,9 @@ impl FileStates {
             || (self.learnt_inside.load(Ordering::Acquire) && self.learnt().contains_key(key))
     }
 
-    /// What `path` holds if it is known unchanged in this build without a `stat`: its state
-    /// was loaded and `check_unchanged` found it unchanged.
+    /// What `path` holds if it is known unchanged in this build: its state was loaded and
+    /// found unchanged by `check_unchanged` (or, if the check has not reached it yet, by an
+    /// `lstat` now).
     pub fn unchanged(&self, path: &Path) -> Option<FileInfo> {
         self.unchanged_state(&path.to_string_lossy())
             .map(|s| s.info())

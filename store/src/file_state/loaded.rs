@@ -101,9 +101,9 @@ impl LoadedStates {
         self.entries.iter().map(|e| (self.path_of(e), e))
     }
 
-    /// Marks every entry not checked yet `UNCHANGED` or `CHANGED` by an `lstat` relative to its directory,
-    /// opened once for all its entries (a path walk from the root for each file costs a third
-    /// more). Stops early once `stop` is set.
+    /// Marks every entry not checked yet `UNCHANGED` or `CHANGED` by an `lstat` relative to
+    /// its directory, opened once for all its entries (a path walk from the root for each file
+    /// costs a third more). Stops early once `stop` is set.
     pub fn check(&self, root: &str, stop: &AtomicBool) {
         let Ok(root_fd) = open_dir(None, root) else {
             return;
@@ -129,19 +129,16 @@ impl LoadedStates {
                 Some((_, Some(fd))) => fd,
                 Some(("", None)) => &root_fd,
                 _ => {
-                    entry.checked.store(CHANGED, Ordering::Relaxed);
+                    entry.mark(false);
                     continue;
                 }
             };
             let same = fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| entry.state.matches_stat(&st));
-            let mark = if same { UNCHANGED } else { CHANGED };
-            entry.checked.store(mark, Ordering::Relaxed);
+            entry.mark(same);
         }
     }
-}
 
-impl LoadedStates {
     /// `entry`'s mark (the entry of `rel`), checking it first with an `lstat` of
     /// `root` + `rel` if `check` has not reached it yet.
     pub fn check_entry(&self, root: &str, rel: &str, entry: &Entry) -> u8 {
@@ -151,8 +148,15 @@ impl LoadedStates {
         }
         let same = std::fs::symlink_metadata(format!("{root}{rel}"))
             .is_ok_and(|meta| meta.is_file() && entry.state.matches(&meta));
+        entry.mark(same)
+    }
+}
+
+impl Entry {
+    /// Records what a check found: whether the file is a regular file in the loaded state.
+    fn mark(&self, same: bool) -> u8 {
         let mark = if same { UNCHANGED } else { CHANGED };
-        entry.checked.store(mark, Ordering::Relaxed);
+        self.checked.store(mark, Ordering::Relaxed);
         mark
     }
 }
