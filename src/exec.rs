@@ -2,6 +2,7 @@
 //! directory holding only its input root, with a cleared environment, and captures its
 //! declared outputs into the store.
 
+pub(crate) mod base;
 pub(crate) mod local;
 pub(crate) mod sandbox;
 

@@ -50,6 +50,9 @@ pub(crate) struct BuildConfig {
     pub jobs: Option<usize>,
     /// `namespace` (default), `directory` or `none`.
     pub sandbox: Option<crate::exec::sandbox::SandboxMode>,
+    /// Where sandbox directories are made (relative to the workspace root). Default: a
+    /// private directory on `/dev/shm` where it is a tmpfs with room, else `<store>/sandbox`.
+    pub sandbox_base: Option<PathBuf>,
     /// Where tools are looked up, in order; also the actions' `PATH`. Relative entries are
     /// relative to the workspace root. Default: `/usr/local/bin`, `/usr/bin`, `/bin`.
     pub tool_path: Option<Vec<PathBuf>>,
@@ -59,6 +62,7 @@ pub(crate) struct BuildConfig {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostEnv {
     pub cairn_store: Option<PathBuf>,
+    pub cairn_sandbox_base: Option<PathBuf>,
     pub xdg_cache_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
     pub no_color: bool,
@@ -72,6 +76,7 @@ impl HostEnv {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         HostEnv {
             cairn_store: var("CAIRN_STORE").map(PathBuf::from),
+            cairn_sandbox_base: var("CAIRN_SANDBOX_BASE").map(PathBuf::from),
             xdg_cache_home: var("XDG_CACHE_HOME").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
             no_color: var("NO_COLOR").is_some(),
@@ -119,6 +124,16 @@ impl Workspace {
                 None => return Err(WorkspaceError::NotFound(start)),
             }
         }
+    }
+
+    /// A configured sandbox base: `CAIRN_SANDBOX_BASE`, else `cairn.toml`'s
+    /// `[build] sandbox_base` (relative to the workspace root); `None`: cairn chooses.
+    pub fn sandbox_base(&self, env: &HostEnv) -> Option<PathBuf> {
+        let dir = env
+            .cairn_sandbox_base
+            .clone()
+            .or_else(|| self.config.build.sandbox_base.clone())?;
+        Some(self.root.join(dir))
     }
 
     /// The store directory: `CAIRN_STORE`, else `cairn.toml`'s `[store] path`, else

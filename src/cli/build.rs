@@ -11,6 +11,7 @@ use crate::engine::history::HistoryRecorder;
 use crate::engine::memo::KeyMemo;
 use crate::engine::{AnalysisError, BuildContext, BuildOptions, BuildOutcome, Status, run_build};
 use crate::error::Error;
+use crate::exec::base::SandboxBase;
 use crate::exec::local::LocalExecutor;
 use crate::exec::sandbox::SandboxMode;
 use crate::graph::Label;
@@ -91,6 +92,7 @@ pub(crate) fn execute(
         store: &loaded.store,
         workspace_root: &s.ws.root,
         mode,
+        base: SandboxBase::new(s.ws.sandbox_base(s.env), loaded.store.root()),
         helper: std::env::current_exe()
             .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
         on_fallback: &warn,

@@ -10,6 +10,7 @@ use crate::action::ToolResolver;
 use crate::engine::history::{Manifest, explain};
 use crate::engine::{AnalysisError, BuildContext, BuildOptions, DryInfo, DryRun, run_build};
 use crate::error::Error;
+use crate::exec::base::SandboxBase;
 use crate::exec::local::LocalExecutor;
 use crate::exec::sandbox::SandboxMode;
 use crate::graph::Label;
@@ -25,6 +26,7 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
         store: &loaded.store,
         workspace_root: &s.ws.root,
         mode: SandboxMode::Directory,
+        base: SandboxBase::new(None, loaded.store.root()),
         helper: std::path::PathBuf::new(),
         on_fallback: &warn,
         effective: OnceLock::new(),

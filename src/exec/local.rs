@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cairn_store::{Digest, FileInfo, MerkleTree, Store, StoreError, capture_dir, reapi};
 use prost::Message;
 
+use super::base::{SandboxBase, sandbox_prefix};
 use super::sandbox::{self, NamespaceSpec, SandboxMode};
 use super::{ExecError, ExecFailure, ExecOutcome, Executor};
 use crate::action::{ActionKind, PreparedAction};
@@ -37,6 +38,8 @@ pub(crate) struct LocalExecutor<'a> {
     pub workspace_root: &'a Path,
     /// The sandbox asked for; `Namespace` is checked once, on first use.
     pub mode: SandboxMode,
+    /// Where sandbox directories are made.
+    pub base: SandboxBase,
     /// This binary, which doubles as the namespace sandbox helper.
     pub helper: PathBuf,
     /// Told once when the namespace sandbox is unavailable.
@@ -50,23 +53,18 @@ pub(crate) struct LocalExecutor<'a> {
 pub(crate) const CANCELLED: &str = "cancelled";
 
 impl LocalExecutor<'_> {
-    fn sandbox_dir(&self) -> PathBuf {
-        self.store.root().join("sandbox")
-    }
-
     /// The sandbox actually used: `Namespace` only if a probe sandbox works here.
     pub fn effective_mode(&self) -> SandboxMode {
         *self.effective.get_or_init(|| {
             if self.mode != SandboxMode::Namespace {
                 return self.mode;
             }
-            let scratch = tempfile::Builder::new()
-                .prefix("probe-")
-                .tempdir_in({
-                    let base = self.sandbox_dir();
-                    let _ = fs::create_dir_all(&base);
-                    base
-                });
+            let scratch = self.base.for_inputs(0).map_err(|e| e.to_string()).and_then(|base| {
+                tempfile::Builder::new()
+                    .prefix(&sandbox_prefix("probe"))
+                    .tempdir_in(base)
+                    .map_err(|e| e.to_string())
+            });
             let result = match &scratch {
                 Ok(dir) => sandbox::probe(&self.helper, dir.path()),
                 Err(e) => Err(format!("cannot create a scratch directory: {e}")),
@@ -97,12 +95,12 @@ impl Executor for LocalExecutor<'_> {
             source,
         };
         let mode = self.effective_mode();
-        let base = self.sandbox_dir();
-        fs::create_dir_all(&base).map_err(|e| sandbox_err(io_err("create", &base, e)))?;
+        let input_bytes = action.inputs.values().map(|i| i.digest.size).sum();
+        let base = self.base.for_inputs(input_bytes).map_err(sandbox_err)?;
         let sandbox = tempfile::Builder::new()
-            .prefix("action-")
-            .tempdir_in(&base)
-            .map_err(|e| sandbox_err(io_err("create", &base, e)))?;
+            .prefix(&sandbox_prefix("action"))
+            .tempdir_in(base)
+            .map_err(|e| sandbox_err(io_err("create", base, e)))?;
         // Without a sandbox the command runs in the workspace itself.
         let root = match mode {
             SandboxMode::None => self.workspace_root.to_path_buf(),
@@ -130,7 +128,7 @@ impl Executor for LocalExecutor<'_> {
                     .map_err(sandbox_err)?;
             }
             if mode != SandboxMode::None {
-                cas.write_to(&info.digest, &path.to_host(&root), info.executable)
+                cas.write_new_file(&info.digest, &path.to_host(&root), info.executable)
                     .map_err(sandbox_err)?;
             }
         }
@@ -176,9 +174,14 @@ impl Executor for LocalExecutor<'_> {
                 sandbox::namespace_command(&self.helper, &spec, &["/bin/sh", "-c", &action.cmd])
             }
             SandboxMode::Directory | SandboxMode::None => {
+                // umask 022, so outputs do not depend on the user's umask: set by the shell
+                // (on the command's first line, so its line numbers stay as written), not by
+                // a hook between fork and exec, which would make the spawn a full `fork` of
+                // this process (copying its page tables) instead of a `vfork`.
                 let mut c = Command::new("/bin/sh");
-                c.arg("-c").arg(&action.cmd).current_dir(&workdir);
-                sandbox::set_umask_before_exec(&mut c);
+                c.arg("-c")
+                    .arg(format!("umask 022; {}", action.cmd))
+                    .current_dir(&workdir);
                 c
             }
         };

@@ -109,18 +109,6 @@ pub(crate) fn namespace_command(exe: &Path, spec: &NamespaceSpec, argv: &[&str])
     cmd
 }
 
-/// Sets umask 022 in the child, so outputs do not depend on the user's umask.
-pub(crate) fn set_umask_before_exec(cmd: &mut Command) {
-    // SAFETY: the hook runs between fork and exec and only calls umask(2), which is
-    // async-signal-safe and allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-            Ok(())
-        });
-    }
-}
-
 /// Whether namespace sandboxes work here: builds one in `scratch` and runs `true` in it.
 /// Returns the helper's complaint when they do not.
 pub(crate) fn probe(exe: &Path, scratch: &Path) -> Result<(), String> {

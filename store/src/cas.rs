@@ -3,8 +3,9 @@
 //! Never deletes a blob except one found corrupt (GC lives elsewhere).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Digest;
 use crate::error::{IoContext, Result, StoreError};
@@ -30,6 +31,74 @@ pub struct Cas {
 enum Stored {
     Raw(PathBuf),
     Zstd(PathBuf),
+}
+
+/// Whether unnamed files (`O_TMPFILE`) work here; cleared the first time they do not.
+static UNNAMED_FILES: AtomicBool = AtomicBool::new(true);
+
+/// A blob being written. Where the file system has unnamed files (ext4, xfs, btrfs, tmpfs),
+/// it is one in the blob's own fan-out directory, given its digest name once complete: no
+/// temp name, no rename across directories (which takes a lock for the whole file system, so
+/// two workers storing blobs wait on each other), and nothing left behind by a crash.
+/// Elsewhere it is a named temp file in `tmp/`, renamed into place.
+///
+/// There is no fsync per blob (it would dominate cold builds): a crash leaves no blob or a
+/// whole one under a digest name, and one damaged by a power loss fails verification on read,
+/// is removed, and its action re-runs.
+enum Pending {
+    Unnamed(File),
+    Named(tempfile::NamedTempFile),
+}
+
+impl Pending {
+    fn file(&mut self) -> &mut File {
+        match self {
+            Pending::Unnamed(file) => file,
+            Pending::Named(tmp) => tmp.as_file_mut(),
+        }
+    }
+
+    /// Puts the finished blob at `dest`. Another process may have stored the same blob first;
+    /// then that one stays.
+    fn publish(self, dest: &Path, tmp_dir: &Path) -> Result<()> {
+        match self {
+            Pending::Unnamed(mut file) => {
+                use std::os::fd::AsRawFd;
+                // Naming an unnamed file takes its /proc path (linking by descriptor alone,
+                // AT_EMPTY_PATH, needs a capability).
+                let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+                let linked = nix::unistd::linkat(
+                    nix::fcntl::AT_FDCWD,
+                    by_fd.as_str(),
+                    nix::fcntl::AT_FDCWD,
+                    dest,
+                    nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+                );
+                match linked {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+                    // No /proc here: copy to a named temp file, and use those from now on.
+                    Err(nix::errno::Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
+                        UNNAMED_FILES.store(false, Ordering::Relaxed);
+                        let mut named = temp_file(tmp_dir)?;
+                        file.seek(io::SeekFrom::Start(0)).at("read", dest)?;
+                        io::copy(&mut file, named.as_file_mut()).at("copy", dest)?;
+                        Pending::Named(named).publish(dest, tmp_dir)
+                    }
+                    Err(e) => Err(io::Error::from(e)).at("link into", dest),
+                }
+            }
+            Pending::Named(tmp) => {
+                tmp.persist(dest)
+                    .map_err(|e| e.error)
+                    .at("rename into", dest)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::NamedTempFile::new_in(dir).at("create temp file in", dir)
 }
 
 impl Cas {
@@ -119,13 +188,15 @@ impl Cas {
             }
             return self.write_new(&digest, &bytes);
         }
-        let tmp = self.temp_file()?;
-        fs::copy(path, tmp.path()).at("copy", path)?;
-        let actual = Digest::of_file(tmp.path()).at("read", tmp.path())?;
-        if actual != digest {
+        let dest = self.raw_path(&digest);
+        let mut pending = self.pending(&dest)?;
+        let mut source = File::open(path).at("read", path)?;
+        let mut writer = HashingWriter::new(pending.file());
+        io::copy(&mut source, &mut writer).at("copy", path)?;
+        if writer.digest() != digest {
             return Err(changed_while_storing(path));
         }
-        self.publish(tmp, &self.raw_path(&digest))
+        pending.publish(&dest, &self.tmp)
     }
 
     fn write_new(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
@@ -139,26 +210,40 @@ impl Cas {
         self.write_atomically(&self.raw_path(digest), bytes)
     }
 
-    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
-        tempfile::NamedTempFile::new_in(&self.tmp).at("create temp file in", &self.tmp)
-    }
-
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        let mut tmp = self.temp_file()?;
-        tmp.write_all(bytes).at("write", tmp.path())?;
-        self.publish(tmp, dest)
+        let mut pending = self.pending(dest)?;
+        pending.file().write_all(bytes).at("write", dest)?;
+        pending.publish(dest, &self.tmp)
     }
 
-    /// Renames a finished temp file into place: a crash leaves either no blob or a whole one
-    /// under a digest name. There is no fsync per blob (it would dominate cold builds); a blob
-    /// damaged by a power loss fails verification on read, is removed, and its action re-runs.
-    fn publish(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    /// A file to write the blob for `dest` into (see [`Pending`]).
+    fn pending(&self, dest: &Path) -> Result<Pending> {
         let parent = dest.parent().expect("blob paths have a fan-out directory");
         fs::create_dir_all(parent).at("create", parent)?;
-        tmp.persist(dest)
-            .map_err(|e| e.error)
-            .at("rename into", dest)?;
-        Ok(())
+        if UNNAMED_FILES.load(Ordering::Relaxed) {
+            use std::os::unix::fs::OpenOptionsExt;
+            match fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nix::libc::O_TMPFILE)
+                .mode(0o600)
+                .open(parent)
+            {
+                Ok(file) => return Ok(Pending::Unnamed(file)),
+                // EOPNOTSUPP: this file system has no unnamed files; EISDIR or ENOENT: the
+                // kernel predates them.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::ENOENT)
+                    ) =>
+                {
+                    UNNAMED_FILES.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(e).at("create temp file in", parent),
+            }
+        }
+        Ok(Pending::Named(temp_file(&self.tmp)?))
     }
 
     /// Reads a whole blob, verifying its digest. A corrupt blob is removed and reported.
@@ -176,6 +261,26 @@ impl Cas {
         };
         self.check(digest, Digest::of_bytes(&bytes))?;
         Ok(bytes)
+    }
+
+    /// Writes a blob's content to `dest`, a new file in a directory no one else writes to (an
+    /// action's sandbox): no temp file and rename, since no reader can see it half-written.
+    /// Mode 0644, or 0755 when `executable`. Blobs above 1 MiB go through [`Cas::write_to`].
+    pub fn write_new_file(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
+        if digest.size > SMALL_BLOB {
+            return self.write_to(digest, dest, executable);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let bytes = self.get_bytes(digest)?;
+        let parent = dest
+            .parent()
+            .expect("a destination file has a parent directory");
+        fs::create_dir_all(parent).at("create", parent)?;
+        let mut file = File::create_new(dest).at("create", dest)?;
+        file.write_all(&bytes).at("write", dest)?;
+        let mode = if executable { 0o755 } else { 0o644 };
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .at("chmod", dest)
     }
 
     /// Writes a blob's content to `dest` (replacing it atomically) with mode 0644, or 0755 when
@@ -438,5 +543,47 @@ mod tests {
         let wrong = Digest::of_bytes(b"other");
         assert!(cas.put_file_with_digest(&src, wrong).is_err());
         assert!(!cas.contains(&wrong));
+    }
+
+    #[test]
+    fn stored_blobs_leave_no_temp_files_and_a_second_store_keeps_the_first() {
+        let (dir, cas) = cas();
+        let file = dir.path().join("file");
+        fs::write(&file, "z".repeat(1000)).unwrap(); // below COMPRESS_MIN: copied as it is
+        let small = b"small blob".to_vec();
+        let compressible = "abc".repeat(10_000).into_bytes();
+        let d_file = cas.put_file(&file).unwrap();
+        let d_small = cas.put_bytes(&small).unwrap();
+        let d_comp = cas.put_bytes(&compressible).unwrap();
+        assert_eq!(cas.get_bytes(&d_small).unwrap(), small);
+        assert_eq!(cas.get_bytes(&d_comp).unwrap(), compressible);
+        assert!(cas.verify(&d_file).unwrap());
+        // The same blob published again (as by another process racing this one) is no error.
+        cas.write_atomically(&cas.raw_path(&d_small), &small)
+            .unwrap();
+        assert_eq!(cas.get_bytes(&d_small).unwrap(), small);
+        let left: Vec<_> = fs::read_dir(dir.path().join("tmp")).unwrap().collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+        let names: Vec<String> = cas.list().unwrap().into_iter().map(|(h, _)| h).collect();
+        for d in [d_file, d_small, d_comp] {
+            assert!(names.contains(&d.hex()), "{} is listed", d.hex());
+        }
+        assert_eq!(names.len(), 3, "nothing but the blobs: {names:?}");
+    }
+
+    #[test]
+    fn write_new_file_writes_content_and_mode_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, cas) = cas();
+        let d = cas.put_bytes(b"#!/bin/sh\necho hi\n").unwrap();
+        let dest = dir.path().join("sandbox/root/pkg/run.sh");
+        cas.write_new_file(&d, &dest, true).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"#!/bin/sh\necho hi\n");
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        assert!(
+            cas.write_new_file(&d, &dest, true).is_err(),
+            "an existing file is never overwritten"
+        );
     }
 }

@@ -240,3 +240,102 @@ fn sandbox_none_is_explicit_and_shown() {
     assert!(run.stderr.contains("(sandbox: none)"), "{}", run.stderr);
     assert_eq!(ws.read("x.txt"), "x\n");
 }
+
+/// Runs `cairn -C <ws> build --sandbox directory` (whose working directory is the sandbox's
+/// own path) with the environment given, asserting success.
+fn build_in_directory_sandbox(ws: &Workspace, env: &[(&str, &std::path::Path)]) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.arg("-C")
+        .arg(ws.root())
+        .args(["build", "--sandbox", "directory"])
+        .env("CAIRN_STORE", ws.store())
+        .env_remove("CAIRN_SANDBOX_BASE");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sandboxes_go_to_the_configured_base_which_is_left_empty() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"where\", cmd = \"pwd > $OUT\", outs = [\"where.txt\"])\n",
+    );
+    let base = tempfile::tempdir().unwrap();
+    // What a killed build left: a sandbox named after a process that is gone.
+    let gone = std::process::Command::new("true")
+        .spawn()
+        .and_then(|mut c| c.wait().map(|_| c.id()))
+        .unwrap();
+    let stale = base.path().join(format!("action-{gone}-x1y2z3"));
+    std::fs::create_dir_all(stale.join("root/pkg")).unwrap();
+    std::fs::write(stale.join("root/pkg/big.bin"), "left behind").unwrap();
+
+    build_in_directory_sandbox(&ws, &[("CAIRN_SANDBOX_BASE", base.path())]);
+    let sandbox = ws.read("where.txt");
+    assert!(
+        sandbox.starts_with(&format!("{}/action-", base.path().display())),
+        "the action ran in {sandbox}"
+    );
+    let left: Vec<_> = std::fs::read_dir(base.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the action's sandbox and the killed build's are both gone: {left:?}"
+    );
+}
+
+#[test]
+fn by_default_sandboxes_go_to_a_private_tmpfs_directory_or_the_store() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"where\", cmd = \"pwd > $OUT\", outs = [\"where.txt\"])\n",
+    );
+    build_in_directory_sandbox(&ws, &[]);
+    let sandbox = ws.read("where.txt");
+    let uid = std::fs::metadata(ws.root()).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let memory = format!("/dev/shm/cairn-{}/action-", uid.unwrap());
+    let disk = format!("{}/sandbox/action-", ws.store().display());
+    assert!(
+        sandbox.starts_with(&memory) || sandbox.starts_with(&disk),
+        "the action ran in {sandbox}, neither under {memory} nor {disk}"
+    );
+}
+
+#[test]
+fn actions_run_with_umask_022_whatever_the_callers() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"mode\", cmd = 'touch $TMPDIR/f && mkdir $TMPDIR/d && stat -c %a $TMPDIR/f $TMPDIR/d > $OUT', outs = [\"mode.txt\"])\n",
+    );
+    let mut modes = vec!["directory", "none"];
+    if namespaces_available() {
+        modes.push("namespace");
+    }
+    for mode in modes {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("umask 077 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .arg("-C")
+            .arg(ws.root())
+            .args(["build", "--sandbox", mode])
+            .env("CAIRN_STORE", ws.store().join(mode))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(ws.read("mode.txt"), "644\n755\n", "with the {mode} sandbox");
+    }
+}
