@@ -140,7 +140,7 @@ def _notes(r: Result) -> str:
         parts.append("%s evaluated" % e["evaluated"])
     if "clean_ms" in e:
         parts.append("clean %.0f ms" % e["clean_ms"])
-    if "targets" in e and r.scenario == "a":
+    if "targets" in e and r.scenario.startswith("a"):
         parts.append("%d targets" % e["targets"])
     if "note" in e:
         parts.append(e["note"])
@@ -290,16 +290,20 @@ class Cairn:
         env["NO_COLOR"] = "1"
         return env
 
-    def argv(self, *args: str, runs_actions: bool = False) -> list[str]:
+    def argv(self, *args: str, runs_actions: bool = False,
+             sandbox: str | None = None) -> list[str]:
         base = [self.binary, "-C", self.ws.root, "--color", "never"]
         if self.jobs:
             base += ["-j", str(self.jobs)]
-        if self.sandbox and runs_actions:
-            base += ["--sandbox", self.sandbox]
+        sandbox = sandbox or self.sandbox
+        if sandbox and runs_actions:
+            base += ["--sandbox", sandbox]
         return base + list(args)
 
-    def build(self, cmd: str = "test", store: str | None = None) -> tuple[Run, dict]:
-        r = run(self.argv("--json", cmd, "//...", runs_actions=True), self.env(store))
+    def build(self, cmd: str = "test", store: str | None = None,
+              sandbox: str | None = None) -> tuple[Run, dict]:
+        r = run(self.argv("--json", cmd, "//...", runs_actions=True, sandbox=sandbox),
+                self.env(store))
         return r, json.loads(r.stdout)
 
 
@@ -326,29 +330,31 @@ def executed_targets(summary: dict) -> list[dict]:
     return [t for t in summary["targets"] if t["status"] == "executed"]
 
 
-def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: bool) -> None:
+def cold_build(b: Bench, cairn: Cairn, n: int, heavy: int, scenario: str, title: str,
+               sandbox: str | None = None, store_prefix: str | None = None) -> None:
+    """Scenario (a): `heavy` cold builds, each with an empty store and no outputs. The last
+    one's store is `store_prefix` (default: the store the later scenarios use)."""
     ws, ed = cairn.ws, Editor(cairn.ws)
     jobs = cairn.jobs or os.cpu_count() or 1
     targets = ws.targets
-
-    # (a) cold build, empty store
+    last = store_prefix or cairn.store
     samples, execd, per_action = [], [], []
     for i in range(heavy):
-        store = cairn.store if i == heavy - 1 else cairn.store + ".cold%d" % i
+        store = last if i == heavy - 1 else last + ".cold%d" % i
         shutil.rmtree(store, ignore_errors=True)
         ed.remove_outputs()
-        r, s = cairn.build(store=store)
+        r, s = cairn.build(store=store, sandbox=sandbox)
         samples.append(r.wall_ms)
         ex = executed_targets(s)
         execd.append(len(ex))
         cmd_ms = sum(t["duration_ms"] for t in ex)
         per_action.append((r.wall_ms - cmd_ms / jobs) / max(1, len(ex)))
-    b.expect("cairn cold N=%d executed" % n, execd[-1], targets)
+    b.expect("cairn %s N=%d executed" % (scenario, n), execd[-1], targets)
     raw = raw_command_ms(ws)
     raw_total = len(ws.packages) * (raw["build"] + raw["test"])
     b.add(
         Result(
-            "a", "cold build, empty store", n, "cairn", "ms", samples, execd,
+            scenario, title, n, "cairn", "ms", samples, execd,
             {
                 "per_action_overhead_ms": statistics.median(per_action),
                 "per_action_overhead_vs_raw_ms":
@@ -358,9 +364,24 @@ def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: boo
                 "targets": targets,
                 "sum_duration_ms": cmd_ms,
                 "cairn_wall_ms": s.get("wall_ms"),
+                "sandbox": sandbox or cairn.sandbox or "default (namespace)",
             },
         )
     )
+
+
+def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: bool) -> None:
+    ws, ed = cairn.ws, Editor(cairn.ws)
+    jobs = cairn.jobs or os.cpu_count() or 1
+    targets = ws.targets
+
+    # (a) cold build, empty store: first with the directory sandbox (its own stores), then
+    # with the sandbox asked for, whose store the later scenarios use (the last store to
+    # write the outputs must be theirs, or their first run rewrites every output).
+    if cairn.sandbox is None:
+        cold_build(b, cairn, n, heavy, "a-directory", "cold build, directory sandbox",
+                   sandbox="directory", store_prefix=cairn.store + ".directory")
+    cold_build(b, cairn, n, heavy, "a", "cold build, empty store")
 
     # (b) no-op
     settle()
@@ -710,7 +731,7 @@ def table(b: Bench, with_turbo: bool) -> str:
         rows[0] += ["turbo", "exec", "cairn/turbo"]
     rows[0].append("notes")
     keyed = {(r.scenario, r.packages, r.tool): r for r in b.results}
-    order = ["a", "b", "c", "d", "e", "f", "g", "h-warm", "h-cold", "h-fresh"]
+    order = ["a-directory", "a", "b", "c", "d", "e", "f", "g", "h-warm", "h-cold", "h-fresh"]
     ns = sorted({r.packages for r in b.results})
     for sc in order:
         for n in ns:

@@ -65,6 +65,7 @@ impl ActionFixture {
                 line: 1,
                 column: 1,
             },
+            definition: Default::default(),
         };
         let tool = |name: &str| Tool {
             name: name.to_string(),

@@ -258,6 +258,7 @@ mod tests {
                 line: 1,
                 column: 1,
             },
+            definition: Default::default(),
         }
     }
 

@@ -123,6 +123,8 @@ impl Graph {
         for (label, src) in dropped {
             let t = map.get_mut(&label).expect("label came from the map");
             t.srcs.retain(|s| *s != src);
+            // The definition changed: its digest (perhaps from the analysis cache) is stale.
+            t.definition = Default::default();
         }
 
         let mut rdeps: HashMap<Label, Vec<Label>> = HashMap::default();
@@ -360,6 +362,7 @@ mod tests {
                 line: 1,
                 column: 1,
             },
+            definition: Default::default(),
         }
     }
 
@@ -428,5 +431,24 @@ mod tests {
             .map(|l| l.to_string())
             .collect();
         assert_eq!(order, ["//c:z", "//b:y", "//a:x"]);
+    }
+
+    #[test]
+    fn dropping_a_globbed_output_from_srcs_renews_the_definition_digest() {
+        let path = |p: &str| WorkspacePath::in_package("a", p).unwrap();
+        let mut reader = target("a", "reader", &[], &[]);
+        reader.srcs = vec![path("gen.txt"), path("in.txt")];
+        let stale = reader.definition_digest(); // as if it came from the analysis cache
+        let mut expected = target("a", "reader", &[], &[]);
+        expected.srcs = vec![path("in.txt")];
+        let g = Graph::new(
+            vec![reader, target("a", "gen", &[], &["gen.txt"])],
+            &|_, _| true,
+        )
+        .unwrap();
+        let reader = g.get(&Label::parse("//a:reader", "").unwrap()).unwrap();
+        assert_eq!(reader.srcs, [path("in.txt")]);
+        assert_ne!(reader.definition_digest(), stale);
+        assert_eq!(reader.definition_digest(), expected.definition_digest());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,10 @@ impl fmt::Display for Location {
     }
 }
 
+/// Prefixes the hashed definition; a new value invalidates stored digests (it enters the
+/// analysis cache's fingerprint).
+pub(crate) const DEFINITION_DOMAIN: &[u8] = b"cairn target definition v1\0";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Target {
     #[serde(with = "label_serde")]
@@ -74,9 +79,24 @@ pub(crate) struct Target {
     #[serde(with = "digest_serde")]
     pub fixed_digest: Option<cairn_store::Digest>,
     pub location: Location,
+    /// The digest of everything above, computed on first use (`definition_digest`) or taken
+    /// from the analysis cache, which keeps it beside the target: a cached target is never
+    /// serialized again to be fingerprinted. A target is not changed after it is loaded.
+    #[serde(skip)]
+    pub definition: OnceLock<[u8; 32]>,
 }
 
 impl Target {
+    /// BLAKE3 of the serialized definition (every field but this digest).
+    pub fn definition_digest(&self) -> [u8; 32] {
+        *self.definition.get_or_init(|| {
+            let mut h = blake3::Hasher::new();
+            h.update(DEFINITION_DOMAIN);
+            h.update(&postcard::to_stdvec(self).expect("a target serializes"));
+            *h.finalize().as_bytes()
+        })
+    }
+
     /// Every declared output path (files and directories).
     pub fn outputs(&self) -> impl Iterator<Item = &WorkspacePath> {
         self.outs.iter().chain(&self.out_dirs)

@@ -242,6 +242,7 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         pass_env: attrs.pass_env,
         fixed_digest,
         location,
+        definition: Default::default(),
     });
     Ok(NoneType)
 }

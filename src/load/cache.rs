@@ -28,6 +28,8 @@ pub(crate) struct PackageEntry {
     /// Every `.star` file the evaluation loaded, directly or not, with its digest.
     pub loads: BTreeMap<String, String>,
     pub targets: Vec<Target>,
+    /// `definition_digest()` of each target, in order: decoded targets get theirs from here.
+    pub definitions: Vec<[u8; 32]>,
     pub globbed: Vec<WorkspacePath>,
 }
 
@@ -39,6 +41,15 @@ impl AnalysisCache {
             .and_then(|b| zstd::decode_all(b).ok())
             .and_then(|b| postcard::from_bytes::<AnalysisCache>(&b).ok())
             .filter(|c| c.fingerprint == fingerprint)
+            .filter(|c| {
+                c.packages.values().all(|e| {
+                    e.targets.len() == e.definitions.len()
+                        && e.targets.iter().zip(&e.definitions).all(|(t, d)| {
+                            // Freshly decoded: the digest is not set yet.
+                            t.definition.set(*d).is_ok()
+                        })
+                })
+            })
             .unwrap_or(AnalysisCache {
                 fingerprint,
                 packages: BTreeMap::new(),
@@ -64,9 +75,45 @@ pub(crate) fn files_digest(files: &[String]) -> String {
 fn fingerprint() -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+    hasher.update(crate::graph::target::DEFINITION_DOMAIN);
     for (name, source) in PRELUDE {
         hasher.update(name.as_bytes());
         hasher.update(source.as_bytes());
     }
     hasher.finalize().to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::ActionFixture;
+
+    fn cache_with(targets: Vec<Target>, definitions: Vec<[u8; 32]>) -> Vec<u8> {
+        let mut cache = AnalysisCache::decode(None);
+        cache.packages.insert(
+            "apps/app0001".into(),
+            PackageEntry {
+                build: "b".into(),
+                files: "f".into(),
+                loads: BTreeMap::new(),
+                targets,
+                definitions,
+                globbed: Vec::new(),
+            },
+        );
+        cache.encode()
+    }
+
+    #[test]
+    fn decoded_targets_carry_their_stored_definition_digests() {
+        let target = ActionFixture::new(3, 1).target;
+        let digest = target.definition_digest();
+        let bytes = cache_with(vec![target.clone()], vec![digest]);
+        let decoded = AnalysisCache::decode(Some(&bytes));
+        let t = &decoded.packages["apps/app0001"].targets[0];
+        assert_eq!(t.definition.get(), Some(&digest), "set from the cache, not recomputed");
+        // A record whose digests do not pair with its targets is not trusted.
+        let bytes = cache_with(vec![target], Vec::new());
+        assert!(AnalysisCache::decode(Some(&bytes)).packages.is_empty());
+    }
 }

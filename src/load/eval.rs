@@ -329,11 +329,13 @@ fn evaluate_package(
         .collect();
     let mut globbed: Vec<WorkspacePath> = ctx.globbed.into_inner().into_iter().collect();
     globbed.sort();
+    let targets = ctx.targets.into_inner();
     Ok(PackageEntry {
         build: String::new(),
         files: String::new(),
         loads,
-        targets: ctx.targets.into_inner(),
+        definitions: targets.iter().map(Target::definition_digest).collect(),
+        targets,
         globbed,
     })
 }
