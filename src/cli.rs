@@ -6,6 +6,7 @@ mod args;
 mod build;
 mod graph;
 mod store;
+mod uptodate;
 mod watch;
 mod why;
 
@@ -185,15 +186,27 @@ impl<'a> Session<'a> {
 
     /// Opens the store and loads the graph (through the analysis cache).
     pub fn load(&self) -> Result<Loaded, Error> {
+        self.load_opened(None)
+    }
+
+    /// `load`, with the store and the workspace's file states already opened (and perhaps
+    /// checked in part), or opening them.
+    pub fn load_opened(&self, opened: Option<(Store, Arc<FileStates>)>) -> Result<Loaded, Error> {
         let began = std::time::Instant::now();
-        let store = self.open_store()?;
+        let (store, preloaded) = match opened {
+            Some((store, states)) => (store, Some(states)),
+            None => (self.open_store()?, None),
+        };
         report::trace::span("open store", began);
         // The loaded file states are checked against the file system on a thread of their
         // own while the workspace is analysed, and on through the build: a source or output
         // found unchanged then costs the build no `stat`. The thread ends with the process
         // (or when `stop_checking` is called), and never writes anything.
         let load_states = || {
-            let states = Arc::new(FileStates::load(store.db(), &self.ws.root)?);
+            let states = match preloaded {
+                Some(states) => states,
+                None => Arc::new(FileStates::load(store.db(), &self.ws.root)?),
+            };
             let checking = Arc::clone(&states);
             let spawned = std::thread::Builder::new()
                 .name("check file states".into())
@@ -231,10 +244,15 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// Saves what loading and building learnt about files.
-    pub fn save_states(&self, loaded: &Loaded) {
-        if let Err(e) = loaded.states.save(loaded.store.db()) {
-            self.warn(&format!("could not save the file-state cache: {e}"));
+    /// Saves what loading and building learnt about files; false (after a warning) if that
+    /// failed.
+    pub fn save_states(&self, loaded: &Loaded) -> bool {
+        match loaded.states.save(loaded.store.db()) {
+            Ok(()) => true,
+            Err(e) => {
+                self.warn(&format!("could not save the file-state cache: {e}"));
+                false
+            }
         }
     }
 

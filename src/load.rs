@@ -12,9 +12,25 @@ pub(crate) mod scan;
 pub(crate) use cache::AnalysisCache;
 pub(crate) use diagnostic::Diagnostic;
 pub(crate) use eval::load_workspace;
-pub(crate) use scan::{Scan, scan_cached, scan_workspace};
+pub(crate) use scan::{Scan, scan_cached, scan_workspace, stored_scan_is_current};
 
 use std::path::PathBuf;
+
+/// Compresses a stored record (the scan, the analysis cache) as one zstd frame that records
+/// its size, so `unpack` allocates once and decompresses in one call.
+pub(crate) fn pack(bytes: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(bytes, 1).expect("compressing in memory cannot fail")
+}
+
+/// Decompresses what `pack` wrote (or any zstd stream); `None` if it is damaged.
+pub(crate) fn unpack(bytes: &[u8]) -> Option<Vec<u8>> {
+    /// A recorded size above this is not believed.
+    const MAX_SIZE: u64 = 1 << 30;
+    match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(size)) if size <= MAX_SIZE => zstd::bulk::decompress(bytes, size as usize).ok(),
+        _ => zstd::decode_all(bytes).ok(),
+    }
+}
 
 /// The file name that makes a directory a package.
 pub(crate) const BUILD_FILE: &str = "BUILD.star";

@@ -66,6 +66,15 @@ impl<'a> ToolResolver<'a> {
         &self.path_var
     }
 
+    /// Every name resolved so far, with what it resolved to.
+    pub fn resolved(&self) -> std::collections::BTreeMap<String, Option<Tool>> {
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        resolved
+            .iter()
+            .map(|(name, tool)| (name.clone(), tool.clone()))
+            .collect()
+    }
+
     /// The first executable file named `name` on the tool path.
     pub fn resolve(&self, name: &str, states: &FileStates) -> Option<Tool> {
         if name.is_empty() || name.contains('/') {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::{Loaded, Session, build_context};
+use super::{Loaded, Session, build_context, uptodate};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
 use crate::engine::memo::KeyMemo;
@@ -30,7 +30,28 @@ pub(crate) fn build(
 ) -> Result<u8, Error> {
     let tracer = trace.map(|_| Tracer::install());
     let loading = Instant::now();
-    let loaded = s.load()?;
+    let mode = sandbox_mode(s);
+    let command = uptodate::command_identity(s, patterns, run_tests, mode.as_str());
+    // The up-to-date record answers a repeated command whose inputs did not change; `--check`,
+    // traces and reports want the build itself.
+    let replayable = !check && trace.is_none() && junit.is_none();
+    let mut opened = None;
+    if replayable {
+        let store = s.open_store()?;
+        let states = std::sync::Arc::new(
+            cairn_store::FileStates::load(store.db(), &s.ws.root).map_err(|e| s.store_error(e))?,
+        );
+        if let Some(outcome) = uptodate::replay(s, &store, &states, &command) {
+            report_replayed(s, &store, &outcome, mode);
+            if s.args.json {
+                report::print_json(&report::json_summary(&outcome));
+            }
+            std::mem::forget((states, outcome));
+            return Ok(0);
+        }
+        opened = Some((store, states));
+    }
+    let loaded = s.load_opened(opened)?;
     report::trace::span("load and analysis", loading);
     let patterns = s.patterns(patterns)?;
     let roots: Vec<Label> = loaded
@@ -41,8 +62,19 @@ pub(crate) fn build(
         .collect();
     let outcome = execute(s, &loaded, roots, run_tests, check, tracer, None, false)?;
     let saving = Instant::now();
-    s.save_states(&loaded);
+    let saved = s.save_states(&loaded);
     report::trace::span("save file states", saving);
+    if replayable && saved {
+        uptodate::record(
+            s,
+            &loaded.store,
+            &loaded.states,
+            loaded.graph(),
+            !loaded.analysis.evaluated.is_empty(),
+            &command,
+            &outcome,
+        );
+    }
     if let (Some(t), Some(path)) = (tracer, trace) {
         t.write(path, s.jobs())
             .map_err(|e| Error::Io(format!("Cannot write the trace `{}`: {e}", path.display())))?;
@@ -82,11 +114,7 @@ pub(crate) fn execute(
     // Shared with other builds; `store gc` waits for it.
     let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
     let reporter = ConsoleReporter::new(s.style, s.args.verbose).for_watch(watch);
-    let mode = s
-        .args
-        .sandbox
-        .or(s.ws.config.build.sandbox)
-        .unwrap_or(SandboxMode::Namespace);
+    let mode = sandbox_mode(s);
     let warn = |text: &str| reporter.warning(text);
     let executor = LocalExecutor {
         store: &loaded.store,
@@ -122,7 +150,7 @@ pub(crate) fn execute(
         ..build_context(s, loaded, &executor, &reporter, &tools)
     };
     let began = Instant::now();
-    let outcome = run_build(
+    let mut outcome = run_build(
         &context,
         &BuildOptions {
             roots,
@@ -132,6 +160,7 @@ pub(crate) fn execute(
         },
     );
     report::trace::span("build", began);
+    outcome.tools = tools.resolved();
     // What the file-state check has not reached by now, no one needs (`cairn run` goes on to
     // run a command of the user's: it gets the core).
     loaded.states.stop_checking();
@@ -143,15 +172,7 @@ pub(crate) fn execute(
         .flush_usage()
         .and_then(|()| db.record_history(&workspace_key, &history.into_entries()))
         .and_then(|()| memo.save(db, &workspace_key))
-        .and_then(|()| {
-            db.record_build(&cairn_store::BuildRecord {
-                executed: outcome.count(Status::Executed) as u64,
-                cached: outcome.count(Status::Cached) as u64,
-                failed: outcome.count(Status::Failed) as u64,
-                wall_ms: outcome.wall_ms,
-                saved_ms: outcome.reports.iter().map(|r| r.saved_ms).sum(),
-            })
-        });
+        .and_then(|()| db.record_build(&build_record(&outcome)));
     report::trace::span("record history and statistics", began);
     if let Err(e) = recorded {
         s.warn(&format!(
@@ -161,18 +182,62 @@ pub(crate) fn execute(
     if watch {
         return Ok(outcome);
     }
-    let mut summary = report::summary_line(&outcome, &s.style);
-    match executor.effective.get() {
-        Some(SandboxMode::Directory) if mode == SandboxMode::Namespace => {
-            summary.push_str(" (sandbox: directory, namespaces unavailable)")
-        }
-        _ if mode == SandboxMode::None => {
-            summary.push_str(&format!(" (sandbox: {})", mode.as_str()))
-        }
-        _ => {}
+    let fell_back =
+        executor.effective.get() == Some(&SandboxMode::Directory) && mode == SandboxMode::Namespace;
+    print_summary(s, &outcome, mode, fell_back);
+    Ok(outcome)
+}
+
+/// The sandbox asked for: `--sandbox`, else `[build] sandbox`, else the namespace sandbox.
+fn sandbox_mode(s: &Session) -> SandboxMode {
+    s.args
+        .sandbox
+        .or(s.ws.config.build.sandbox)
+        .unwrap_or(SandboxMode::Namespace)
+}
+
+fn build_record(outcome: &BuildOutcome) -> cairn_store::BuildRecord {
+    cairn_store::BuildRecord {
+        executed: outcome.count(Status::Executed) as u64,
+        cached: outcome.count(Status::Cached) as u64,
+        failed: outcome.count(Status::Failed) as u64,
+        wall_ms: outcome.wall_ms,
+        saved_ms: outcome.reports.iter().map(|r| r.saved_ms).sum(),
+    }
+}
+
+/// The summary line, naming the sandbox when it is not the namespace one.
+fn print_summary(s: &Session, outcome: &BuildOutcome, mode: SandboxMode, fell_back: bool) {
+    let mut summary = report::summary_line(outcome, &s.style);
+    if fell_back {
+        summary.push_str(" (sandbox: directory, namespaces unavailable)");
+    } else if mode == SandboxMode::None {
+        summary.push_str(&format!(" (sandbox: {})", mode.as_str()));
     }
     report::print_stderr(&summary);
-    Ok(outcome)
+}
+
+/// Reports a replayed outcome (every target cached) as `execute` reports a build.
+fn report_replayed(
+    s: &Session,
+    store: &cairn_store::Store,
+    outcome: &BuildOutcome,
+    mode: SandboxMode,
+) {
+    if s.args.verbose {
+        report::print_stderr(
+            "nothing this command depends on changed since it last ran: its outcome is replayed (no analysis, no build)",
+        );
+    }
+    let reporter = ConsoleReporter::new(s.style, s.args.verbose);
+    for report in &outcome.reports {
+        reporter.target_finished(report);
+    }
+    reporter.finish();
+    if let Err(e) = store.db().record_build(&build_record(outcome)) {
+        s.warn(&format!("could not record build statistics: {e}"));
+    }
+    print_summary(s, outcome, mode, false);
 }
 
 /// `cairn run LABEL -- ARGS`: builds the target's dependencies, then runs its command in the

@@ -68,7 +68,7 @@ fn hash_info(h: &mut blake3::Hasher, info: &FileInfo) {
 }
 
 /// The running binary's identity: path, size, mtime and inode.
-fn binary_identity() -> String {
+pub(crate) fn binary_identity() -> String {
     let exe = std::env::current_exe().unwrap_or_default();
     let meta = std::fs::metadata(&exe).ok();
     format!(

@@ -71,6 +71,9 @@ pub(crate) struct BuildOutcome {
     /// One report per action or test, in completion order.
     pub reports: Vec<TargetReport>,
     pub wall_ms: u64,
+    /// Every tool name the build resolved, with what it resolved to (set by the caller that
+    /// owns the resolver).
+    pub tools: BTreeMap<String, Option<crate::action::Tool>>,
 }
 
 impl BuildOutcome {
@@ -260,6 +263,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
         reports.push(report);
     }
     BuildOutcome {
+        tools: BTreeMap::new(),
         reports,
         wall_ms: start.elapsed().as_millis() as u64,
     }

@@ -82,15 +82,17 @@ impl Graph {
                 return Err(conflict(&map, t, pair[1], &outputs[pair[0]]));
             }
         }
+        // A path is some target's output if it or one of its parent directories is declared:
+        // a hash lookup per path component (sources far outnumber outputs).
+        let by_path: HashMap<&str, &Label> = outputs.iter().map(|(p, l)| (p.as_str(), l)).collect();
         let producer_of = |path: &WorkspacePath| -> Option<&Label> {
-            outputs
-                .range::<WorkspacePath, _>((
-                    std::ops::Bound::Unbounded,
-                    std::ops::Bound::Included(path),
-                ))
-                .next_back()
-                .filter(|(out, _)| path.is_within(out))
-                .map(|(_, l)| l)
+            let mut prefix = path.as_str();
+            loop {
+                if let Some(label) = by_path.get(prefix) {
+                    return Some(*label);
+                }
+                prefix = &prefix[..prefix.rfind('/')?];
+            }
         };
 
         let mut dropped: Vec<(Label, WorkspacePath)> = Vec::new();
@@ -450,5 +452,27 @@ mod tests {
         assert_eq!(reader.srcs, [path("in.txt")]);
         assert_ne!(reader.definition_digest(), stale);
         assert_eq!(reader.definition_digest(), expected.definition_digest());
+    }
+
+    #[test]
+    fn a_source_inside_an_output_directory_is_an_output() {
+        let path = |p: &str| WorkspacePath::in_package("a", p).unwrap();
+        let mut maker = target("a", "gen", &[], &[]);
+        maker.out_dirs = vec![path("dist")];
+        let reader = |src: &str| {
+            let mut t = target("a", "reader", &[], &[]);
+            t.srcs = vec![path(src)];
+            t
+        };
+        let err =
+            Graph::new(vec![maker.clone(), reader("dist/deep/x.js")], &|_, _| false).unwrap_err();
+        assert!(
+            matches!(&err, GraphError::SourceIsOutput { producer, .. } if producer.name == "gen"),
+            "{err}"
+        );
+        // Only a whole path component counts: `dist2/` is not inside `dist/`.
+        let g = Graph::new(vec![maker, reader("dist2/x.js")], &|_, _| false).unwrap();
+        let label = Label::parse("//a:reader", "").unwrap();
+        assert_eq!(g.get(&label).unwrap().srcs, [path("dist2/x.js")]);
     }
 }

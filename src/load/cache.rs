@@ -38,7 +38,7 @@ impl AnalysisCache {
     pub fn decode(bytes: Option<&[u8]>) -> AnalysisCache {
         let fingerprint = fingerprint();
         bytes
-            .and_then(|b| zstd::decode_all(b).ok())
+            .and_then(super::unpack)
             .and_then(|b| postcard::from_bytes::<AnalysisCache>(&b).ok())
             .filter(|c| c.fingerprint == fingerprint)
             .filter(|c| {
@@ -57,8 +57,7 @@ impl AnalysisCache {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let bytes = postcard::to_stdvec(self).expect("the analysis cache serializes");
-        zstd::encode_all(bytes.as_slice(), 1).expect("compressing in memory cannot fail")
+        super::pack(&postcard::to_stdvec(self).expect("the analysis cache serializes"))
     }
 }
 
@@ -111,7 +110,11 @@ mod tests {
         let bytes = cache_with(vec![target.clone()], vec![digest]);
         let decoded = AnalysisCache::decode(Some(&bytes));
         let t = &decoded.packages["apps/app0001"].targets[0];
-        assert_eq!(t.definition.get(), Some(&digest), "set from the cache, not recomputed");
+        assert_eq!(
+            t.definition.get(),
+            Some(&digest),
+            "set from the cache, not recomputed"
+        );
         // A record whose digests do not pair with its targets is not trusted.
         let bytes = cache_with(vec![target], Vec::new());
         assert!(AnalysisCache::decode(Some(&bytes)).packages.is_empty());

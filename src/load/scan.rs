@@ -86,6 +86,45 @@ fn fingerprint(skip: &[PathBuf]) -> String {
     text
 }
 
+/// The part of a `ScanRecord` that says what it depends on (postcard reads fields in order,
+/// so the stored scan itself is not decoded).
+#[derive(Deserialize)]
+struct ScanRecordHead {
+    fingerprint: String,
+    dirs: Vec<(String, Sig)>,
+    guards: Vec<(String, Option<Sig>)>,
+}
+
+/// Whether the scan stored in `db` is still the workspace's: no directory or ignore file it
+/// depends on changed (what `scan_cached` checks before reusing it).
+pub(crate) fn stored_scan_is_current(root: &Path, skip: &[PathBuf], db: &cairn_store::Db) -> bool {
+    let Some(bytes) = db.get_value(&record_key(root)).ok().flatten() else {
+        return false;
+    };
+    let Some(head) = super::unpack(&bytes).and_then(|b| {
+        postcard::take_from_bytes::<ScanRecordHead>(&b)
+            .ok()
+            .map(|(h, _)| h)
+    }) else {
+        return false;
+    };
+    head.fingerprint == fingerprint(skip)
+        && depends_on_nothing_changed(root, &head.dirs, &head.guards)
+}
+
+fn depends_on_nothing_changed(
+    root: &Path,
+    dirs: &[(String, Sig)],
+    guards: &[(String, Option<Sig>)],
+) -> bool {
+    let now = now_ns();
+    dirs.iter()
+        .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(Some(*sig)))
+        && guards
+            .iter()
+            .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(*sig))
+}
+
 /// Scans the workspace, reusing the scan stored in `db` when no directory or ignore file it
 /// depends on changed; otherwise walks and stores the new scan (best effort).
 pub(crate) fn scan_cached(
@@ -99,25 +138,16 @@ pub(crate) fn scan_cached(
         .get_value(&key)
         .ok()
         .flatten()
-        .and_then(|bytes| zstd::decode_all(bytes.as_slice()).ok())
+        .and_then(|bytes| super::unpack(&bytes))
         .and_then(|bytes| postcard::from_bytes::<ScanRecord>(&bytes).ok())
         .filter(|r| r.fingerprint == fingerprint);
-    if let Some(record) = stored {
-        let now = now_ns();
-        // One `stat` per directory, on this thread: the other core is checking file states
-        // meanwhile (see `FileStates::check_unchanged`), and a parallel loop here only
-        // contends with it.
-        let unchanged = record
-            .dirs
-            .iter()
-            .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(Some(*sig)))
-            && record
-                .guards
-                .iter()
-                .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(*sig));
-        if unchanged {
-            return Ok(record.scan);
-        }
+    // One `stat` per directory, on this thread: the other core is checking file states
+    // meanwhile (see `FileStates::check_unchanged`), and a parallel loop here only contends
+    // with it.
+    if let Some(record) = stored
+        && depends_on_nothing_changed(root, &record.dirs, &record.guards)
+    {
+        return Ok(record.scan);
     }
     let (scan, dirs) = walk(root, skip)?;
     let now = now_ns();
@@ -153,10 +183,8 @@ pub(crate) fn scan_cached(
             guards,
             scan,
         };
-        if let Ok(bytes) = postcard::to_stdvec(&record)
-            && let Ok(packed) = zstd::encode_all(bytes.as_slice(), 1)
-        {
-            let _ = db.put_value(&key, &packed);
+        if let Ok(bytes) = postcard::to_stdvec(&record) {
+            let _ = db.put_value(&key, &super::pack(&bytes));
         }
         return Ok(record.scan);
     }

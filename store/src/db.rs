@@ -318,8 +318,32 @@ impl Db {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Every value whose key starts with `prefix`, in key order, in one query.
+    /// Every value whose key starts with `prefix`, in key order.
     pub fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.for_each_value_with_prefix(prefix, |key, value| {
+            out.push((key.to_string(), value.to_vec()))
+        })?;
+        Ok(out)
+    }
+
+    /// The total size of the values whose key starts with `prefix` (SQLite knows a value's
+    /// length without reading it).
+    pub fn value_bytes_with_prefix(&self, prefix: &str) -> Result<u64> {
+        let end = format!("{prefix}\u{10FFFF}");
+        self.with_reader(|conn| {
+            conn.prepare_cached(
+                "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM kv WHERE key >= ?1 AND key < ?2",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![prefix, end], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Runs `f` on the second, read-only connection (opened on first use), or on the main one
+    /// if that cannot be opened.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let reader = self.reader.get_or_init(|| {
             let conn = Connection::open_with_flags(
                 &self.path,
@@ -328,21 +352,43 @@ impl Db {
             )
             .ok()?;
             conn.busy_timeout(Duration::from_secs(30)).ok()?;
+            // Its values are read once, in order: a small page cache is recycled instead of
+            // growing to the default 2 MiB of freshly touched memory.
+            conn.pragma_update(None, "cache_size", -256).ok()?;
             Some(Mutex::new(conn))
         });
-        let conn = match reader {
-            Some(reader) => reader.lock().unwrap_or_else(|p| p.into_inner()),
-            None => self.conn(),
-        };
-        let mut stmt = conn
-            .prepare_cached("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")
-            .map_err(|e| self.err(e))?;
+        match reader {
+            Some(reader) => f(&reader.lock().unwrap_or_else(|p| p.into_inner())),
+            None => f(&self.conn()),
+        }
+    }
+
+    /// Calls `each(key, value)` for every value whose key starts with `prefix`, in key order,
+    /// with the bytes as SQLite holds them (no copy of each value). Reads on a second,
+    /// read-only connection, so loading file states does not wait for the main connection.
+    pub fn for_each_value_with_prefix(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(&str, &[u8]),
+    ) -> Result<()> {
         let end = format!("{prefix}\u{10FFFF}");
-        let rows = stmt
-            .query_map(params![prefix, end], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query(params![prefix, end]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let key = row.get_ref(0).and_then(|v| Ok(v.as_str()?));
+                let value = row.get_ref(1).and_then(|v| Ok(v.as_blob()?));
+                match (key, value) {
+                    (Ok(key), Ok(value)) => each(key, value),
+                    (Err(e), _) | (_, Err(e)) => return Err(self.err(e)),
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Removes every value whose key starts with `prefix`.
@@ -368,6 +414,45 @@ impl Db {
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Stores several values in one transaction that first reads `guard`: returns whether it
+    /// held `expected` (`None`: absent). The values are written either way; the answer tells
+    /// whether anyone else wrote `guard` since the caller read it.
+    pub fn put_values_guarded(
+        &self,
+        guard: &str,
+        expected: Option<&[u8]>,
+        values: &[(String, Vec<u8>)],
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let found: Option<Vec<u8>> = tx
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![guard], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            for (key, value) in values {
+                stmt.execute(params![key, value]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(found.as_deref() == expected)
+    }
+
+    /// Removes a value stored by `put_value` (nothing if there is none).
+    pub fn remove_value(&self, key: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM kv WHERE key = ?1", params![key])
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// A value stored by `put_value` (e.g. a workspace's analysis cache).

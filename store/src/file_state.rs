@@ -128,6 +128,13 @@ pub struct FileStates {
     snapshot: AtomicBool,
     /// Set to end a `check_unchanged` under way.
     stop_checking: AtomicBool,
+    /// Set when a file was looked up whose state will not be saved (modified within the
+    /// racy window, changed while hashed, or a path too long for a record): the saved
+    /// states then do not cover everything this process looked at.
+    incomplete: AtomicBool,
+    /// Changes whenever the workspace's records are written (a random value, read with them):
+    /// anything derived from a set of states can tell it is still the current set.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A workspace's file states are kept in this many records, by a hash of the file's
@@ -143,6 +150,11 @@ fn record_prefix(prefix: &str) -> String {
 /// Where records of the first format (sharded by path) were kept.
 fn old_record_prefix(prefix: &str) -> String {
     format!("file-states:{prefix}:")
+}
+
+/// Where the generation of a workspace's records is kept.
+fn generation_key(prefix: &str) -> String {
+    format!("file-states-generation:{prefix}")
 }
 
 fn record_key(prefix: &str, shard: u64) -> String {
@@ -241,17 +253,20 @@ impl FileStates {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let records = db.values_with_prefix(&record_prefix(&prefix))?;
-        let bytes: usize = records.iter().map(|(_, b)| b.len()).sum();
+        let records = record_prefix(&prefix);
+        let bytes = db.value_bytes_with_prefix(&records)? as usize;
         // Each state takes its path's length plus two bytes plus `STATE_BYTES`: assume paths of
         // about 40 bytes for the entry count.
         let mut loaded = LoadedStates::with_capacity(bytes / (STATE_BYTES + 42), bytes);
-        for (_, bytes) in &records {
-            decode_states(bytes, &mut loaded);
-        }
+        db.for_each_value_with_prefix(&records, |_, bytes| decode_states(bytes, &mut loaded))?;
+        let generation = db
+            .get_value(&generation_key(&prefix))?
+            .and_then(|b| Some(u64::from_le_bytes(b.as_slice().try_into().ok()?)))
+            .unwrap_or(0);
         Ok(FileStates {
             prefix,
             loaded,
+            generation: generation.into(),
             ..FileStates::default()
         })
     }
@@ -266,6 +281,29 @@ impl FileStates {
     pub fn check_unchanged(&self) {
         self.snapshot.store(true, Ordering::Release);
         self.loaded.check(&self.prefix, &self.stop_checking);
+    }
+
+    /// Checks every loaded state now (one `lstat` each, on two threads), stopping at the
+    /// first that changed, and tells whether all are unchanged; like `check_unchanged`, the
+    /// marks then hold for the rest of the process, so a build that follows looks at no file
+    /// twice. False for a cache with nothing loaded.
+    pub fn all_unchanged(&self) -> bool {
+        if self.prefix.is_empty() || self.loaded.is_empty() {
+            return false;
+        }
+        self.snapshot.store(true, Ordering::Release);
+        self.loaded.check_all(&self.prefix, &AtomicBool::new(false))
+    }
+
+    /// Whether every file looked up so far will have its state saved (see `incomplete`).
+    pub fn is_complete(&self) -> bool {
+        !self.incomplete.load(Ordering::Relaxed)
+    }
+
+    /// The generation of the workspace's records as loaded or last saved by this cache
+    /// (0: none was ever written).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Ends a `check_unchanged` under way (what it did not reach is looked up as usual).
@@ -350,6 +388,9 @@ impl FileStates {
     }
 
     fn update(&self, key: String, state: FileState) {
+        if key.len() - self.prefix.len().min(key.len()) > usize::from(u16::MAX) {
+            self.incomplete.store(true, Ordering::Relaxed);
+        }
         let mut updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
         updates.insert(key, state);
         self.has_updates.store(true, Ordering::Release);
@@ -381,6 +422,8 @@ impl FileStates {
         let state = FileState::from_metadata(&meta, digest);
         if state.matches(&after) {
             self.remember(&key, state);
+        } else {
+            self.incomplete.store(true, Ordering::Relaxed);
         }
         Ok((state.info(), Lookup::Hashed))
     }
@@ -412,6 +455,7 @@ impl FileStates {
 
     fn remember(&self, key: &str, state: FileState) {
         if state.mtime_ns > now_ns() - RACY_WINDOW_NS {
+            self.incomplete.store(true, Ordering::Relaxed);
             return;
         }
         if self.committed(key) == Some(state) {
@@ -462,7 +506,19 @@ impl FileStates {
             self.has_updates.store(false, Ordering::Release);
             guard.drain().collect()
         };
-        if updates.is_empty() {
+        // A checked cache drops the states it found changed or gone and did not learn anew:
+        // they are of no use (a lookup would hash the file again), and a deleted file's state
+        // would otherwise be found changed by every later check.
+        let stale: std::collections::HashSet<&str> = if self.snapshot.load(Ordering::Acquire) {
+            self.loaded
+                .iter()
+                .filter(|(_, e)| LoadedStates::found_changed(e))
+                .map(|(rel, _)| rel)
+                .collect()
+        } else {
+            Default::default()
+        };
+        if updates.is_empty() && stale.is_empty() {
             return Ok(());
         }
         let (inside, outside): (Vec<_>, Vec<_>) = updates
@@ -470,10 +526,11 @@ impl FileStates {
             .partition(|(path, _)| !self.prefix.is_empty() && path.starts_with(&self.prefix));
         db.save_file_states(&outside)?;
         self.learn(outside);
-        if !inside.is_empty() {
+        if !inside.is_empty() || !stale.is_empty() {
             let dirty: std::collections::BTreeSet<u64> = inside
                 .iter()
                 .map(|(path, _)| shard_of(&path[self.prefix.len()..]))
+                .chain(stale.iter().map(|rel| shard_of(rel)))
                 .collect();
             self.learn(inside);
             let learnt = self.learnt();
@@ -485,7 +542,7 @@ impl FileStates {
             let current = self
                 .loaded
                 .iter()
-                .filter(|(rel, _)| !learnt.contains_key(rel))
+                .filter(|(rel, _)| !learnt.contains_key(rel) && !stale.contains(rel))
                 .map(|(rel, e)| (rel, &e.state))
                 .chain(learnt.iter().map(|(rel, state)| (*rel, *state)));
             for (rel, state) in current {
@@ -494,15 +551,43 @@ impl FileStates {
                     records.entry(shard).or_default().push((rel, state));
                 }
             }
-            let records: Vec<(String, Vec<u8>)> = records
+            let mut records: Vec<(String, Vec<u8>)> = records
                 .into_iter()
                 .map(|(shard, states)| (record_key(&self.prefix, shard), encode_states(states)))
                 .collect();
+            // A shard whose every state was dropped is written empty.
+            for shard in &dirty {
+                let key = record_key(&self.prefix, *shard);
+                if !records.iter().any(|(k, _)| *k == key) {
+                    records.push((key, RECORD_TAG.to_vec()));
+                }
+            }
+            let generation = new_generation();
+            let key = generation_key(&self.prefix);
+            records.push((key.clone(), generation.to_le_bytes().to_vec()));
             db.remove_values_with_prefix(&old_record_prefix(&self.prefix))?;
-            db.put_values(&records)?;
+            let was = self.generation.load(Ordering::Relaxed).to_le_bytes();
+            let expected = (self.generation() != 0).then_some(was.as_slice());
+            if !db.put_values_guarded(&key, expected, &records)? {
+                // Another process saved since these states were loaded: the records now mix
+                // its shards and ours, so they need not hold every state looked at here.
+                self.incomplete.store(true, Ordering::Relaxed);
+            }
+            self.generation.store(generation, Ordering::Relaxed);
         }
         Ok(())
     }
+}
+
+/// A generation no other save has used: the time, this process and a count, hashed.
+fn new_generation() -> u64 {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&now_ns().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&COUNT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    u64::from_le_bytes(bytes).max(1)
 }
 
 #[allow(clippy::disallowed_methods)] // The racy-clean check compares against the wall clock.

@@ -6,6 +6,7 @@ mod errors;
 mod exec;
 mod mimic;
 mod sandbox;
+mod uptodate;
 mod util;
 mod watch;
 mod why;

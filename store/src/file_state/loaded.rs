@@ -90,6 +90,10 @@ impl LoadedStates {
         });
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn get(&self, path: &str) -> Option<&Entry> {
         let i = self.index.find(hash(path), |i| {
             self.path_of(&self.entries[*i as usize]) == path
@@ -105,17 +109,46 @@ impl LoadedStates {
     /// its directory, opened once for all its entries (a path walk from the root for each file
     /// costs a third more). Stops early once `stop` is set.
     pub fn check(&self, root: &str, stop: &AtomicBool) {
+        self.check_range(root, 0..self.entries.len(), stop, false);
+    }
+
+    /// `check` on two threads, setting `stop` (and so ending both) at the first entry found
+    /// changed. Returns whether every entry is unchanged.
+    pub fn check_all(&self, root: &str, stop: &AtomicBool) -> bool {
+        let n = self.entries.len();
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| self.check_range(root, n / 2..n, stop, true));
+            self.check_range(root, 0..n / 2, stop, true);
+            let _ = second.join();
+        });
+        !stop.load(Ordering::Relaxed)
+            && self
+                .entries
+                .iter()
+                .all(|e| e.checked.load(Ordering::Relaxed) == UNCHANGED)
+    }
+
+    /// `check` of the entries in `range`; with `stop_on_change`, the first change sets `stop`.
+    fn check_range(
+        &self,
+        root: &str,
+        range: std::ops::Range<usize>,
+        stop: &AtomicBool,
+        stop_on_change: bool,
+    ) {
         let Ok(root_fd) = open_dir(None, root) else {
+            stop.store(stop_on_change, Ordering::Relaxed);
             return;
         };
         let mut dir: Option<(&str, Option<OwnedFd>)> = None;
-        for (i, (path, entry)) in self.iter().enumerate() {
+        for (i, entry) in self.entries[range].iter().enumerate() {
             if i % 64 == 0 && stop.load(Ordering::Relaxed) {
                 return;
             }
             if entry.checked.load(Ordering::Relaxed) != UNKNOWN {
                 continue;
             }
+            let path = self.path_of(entry);
             let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
             if dir.as_ref().is_none_or(|(d, _)| *d != parent) {
                 let fd = if parent.is_empty() {
@@ -125,18 +158,24 @@ impl LoadedStates {
                 };
                 dir = Some((parent, fd));
             }
-            let fd = match &dir {
-                Some((_, Some(fd))) => fd,
-                Some(("", None)) => &root_fd,
-                _ => {
-                    entry.mark(false);
-                    continue;
-                }
+            let same = match &dir {
+                Some((_, Some(fd))) => fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| entry.state.matches_stat(&st)),
+                Some(("", None)) => fstatat(&root_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| entry.state.matches_stat(&st)),
+                _ => false,
             };
-            let same = fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| entry.state.matches_stat(&st));
             entry.mark(same);
+            if !same && stop_on_change {
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
         }
+    }
+
+    /// Whether `check` found `entry` changed (or gone).
+    pub fn found_changed(entry: &Entry) -> bool {
+        entry.checked.load(Ordering::Relaxed) == CHANGED
     }
 
     /// `entry`'s mark (the entry of `rel`), checking it first with an `lstat` of

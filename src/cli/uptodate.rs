@@ -1,0 +1,226 @@
+//! The up-to-date record: the key memo's idea for a whole command. After a successful
+//! `cairn build`/`cairn test` whose every looked-at file will have its state saved, the
+//! command's outcome (which targets, their keys) is kept with the generation of the file
+//! states saved at its end. The next run of the same command, by the same cairn binary, in
+//! the same workspace, is that outcome again, without analysis or a walk of the graph, when:
+//!
+//! - the file states are still that generation (no build since learnt or dropped anything),
+//!   and every one of them is unchanged on disk (one `lstat` each, on two threads): every
+//!   BUILD, `.star`, source and output file the recorded build looked at has a state;
+//! - the stored scan is current (no directory or ignore file changed: no file appeared or
+//!   vanished, so no glob can match anything new);
+//! - every tool resolves to the same path and content as before;
+//! - `cairn.toml` and the command line (command, patterns, the directory they are relative
+//!   to, the sandbox) are the same;
+//! - the record is younger than the store's use-time granularity (older, the normal build
+//!   runs and records the results' use, as a no-op does every hour).
+//!
+//! Under these conditions the normal build would reuse every package's analysis, compute the
+//! same fingerprints, find every output in place and report every target cached: this is its
+//! answer without the work. Not recorded: a build that evaluated a package (a `.star` file it
+//! loaded may have no state yet), produced output directories (files may appear in them), or
+//! looked at a file whose state is not saved (modified within the racy window). The record
+//! lives under the store's derived prefix, so removing any action result drops it.
+
+use std::collections::BTreeMap;
+
+use cairn_store::{DERIVED_PREFIX, Digest, FileStates, Store, TOUCH_GRANULARITY_MS};
+use serde::{Deserialize, Serialize};
+
+use super::Session;
+use crate::action::{Tool, ToolResolver};
+use crate::engine::memo::{binary_identity, now_ms};
+use crate::engine::{BuildOutcome, Status, TargetReport};
+use crate::graph::{Graph, Kind, Label};
+use crate::load::stored_scan_is_current;
+
+/// What the record knows of one reported target.
+#[derive(Serialize, Deserialize)]
+struct RecordedTarget {
+    label: String,
+    kind: Kind,
+    key: [u8; 32],
+    key_size: u64,
+    saved_ms: u64,
+}
+
+/// What a tool name resolved to: path, content hash and size (`None`: not found).
+type ToolIdentity = Option<(String, [u8; 32], u64)>;
+
+/// The fields of a `Record` before its tools and targets (postcard reads fields in order).
+#[derive(Deserialize)]
+struct RecordHead {
+    binary: String,
+    command: String,
+    generation: u64,
+    recorded_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    /// Which cairn binary, which command (see `command_identity`).
+    binary: String,
+    command: String,
+    /// `FileStates::generation` after the recorded build saved its states.
+    generation: u64,
+    recorded_ms: i64,
+    /// Every tool name the build resolved, with what it resolved to.
+    tools: Vec<(String, ToolIdentity)>,
+    /// In the order the build reported them.
+    targets: Vec<RecordedTarget>,
+}
+
+/// The identity of a command: what it builds, from where, with which settings.
+pub(crate) fn command_identity(
+    s: &Session,
+    patterns: &[String],
+    run_tests: bool,
+    sandbox: &str,
+) -> String {
+    let config = std::fs::read(s.ws.root.join(crate::workspace::CONFIG_FILE)).unwrap_or_default();
+    format!(
+        "{} patterns={patterns:?} in={:?} sandbox={sandbox} config={}",
+        if run_tests { "test" } else { "build" },
+        s.cwd_package,
+        Digest::of_bytes(&config).hex(),
+    )
+}
+
+fn record_key(workspace: &str, command: &str) -> String {
+    let id = Digest::of_bytes(command.as_bytes()).hex();
+    format!("{DERIVED_PREFIX}up-to-date:{workspace}\0{}", &id[..32])
+}
+
+fn tool_identity(tool: &Option<Tool>) -> ToolIdentity {
+    tool.as_ref().map(|t| {
+        (
+            t.path.to_string_lossy().into_owned(),
+            t.digest.hash,
+            t.digest.size,
+        )
+    })
+}
+
+/// The recorded outcome of `command`, if it still holds (see the module doc), with every
+/// target reported cached. `states` are the workspace's loaded file states: they are checked
+/// here, and a build that follows (when this returns `None`) uses the marks.
+pub(crate) fn replay(
+    s: &Session,
+    store: &Store,
+    states: &FileStates,
+    command: &str,
+) -> Option<BuildOutcome> {
+    let began = std::time::Instant::now();
+    let db = store.db();
+    let bytes = db
+        .get_value(&record_key(&s.workspace_key(), command))
+        .ok()
+        .flatten()?;
+    // The fields before the targets first: most misses are decided by them.
+    let (head, _) = postcard::take_from_bytes::<RecordHead>(&bytes).ok()?;
+    let fresh = now_ms() - head.recorded_ms;
+    if head.binary != binary_identity()
+        || head.command != command
+        || head.generation != states.generation()
+        || !(0..TOUCH_GRANULARITY_MS).contains(&fresh)
+    {
+        return None;
+    }
+    if !states.all_unchanged() {
+        return None;
+    }
+    if !stored_scan_is_current(&s.ws.root, std::slice::from_ref(&s.store_dir), db) {
+        return None;
+    }
+    let record: Record = postcard::from_bytes(&bytes).ok()?;
+    let tools = ToolResolver::new(s.ws.tool_path(), Some(db));
+    let same_tools = record
+        .tools
+        .iter()
+        .all(|(name, was)| tool_identity(&tools.resolve(name, states)) == *was);
+    if !same_tools {
+        return None;
+    }
+    let mut reports = Vec::with_capacity(record.targets.len());
+    for t in record.targets {
+        reports.push(TargetReport {
+            label: Label::parse(&t.label, "").ok()?,
+            kind: t.kind,
+            status: Status::Cached,
+            action_key: Some(Digest {
+                hash: t.key,
+                size: t.key_size,
+            }),
+            duration_ms: 0,
+            attempts: 1,
+            cmd: String::new(),
+            failure: None,
+            blocked_by: None,
+            saved_ms: t.saved_ms,
+        });
+    }
+    Some(BuildOutcome {
+        reports,
+        wall_ms: began.elapsed().as_millis() as u64,
+        tools: BTreeMap::new(),
+    })
+}
+
+/// Records `outcome` as the up-to-date answer to `command`, if it may be (see the module
+/// doc). Call after the file states were saved.
+pub(crate) fn record(
+    s: &Session,
+    store: &Store,
+    states: &FileStates,
+    graph: &Graph,
+    evaluated: bool,
+    command: &str,
+    outcome: &BuildOutcome,
+) {
+    let key = record_key(&s.workspace_key(), command);
+    let has_out_dirs = outcome
+        .reports
+        .iter()
+        .any(|r| graph.get(&r.label).is_none_or(|t| !t.out_dirs.is_empty()));
+    let keys: Option<Vec<Digest>> = outcome.reports.iter().map(|r| r.action_key).collect();
+    let recordable = outcome.is_success()
+        && !evaluated
+        && !has_out_dirs
+        && states.is_complete()
+        && states.generation() != 0;
+    let (Some(keys), true) = (keys, recordable) else {
+        let _ = store.db().remove_value(&key);
+        return;
+    };
+    let targets = outcome
+        .reports
+        .iter()
+        .zip(keys)
+        .map(|(r, key)| RecordedTarget {
+            label: r.label.to_string(),
+            kind: r.kind,
+            key: key.hash,
+            key_size: key.size,
+            saved_ms: if r.status == Status::Executed {
+                r.duration_ms
+            } else {
+                r.saved_ms
+            },
+        })
+        .collect();
+    let record = Record {
+        binary: binary_identity(),
+        command: command.to_string(),
+        generation: states.generation(),
+        recorded_ms: now_ms(),
+        tools: outcome
+            .tools
+            .iter()
+            .map(|(name, tool)| (name.clone(), tool_identity(tool)))
+            .collect(),
+        targets,
+    };
+    if let Ok(bytes) = postcard::to_stdvec(&record) {
+        let _ = store.db().put_value(&key, &bytes);
+    }
+}
