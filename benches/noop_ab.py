@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Compare the no-op build of several cairn binaries, interleaved, on one generated workspace.
+"""Compare the no-op build of several cairn binaries, interleaved, on one generated workspace
+(with --edit: the build after a leaf edit, scenario c of the macro benchmark).
 
 Each binary gets its own copy of the workspace and its own store (a store's file states know
 the outputs it wrote: two binaries sharing a workspace would keep rewriting each other's
@@ -8,7 +9,7 @@ down or speeds up during the run affects them all alike. Prints the median wall 
 to exit, output to /dev/null) and the median CPU time (user + system) per binary.
 
 Usage:
-    python3 benches/noop_ab.py [--packages 1000] [--runs 21] [--json] BINARY [BINARY ...]
+    python3 benches/noop_ab.py [--packages 1000] [--runs 21] [--json] [--edit] BINARY [BINARY ...]
 
 Copy a binary aside before rebuilding (`cp target/release/cairn /tmp/cairn-before`): the
 path is the binary's identity for the key memo, so each path keeps its own memo.
@@ -47,11 +48,14 @@ def main() -> int:
     parser.add_argument("--packages", type=int, default=1000, help="workspace size N (1000)")
     parser.add_argument("--runs", type=int, default=21, help="rounds (21)")
     parser.add_argument("--json", action="store_true", help="run with --json, as macro.py")
+    parser.add_argument("--edit", action="store_true",
+                        help="append a line to a leaf app's source before every timed run")
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="cairn-ab-")
     try:
         base = os.path.join(scratch, "base")
-        gen_workspace.generate(base, args.packages)
+        leaf = [p for p in gen_workspace.generate(base, args.packages).packages
+                if p.kind == "app"][-1]
         setups = []
         for i, binary in enumerate(args.binaries):
             ws, store = os.path.join(scratch, "ws%d" % i), os.path.join(scratch, "store%d" % i)
@@ -65,6 +69,9 @@ def main() -> int:
         samples: dict[str, tuple[list[float], list[float]]] = {b: ([], []) for b, _, _ in setups}
         for _ in range(args.runs):
             for binary, ws, store in setups:
+                if args.edit:
+                    with open(os.path.join(ws, leaf.path, leaf.srcs[0]), "a") as f:
+                        f.write("// edit\n")
                 wall, cpu = run(binary, ws, store, args.json)
                 samples[binary][0].append(wall)
                 samples[binary][1].append(cpu)

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::TcpListener;
 
-use crate::util::{Workspace, namespaces_available};
+use crate::util::{MyTool, Workspace, namespaces_available};
 
 /// A workspace whose secret file sits next to the package, outside every input.
 fn with_secret() -> Workspace {
@@ -157,21 +157,7 @@ fn mimic_is_reproducible() {
 #[test]
 fn replacing_a_tool_is_a_cache_miss() {
     let ws = Workspace::new();
-    let bin = tempfile::tempdir().unwrap();
-    let tool = bin.path().join("mytool");
-    let install = |version: &str| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&tool, format!("#!/bin/sh\necho mytool {version}\n")).unwrap();
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
-    install("1");
-    ws.write(
-        "cairn.toml",
-        &format!(
-            "[build]\ntool_path = [\"{}\", \"/usr/bin\", \"/bin\"]\n",
-            bin.path().display()
-        ),
-    );
+    let tool = MyTool::on_tool_path_of(&ws);
     ws.write(
         "BUILD.star",
         "action(name = \"a\", cmd = \"mytool > $OUT\", outs = [\"v.txt\"])\n",
@@ -179,7 +165,7 @@ fn replacing_a_tool_is_a_cache_miss() {
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
     assert_eq!(ws.read("v.txt"), "mytool 1\n");
     assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
-    install("2");
+    tool.install("2");
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
     assert_eq!(ws.read("v.txt"), "mytool 2\n");
 }

@@ -1,7 +1,7 @@
 //! The up-to-date record (issue 6): a repeated command is answered from the record of its last
 //! run only while nothing it depends on changed; every kind of change makes it build again.
 
-use crate::util::{Run, Workspace};
+use crate::util::{MyTool, Run, Workspace};
 
 /// Waits out the racy window: states of files (and scans of directories) modified within
 /// the last second are not saved, and a build that looked at one is not recorded (see
@@ -163,29 +163,15 @@ fn a_build_that_saw_a_file_just_modified_is_not_recorded() {
 
 #[test]
 fn a_replaced_tool_builds_again() {
-    use std::os::unix::fs::PermissionsExt;
     let ws = workspace();
-    let bin = tempfile::tempdir().unwrap();
-    let install = |version: &str| {
-        let tool = bin.path().join("mytool");
-        std::fs::write(&tool, format!("#!/bin/sh\necho mytool {version}\n")).unwrap();
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
-    install("1");
-    ws.write(
-        "cairn.toml",
-        &format!(
-            "[build]\ntool_path = [\"{}\", \"/usr/bin\", \"/bin\"]\n",
-            bin.path().display()
-        ),
-    );
+    let tool = MyTool::on_tool_path_of(&ws);
     ws.write(
         "BUILD.star",
         "action(name = \"v\", cmd = \"mytool > $OUT\", outs = [\"v.txt\"])\n",
     );
     pause();
     settle(&ws, 3);
-    install("2");
+    tool.install("2");
     let run = ws.json_run(&["-v", "test"], 0);
     assert!(!replayed(&run));
     assert_eq!(ws.read("v.txt"), "mytool 2\n");

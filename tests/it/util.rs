@@ -179,3 +179,34 @@ fn copy_tree(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// `mytool`, a script in a directory of its own that the workspace's `cairn.toml` puts first
+/// on the tool path; `install` (re)writes it to print `mytool <version>`.
+pub struct MyTool {
+    dir: tempfile::TempDir,
+}
+
+impl MyTool {
+    /// Writes the workspace's `cairn.toml` (replacing it) and installs version 1.
+    pub fn on_tool_path_of(ws: &Workspace) -> MyTool {
+        let tool = MyTool {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        ws.write(
+            "cairn.toml",
+            &format!(
+                "[build]\ntool_path = [\"{}\", \"/usr/bin\", \"/bin\"]\n",
+                tool.dir.path().display()
+            ),
+        );
+        tool.install("1");
+        tool
+    }
+
+    pub fn install(&self, version: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("mytool");
+        std::fs::write(&path, format!("#!/bin/sh\necho mytool {version}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
