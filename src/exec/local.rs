@@ -1,6 +1,7 @@
-//! The local executor. Each action gets a fresh directory under the store's `sandbox/` holding
-//! only its input root (copied from the CAS, never hard-linked), a private `HOME` and
-//! `TMPDIR`, and only the environment its `Command` lists. A relative read of an undeclared
+//! The local executor. Each action gets a fresh directory (see `base` for where) holding only
+//! its input root (dependency outputs copied from the CAS, sources from the workspace, both
+//! verified against their digests, never hard-linked), a private `HOME` and `TMPDIR`, and
+//! only the environment its `Command` lists. A relative read of an undeclared
 //! workspace file finds nothing, because the workspace is not there. Outputs are checked
 //! against the declaration (missing, wrong type, or undeclared files fail the action) and
 //! stored in the CAS with normalised modes.
@@ -120,17 +121,28 @@ impl Executor for LocalExecutor<'_> {
         cas.put_bytes(&action.action.encode_to_vec())
             .map_err(sandbox_err)?;
 
-        // Inputs: sources enter the CAS (re-verified against the digest in the key), then
-        // every input is written from the CAS, so the sandbox holds exactly what was hashed.
+        // Inputs: what the CAS holds (dependency outputs) is written from it, sources are
+        // copied from the workspace; both are verified against the digest in the key on the
+        // way, so the sandbox holds exactly what was hashed. (Sources do not enter the CAS:
+        // nothing reads them from there, and a cold build would create an inode for each.)
         for (path, info) in &action.inputs {
-            if !cas.contains(&info.digest) {
-                cas.put_file_with_digest(&path.to_host(self.workspace_root), info.digest)
-                    .map_err(sandbox_err)?;
-            }
-            if mode != SandboxMode::None {
-                cas.write_new_file(&info.digest, &path.to_host(&root), info.executable)
-                    .map_err(sandbox_err)?;
-            }
+            let in_cas = cas.contains(&info.digest);
+            let source = path.to_host(self.workspace_root);
+            let written = match mode {
+                // The command reads the workspace itself: only check what it will read.
+                SandboxMode::None if in_cas => Ok(()),
+                SandboxMode::None => cairn_store::verify_file(&source, &info.digest),
+                _ if in_cas => {
+                    cas.write_new_file(&info.digest, &path.to_host(&root), info.executable)
+                }
+                _ => cairn_store::copy_verified(
+                    &source,
+                    &path.to_host(&root),
+                    &info.digest,
+                    info.executable,
+                ),
+            };
+            written.map_err(sandbox_err)?;
         }
         let workdir = root.join(&action.working_dir);
         fs::create_dir_all(&workdir).map_err(|e| sandbox_err(io_err("create", &workdir, e)))?;

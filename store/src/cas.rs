@@ -433,6 +433,38 @@ impl Cas {
     }
 }
 
+/// Copies `src` to `dest`, a new file in a directory no one else writes to (an action's
+/// sandbox), hashing on the way: if `src` no longer holds `digest` (it changed since it was
+/// hashed), the copy is removed and the change reported. Mode 0644, or 0755 when `executable`.
+/// How a source enters a sandbox without first entering the CAS.
+pub fn copy_verified(src: &Path, dest: &Path, digest: &Digest, executable: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = dest
+        .parent()
+        .expect("a destination file has a parent directory");
+    fs::create_dir_all(parent).at("create", parent)?;
+    let mut from = File::open(src).at("read", src)?;
+    let to = File::create_new(dest).at("create", dest)?;
+    let mut writer = HashingWriter::new(&to);
+    io::copy(&mut from, &mut writer).at("copy", src)?;
+    if writer.digest() != *digest {
+        let _ = fs::remove_file(dest);
+        return Err(changed_while_storing(src));
+    }
+    let mode = if executable { 0o755 } else { 0o644 };
+    to.set_permissions(fs::Permissions::from_mode(mode))
+        .at("chmod", dest)
+}
+
+/// Checks that `path` holds `digest` (a source an action reads in place, without a sandbox).
+pub fn verify_file(path: &Path, digest: &Digest) -> Result<()> {
+    if Digest::of_file(path).at("read", path)? == *digest {
+        Ok(())
+    } else {
+        Err(changed_while_storing(path))
+    }
+}
+
 fn changed_while_storing(path: &Path) -> StoreError {
     StoreError::Io {
         op: "store",
@@ -585,5 +617,28 @@ mod tests {
             cas.write_new_file(&d, &dest, true).is_err(),
             "an existing file is never overwritten"
         );
+    }
+
+    #[test]
+    fn copy_verified_copies_what_was_hashed_and_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.txt");
+        fs::write(&src, "hashed\n").unwrap();
+        let digest = Digest::of_bytes(b"hashed\n");
+        let dest = dir.path().join("sandbox/pkg/src.txt");
+        copy_verified(&src, &dest, &digest, false).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"hashed\n");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(verify_file(&src, &digest).is_ok());
+        // Changed after it was hashed: refused, and no copy is left behind.
+        fs::write(&src, "edited\n").unwrap();
+        let other = dir.path().join("sandbox/pkg/other.txt");
+        assert!(copy_verified(&src, &other, &digest, false).is_err());
+        assert!(!other.exists());
+        assert!(verify_file(&src, &digest).is_err());
     }
 }

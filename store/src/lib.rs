@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
-pub use cas::{Cas, set_mode};
+pub use cas::{Cas, copy_verified, set_mode, verify_file};
 pub use db::{BuildRecord, BuildTotals, DERIVED_PREFIX, Db, HistoryEntry, TOUCH_GRANULARITY_MS};
 pub use digest::{Digest, ParseDigestError};
 pub use error::{Result, StoreError};
