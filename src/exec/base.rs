@@ -82,8 +82,9 @@ impl SandboxBase {
     }
 }
 
-/// The prefix of a sandbox directory made by this process.
+/// The prefix of a sandbox directory made by this process (`kind` is one of `KINDS`).
 pub(crate) fn sandbox_prefix(kind: &str) -> String {
+    debug_assert!(KINDS.contains(&kind));
     format!("{kind}-{}-", std::process::id())
 }
 
@@ -127,9 +128,16 @@ fn sweep(base: &Path) {
     }
 }
 
-/// The pid in a sandbox name `<kind>-<pid>-<random>`.
+/// The kinds of directory cairn makes in a sandbox base (`sandbox_prefix`).
+const KINDS: &[&str] = &["action", "probe"];
+
+/// The pid in a sandbox name `<kind>-<pid>-<random>`; `None` for any other name (a configured
+/// base may hold directories that are not ours).
 fn owner_pid(name: &str) -> Option<i32> {
-    let (_kind, rest) = name.split_once('-')?;
+    let (kind, rest) = name.split_once('-')?;
+    if !KINDS.contains(&kind) {
+        return None;
+    }
     let (pid, _random) = rest.split_once('-')?;
     pid.parse().ok().filter(|&p| p > 0)
 }
@@ -154,6 +162,7 @@ mod tests {
         assert_eq!(owner_pid("action-Xa9b2"), None);
         assert_eq!(owner_pid("action-0-x"), None);
         assert_eq!(owner_pid("notes.txt"), None);
+        assert_eq!(owner_pid("backup-2024-01"), None, "not a kind of ours");
     }
 
     #[test]
