@@ -780,4 +780,40 @@ mod tests {
     fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         haystack.windows(needle.len()).position(|w| w == needle)
     }
+
+    #[test]
+    fn a_save_after_another_process_saved_is_incomplete_and_checks_drop_what_changed() {
+        let (_dir, db, ws) = saved_workspace();
+        let first = FileStates::load(&db, &ws).unwrap();
+        let second = FileStates::load(&db, &ws).unwrap();
+        assert_ne!(first.generation(), 0);
+        assert_eq!(first.generation(), second.generation());
+        for (states, name) in [(&first, "b/one.txt"), (&second, "b/two.txt")] {
+            std::fs::write(ws.join(name), name).unwrap();
+            age(&ws.join(name));
+            states.file_info(&ws.join(name)).unwrap();
+        }
+        first.save(&db).unwrap();
+        assert!(first.is_complete());
+        // `second` loaded before `first` saved: its save cannot vouch for the records.
+        second.save(&db).unwrap();
+        assert!(!second.is_complete());
+        assert_ne!(first.generation(), second.generation());
+
+        // A checked cache drops the state of a deleted file, and all the others are then
+        // unchanged.
+        std::fs::remove_file(ws.join("a/x.txt")).unwrap();
+        let checked = FileStates::load(&db, &ws).unwrap();
+        assert!(!checked.all_unchanged());
+        checked.save(&db).unwrap();
+        let again = FileStates::load(&db, &ws).unwrap();
+        assert!(again.all_unchanged());
+        assert_ne!(again.generation(), second.generation());
+        // A file hashed within the racy window is not saved: the cache says so.
+        let fresh = ws.join("a/new.txt");
+        std::fs::write(&fresh, "new").unwrap();
+        assert!(again.is_complete());
+        again.file_info(&fresh).unwrap();
+        assert!(!again.is_complete());
+    }
 }
