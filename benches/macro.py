@@ -854,18 +854,26 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(n, True) for n in ns]
         if args.noop_5000 and 5000 not in ns:
             plan.append((5000, False))
-        for n, full in plan:
-            runs = args.runs
-            heavy = args.heavy_runs or (runs if n <= 200 else 1)
-            if not args.turbo_only:
+        # Every cairn scenario first, then every turbo one: turbo's runs delete caches and
+        # outputs between its heavy runs, and on ext4 without a journal file creation is slow
+        # for minutes after mass deletes (see BENCHMARKS.md), so interleaving the tools by N
+        # would charge turbo's deletes to cairn's next cold build.
+        def heavy_runs(n: int) -> int:
+            return args.heavy_runs or (args.runs if n <= 200 else 1)
+
+        if not args.turbo_only:
+            for n, full in plan:
                 log("N=%d: generating (files=%d, seed=%d)" % (n, args.files, args.seed))
                 ws = gen_workspace.generate(
                     os.path.join(scratch, "cairn-%d" % n), n, args.files, args.seed
                 )
                 cairn = Cairn(cairn_bin, ws, os.path.join(scratch, "store-%d" % n), args.jobs,
                               args.sandbox)
-                bench_cairn(b, cairn, n, runs, heavy, full)
-            if turbo_bin and full:
+                bench_cairn(b, cairn, n, args.runs, heavy_runs(n), full)
+        if turbo_bin:
+            for n, full in plan:
+                if not full:
+                    continue
                 log("N=%d: turbo workspace (git init, npm install)" % n)
                 tws = gen_workspace.generate(
                     os.path.join(scratch, "turbo-%d" % n), n, args.files, args.seed, turbo=True
@@ -874,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
                 turbo = Turbo(turbo_bin, tws, os.path.join(scratch, "turbo-cache-%d" % n),
                               args.jobs)
                 rebuilds = args.turbo_rebuilds_max_n is None or n <= args.turbo_rebuilds_max_n
-                bench_turbo(b, turbo, n, runs, heavy, rebuilds)
+                bench_turbo(b, turbo, n, args.runs, heavy_runs(n), rebuilds)
     finally:
         # Deleted only at the end: on some file systems (ext4 without a journal) mass deletes
         # slow down the file creations that follow them for minutes (see BENCHMARKS.md).
