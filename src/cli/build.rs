@@ -41,6 +41,8 @@ pub(crate) fn build(
         let states = std::sync::Arc::new(
             cairn_store::FileStates::load(store.db(), &s.ws.root).map_err(|e| s.store_error(e))?,
         );
+        // Shared with builds, as `execute` holds it: `store gc` waits for it.
+        let lock = store.lock(false).map_err(|e| s.store_error(e))?;
         if let Some(outcome) = uptodate::replay(s, &store, &states, &command) {
             report_replayed(s, &store, &outcome, mode);
             if s.args.json {
@@ -49,6 +51,7 @@ pub(crate) fn build(
             std::mem::forget((states, outcome));
             return Ok(0);
         }
+        drop(lock);
         opened = Some((store, states));
     }
     let loaded = s.load_opened(opened)?;

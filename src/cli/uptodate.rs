@@ -47,23 +47,21 @@ struct RecordedTarget {
 /// What a tool name resolved to: path, content hash and size (`None`: not found).
 type ToolIdentity = Option<(String, [u8; 32], u64)>;
 
-/// The fields of a `Record` before its tools and targets (postcard reads fields in order).
-#[derive(Deserialize)]
-struct RecordHead {
-    binary: String,
-    command: String,
-    generation: u64,
-    recorded_ms: i64,
-}
-
+/// What decides most misses, first in a `Record` so it can be read alone (postcard reads
+/// fields in order).
 #[derive(Serialize, Deserialize)]
-struct Record {
+struct RecordHead {
     /// Which cairn binary, which command (see `command_identity`).
     binary: String,
     command: String,
     /// `FileStates::generation` after the recorded build saved its states.
     generation: u64,
     recorded_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    head: RecordHead,
     /// Every tool name the build resolved, with what it resolved to.
     tools: Vec<(String, ToolIdentity)>,
     /// In the order the build reported them.
@@ -116,7 +114,6 @@ pub(crate) fn replay(
         .get_value(&record_key(&s.workspace_key(), command))
         .ok()
         .flatten()?;
-    // The fields before the targets first: most misses are decided by them.
     let (head, _) = postcard::take_from_bytes::<RecordHead>(&bytes).ok()?;
     let fresh = now_ms() - head.recorded_ms;
     if head.binary != binary_identity()
@@ -209,10 +206,12 @@ pub(crate) fn record(
         })
         .collect();
     let record = Record {
-        binary: binary_identity(),
-        command: command.to_string(),
-        generation: states.generation(),
-        recorded_ms: now_ms(),
+        head: RecordHead {
+            binary: binary_identity(),
+            command: command.to_string(),
+            generation: states.generation(),
+            recorded_ms: now_ms(),
+        },
         tools: outcome
             .tools
             .iter()

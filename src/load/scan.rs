@@ -64,13 +64,37 @@ fn now_ns() -> i64 {
 /// A stored scan and what it depends on.
 #[derive(Serialize, Deserialize)]
 struct ScanRecord {
+    deps: ScanDeps,
+    scan: Scan,
+}
+
+/// What a stored scan depends on: first in its record, so it can be read alone (postcard reads
+/// fields in order; `stored_scan_is_current` does not decode the scan itself).
+#[derive(Serialize, Deserialize)]
+struct ScanDeps {
     /// cairn's version and the skipped paths: a record of another setup is never trusted.
     fingerprint: String,
     /// Every listed directory (workspace-relative, `""` for the root) and its metadata.
     dirs: Vec<(String, Sig)>,
     /// Every ignore file that could apply, with its metadata (`None`: absent).
     guards: Vec<(String, Option<Sig>)>,
-    scan: Scan,
+}
+
+impl ScanDeps {
+    /// Whether nothing the scan depends on changed: same setup, and one `stat` per directory
+    /// and ignore file finds each as it was.
+    fn are_current(&self, root: &Path, skip: &[PathBuf]) -> bool {
+        let now = now_ns();
+        self.fingerprint == fingerprint(skip)
+            && self
+                .dirs
+                .iter()
+                .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(Some(*sig)))
+            && self
+                .guards
+                .iter()
+                .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(*sig))
+    }
 }
 
 fn record_key(root: &Path) -> String {
@@ -86,43 +110,19 @@ fn fingerprint(skip: &[PathBuf]) -> String {
     text
 }
 
-/// The part of a `ScanRecord` that says what it depends on (postcard reads fields in order,
-/// so the stored scan itself is not decoded).
-#[derive(Deserialize)]
-struct ScanRecordHead {
-    fingerprint: String,
-    dirs: Vec<(String, Sig)>,
-    guards: Vec<(String, Option<Sig>)>,
-}
-
 /// Whether the scan stored in `db` is still the workspace's: no directory or ignore file it
 /// depends on changed (what `scan_cached` checks before reusing it).
 pub(crate) fn stored_scan_is_current(root: &Path, skip: &[PathBuf], db: &cairn_store::Db) -> bool {
-    let Some(bytes) = db.get_value(&record_key(root)).ok().flatten() else {
-        return false;
-    };
-    let Some(head) = super::unpack(&bytes).and_then(|b| {
-        postcard::take_from_bytes::<ScanRecordHead>(&b)
-            .ok()
-            .map(|(h, _)| h)
-    }) else {
-        return false;
-    };
-    head.fingerprint == fingerprint(skip)
-        && depends_on_nothing_changed(root, &head.dirs, &head.guards)
-}
-
-fn depends_on_nothing_changed(
-    root: &Path,
-    dirs: &[(String, Sig)],
-    guards: &[(String, Option<Sig>)],
-) -> bool {
-    let now = now_ns();
-    dirs.iter()
-        .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(Some(*sig)))
-        && guards
-            .iter()
-            .all(|(rel, sig)| Sig::of(&root.join(rel), now) == Ok(*sig))
+    db.get_value(&record_key(root))
+        .ok()
+        .flatten()
+        .and_then(|bytes| super::unpack(&bytes))
+        .and_then(|b| {
+            postcard::take_from_bytes::<ScanDeps>(&b)
+                .ok()
+                .map(|(deps, _)| deps)
+        })
+        .is_some_and(|deps| deps.are_current(root, skip))
 }
 
 /// Scans the workspace, reusing the scan stored in `db` when no directory or ignore file it
@@ -133,19 +133,17 @@ pub(crate) fn scan_cached(
     db: &cairn_store::Db,
 ) -> Result<Scan, LoadError> {
     let key = record_key(root);
-    let fingerprint = fingerprint(skip);
     let stored = db
         .get_value(&key)
         .ok()
         .flatten()
         .and_then(|bytes| super::unpack(&bytes))
-        .and_then(|bytes| postcard::from_bytes::<ScanRecord>(&bytes).ok())
-        .filter(|r| r.fingerprint == fingerprint);
+        .and_then(|bytes| postcard::from_bytes::<ScanRecord>(&bytes).ok());
     // One `stat` per directory, on this thread: the other core is checking file states
     // meanwhile (see `FileStates::check_unchanged`), and a parallel loop here only contends
     // with it.
     if let Some(record) = stored
-        && depends_on_nothing_changed(root, &record.dirs, &record.guards)
+        && record.deps.are_current(root, skip)
     {
         return Ok(record.scan);
     }
@@ -178,9 +176,11 @@ pub(crate) fn scan_cached(
         .collect();
     if let (Some(dirs), true) = (dirs, trusted) {
         let record = ScanRecord {
-            fingerprint,
-            dirs,
-            guards,
+            deps: ScanDeps {
+                fingerprint: fingerprint(skip),
+                dirs,
+                guards,
+            },
             scan,
         };
         if let Ok(bytes) = postcard::to_stdvec(&record) {

@@ -449,7 +449,7 @@ pub fn copy_verified(src: &Path, dest: &Path, digest: &Digest, executable: bool)
     io::copy(&mut from, &mut writer).at("copy", src)?;
     if writer.digest() != *digest {
         let _ = fs::remove_file(dest);
-        return Err(changed_while_storing(src));
+        return Err(changed_since_hashed(src));
     }
     let mode = if executable { 0o755 } else { 0o644 };
     to.set_permissions(fs::Permissions::from_mode(mode))
@@ -461,7 +461,18 @@ pub fn verify_file(path: &Path, digest: &Digest) -> Result<()> {
     if Digest::of_file(path).at("read", path)? == *digest {
         Ok(())
     } else {
-        Err(changed_while_storing(path))
+        Err(changed_since_hashed(path))
+    }
+}
+
+/// A source whose content is no longer what the build hashed for its action key.
+fn changed_since_hashed(path: &Path) -> StoreError {
+    StoreError::Io {
+        op: "use",
+        path: path.to_path_buf(),
+        source: io::Error::other(
+            "it changed after this build hashed it (edited during the build?); build again",
+        ),
     }
 }
 

@@ -401,21 +401,6 @@ impl Db {
         Ok(())
     }
 
-    /// Stores several values in one transaction.
-    pub fn put_values(&self, values: &[(String, Vec<u8>)]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
-                .map_err(|e| self.err(e))?;
-            for (key, value) in values {
-                stmt.execute(params![key, value]).map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
     /// Stores several values in one transaction that first reads `guard`: returns whether it
     /// held `expected` (`None`: absent). The values are written either way; the answer tells
     /// whether anyone else wrote `guard` since the caller read it.

@@ -512,7 +512,7 @@ impl FileStates {
         let stale: std::collections::HashSet<&str> = if self.snapshot.load(Ordering::Acquire) {
             self.loaded
                 .iter()
-                .filter(|(_, e)| LoadedStates::found_changed(e))
+                .filter(|(_, e)| e.found_changed())
                 .map(|(rel, _)| rel)
                 .collect()
         } else {

@@ -137,7 +137,9 @@ impl LoadedStates {
         stop_on_change: bool,
     ) {
         let Ok(root_fd) = open_dir(None, root) else {
-            stop.store(stop_on_change, Ordering::Relaxed);
+            if stop_on_change {
+                stop.store(true, Ordering::Relaxed);
+            }
             return;
         };
         let mut dir: Option<(&str, Option<OwnedFd>)> = None;
@@ -158,24 +160,21 @@ impl LoadedStates {
                 };
                 dir = Some((parent, fd));
             }
-            let same = match &dir {
-                Some((_, Some(fd))) => fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| entry.state.matches_stat(&st)),
-                Some(("", None)) => fstatat(&root_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| entry.state.matches_stat(&st)),
-                _ => false,
+            let fd = match &dir {
+                Some((_, Some(fd))) => Some(fd),
+                Some(("", None)) => Some(&root_fd),
+                _ => None, // The directory is gone (or unreadable): so is the file.
             };
+            let same = fd.is_some_and(|fd| {
+                fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| entry.state.matches_stat(&st))
+            });
             entry.mark(same);
             if !same && stop_on_change {
                 stop.store(true, Ordering::Relaxed);
                 return;
             }
         }
-    }
-
-    /// Whether `check` found `entry` changed (or gone).
-    pub fn found_changed(entry: &Entry) -> bool {
-        entry.checked.load(Ordering::Relaxed) == CHANGED
     }
 
     /// `entry`'s mark (the entry of `rel`), checking it first with an `lstat` of
@@ -192,6 +191,11 @@ impl LoadedStates {
 }
 
 impl Entry {
+    /// Whether a check found this file changed (or gone).
+    pub fn found_changed(&self) -> bool {
+        self.checked.load(Ordering::Relaxed) == CHANGED
+    }
+
     /// Records what a check found: whether the file is a regular file in the loaded state.
     fn mark(&self, same: bool) -> u8 {
         let mark = if same { UNCHANGED } else { CHANGED };
