@@ -263,6 +263,35 @@ impl Cas {
         Ok(bytes)
     }
 
+    /// Streams a blob's content to `each` in chunks of at most 256 KiB (memory stays bounded
+    /// whatever the blob's size), verifying its digest at the end. On `Err`, the chunks already
+    /// given were not the blob (a corrupt blob is removed and reported as in `get_bytes`): the
+    /// caller must discard whatever it made of them.
+    pub fn read_chunks(&self, digest: &Digest, mut each: impl FnMut(&[u8])) -> Result<()> {
+        let mut hasher = blake3::Hasher::new();
+        let mut both = |chunk: &[u8]| {
+            hasher.update(chunk);
+            each(chunk);
+        };
+        match self.locate(digest).ok_or(StoreError::Missing(*digest))? {
+            Stored::Raw(path) => {
+                let mut file = File::open(&path).at("read", &path)?;
+                feed_chunks(&mut file, &mut both).at("read", &path)?;
+            }
+            Stored::Zstd(path) => {
+                let file = File::open(&path).at("read", &path)?;
+                zstd::stream::read::Decoder::new(file)
+                    .and_then(|mut d| feed_chunks(&mut d, &mut both))
+                    .at("decompress", &path)?;
+            }
+        }
+        let actual = Digest {
+            hash: *hasher.finalize().as_bytes(),
+            size: hasher.count(),
+        };
+        self.check(digest, actual)
+    }
+
     /// Writes a blob's content to `dest`, a new file in a directory no one else writes to (an
     /// action's sandbox): no temp file and rename, since no reader can see it half-written.
     /// Mode 0644, or 0755 when `executable`. Blobs above 1 MiB go through [`Cas::write_to`].
@@ -433,6 +462,19 @@ impl Cas {
     }
 }
 
+/// Reads `reader` to its end in chunks of at most 256 KiB, giving each to `each`.
+pub(crate) fn feed_chunks(reader: &mut impl Read, each: &mut impl FnMut(&[u8])) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Copies `src` to `dest`, a new file in a directory no one else writes to (an action's
 /// sandbox), hashing on the way: if `src` no longer holds `digest` (it changed since it was
 /// hashed), the copy is removed and the change reported. Mode 0644, or 0755 when `executable`.
@@ -551,6 +593,47 @@ mod tests {
             compressed,
             "repetitive 30 KB blob should be stored compressed at {path:?}"
         );
+    }
+
+    #[test]
+    fn read_chunks_streams_raw_and_compressed_blobs_and_refuses_corrupt_ones() {
+        let (_dir, cas) = cas();
+        // xorshift: bytes zstd cannot shrink, so the blob is stored raw.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let raw: Vec<u8> = (0..600_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let packed = "abc".repeat(200_000).into_bytes();
+        for (data, compressed) in [(raw, false), (packed, true), (Vec::new(), false)] {
+            let d = cas.put_bytes(&data).unwrap();
+            assert_eq!(cas.blob_path(&d).unwrap().1, compressed);
+            let mut back = Vec::new();
+            let mut chunks = 0;
+            cas.read_chunks(&d, |c| {
+                back.extend_from_slice(c);
+                chunks += 1;
+            })
+            .unwrap();
+            assert_eq!(back, data);
+            assert!(data.len() < 256 * 1024 || chunks > 1, "streamed in chunks");
+        }
+        let d = cas.put_bytes(b"precious bytes").unwrap();
+        let (path, _) = cas.blob_path(&d).unwrap();
+        fs::write(&path, b"precious bytez").unwrap();
+        assert!(matches!(
+            cas.read_chunks(&d, |_| {}),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(!cas.contains(&d));
+        assert!(matches!(
+            cas.read_chunks(&d, |_| {}),
+            Err(StoreError::Missing(_))
+        ));
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub const TOUCH_GRANULARITY_MS: i64 = 3_600_000;
 
 /// Bump when the schema changes; `migrate` upgrades older databases in place (the schema is
 /// idempotent: it creates what is missing and drops what was replaced). 2: covering index
-/// for the latest history per label.
-const SCHEMA_VERSION: i64 = 2;
+/// for the latest history per label. 3: `sha256_map`, the SHA-256 of blobs for remotes that
+/// accept only SHA-256.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS action_cache (
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS history (
 -- Covers the latest-per-label query (no table row is read for it).
 DROP INDEX IF EXISTS history_by_label;
 CREATE INDEX IF NOT EXISTS history_latest ON history (workspace, label, seq, key, status);
+-- BLAKE3 hash -> SHA-256 hash of the same bytes (the size is the same for both, so it is not
+-- stored). A row is a fact about bytes, true whether or not the blob is still stored: GC and
+-- verify leave rows of the blobs they remove.
+CREATE TABLE IF NOT EXISTS sha256_map (
+    blake3 BLOB PRIMARY KEY,
+    sha256 BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     finished_ms INTEGER NOT NULL,
@@ -313,6 +321,58 @@ impl Db {
                     s.digest.hash.as_slice()
                 ])
                 .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The SHA-256 hashes recorded (by `put_sha256s`) for blobs given by their BLAKE3
+    /// digest, in one read transaction; a digest with no row is absent from the answer.
+    pub fn get_sha256s(&self, digests: &[Digest]) -> Result<HashMap<Digest, [u8; 32]>> {
+        let mut found = HashMap::new();
+        if digests.is_empty() {
+            return Ok(found);
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("SELECT sha256 FROM sha256_map WHERE blake3 = ?1")
+                .map_err(|e| self.err(e))?;
+            for digest in digests {
+                let sha256: Option<Vec<u8>> = stmt
+                    .query_row(params![digest.hash.as_slice()], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| self.err(e))?;
+                // A row of the wrong length was not written by `put_sha256s`: treat it as
+                // absent, so the hash is computed again (and the row replaced).
+                if let Some(sha256) = sha256.and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+                    found.insert(*digest, sha256);
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(found)
+    }
+
+    /// Records the SHA-256 hash of blobs given by their BLAKE3 digest, in one transaction.
+    /// The caller computed each from the blob's bytes (a row is never derived from anything
+    /// else, so it stays true as long as BLAKE3 has no collision).
+    pub fn put_sha256s(&self, mappings: &[(Digest, [u8; 32])]) -> Result<()> {
+        if mappings.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO sha256_map (blake3, sha256) VALUES (?1, ?2)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (digest, sha256) in mappings {
+                stmt.execute(params![digest.hash.as_slice(), sha256.as_slice()])
+                    .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -707,5 +767,40 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn sha256_rows_are_found_by_blake3_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let a = Digest::of_bytes(b"a");
+        let b = Digest::of_bytes(b"b");
+        assert!(db.get_sha256s(&[a, b]).unwrap().is_empty());
+        db.put_sha256s(&[(a, [1; 32]), (b, [2; 32])]).unwrap();
+        db.put_sha256s(&[(a, [1; 32])]).unwrap();
+        let c = Digest::of_bytes(b"c");
+        let found = db.get_sha256s(&[a, c, b]).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&a], [1; 32]);
+        assert_eq!(found[&b], [2; 32]);
+    }
+
+    #[test]
+    fn a_version_2_database_gains_the_sha256_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let key = Digest::of_bytes(b"k");
+        {
+            let db = Db::open(&path).unwrap();
+            db.put_action_result(&key, b"r").unwrap();
+            let conn = db.conn();
+            conn.execute_batch("DROP TABLE sha256_map; PRAGMA user_version = 2;")
+                .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let d = Digest::of_bytes(b"blob");
+        db.put_sha256s(&[(d, [7; 32])]).unwrap();
+        assert_eq!(db.get_sha256s(&[d]).unwrap()[&d], [7; 32]);
+        assert!(db.get_action_result(&key).unwrap().is_some(), "data kept");
     }
 }

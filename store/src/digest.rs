@@ -1,4 +1,5 @@
-//! Content digests: BLAKE3 hash plus size, written `blake3:<64 hex>` everywhere cairn prints one.
+//! Content digests: BLAKE3 hash plus size, written `blake3:<64 hex>` everywhere cairn prints one;
+//! and digests as a remote holds them, in the digest function it accepts (BLAKE3 or SHA-256).
 //! Never hashes anything but the bytes it is given.
 
 use std::fmt;
@@ -6,6 +7,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 use std::str::FromStr;
+
+use sha2::Digest as _;
 
 use crate::reapi;
 
@@ -118,6 +121,156 @@ impl FromStr for Digest {
     }
 }
 
+/// A hash function digests are computed with: BLAKE3 locally and for remotes that accept it,
+/// SHA-256 for remotes that accept only that (BuildGrid, buildbox-casd). Both hashes are 32
+/// bytes, so a hash alone does not say which function made it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum DigestFunction {
+    /// BLAKE3, the local store's function.
+    Blake3,
+    /// SHA-256, what most REAPI servers accept.
+    Sha256,
+}
+
+impl DigestFunction {
+    /// The lowercase name, as it prefixes a printed digest: `blake3` or `sha256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestFunction::Blake3 => "blake3",
+            DigestFunction::Sha256 => "sha256",
+        }
+    }
+
+    /// The REAPI `DigestFunction.Value` number (`BLAKE3` = 9, `SHA256` = 1), as requests carry
+    /// it in `digest_function`.
+    pub fn to_reapi(self) -> i32 {
+        use reapi::digest_function::Value;
+        match self {
+            DigestFunction::Blake3 => Value::Blake3 as i32,
+            DigestFunction::Sha256 => Value::Sha256 as i32,
+        }
+    }
+
+    /// The function a REAPI `DigestFunction.Value` number names; `None` for every other value,
+    /// `UNKNOWN` (0) included: what an unset function means depends on where it was read.
+    pub fn from_reapi(value: i32) -> Option<DigestFunction> {
+        use reapi::digest_function::Value;
+        match Value::try_from(value).ok()? {
+            Value::Blake3 => Some(DigestFunction::Blake3),
+            Value::Sha256 => Some(DigestFunction::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The hash of an in-memory byte string.
+    pub fn hash(self, bytes: &[u8]) -> [u8; 32] {
+        match self {
+            DigestFunction::Blake3 => *blake3::hash(bytes).as_bytes(),
+            DigestFunction::Sha256 => sha2::Sha256::digest(bytes).into(),
+        }
+    }
+}
+
+/// A digest as a remote holds it: hash (in `function`) and size. Printed
+/// `sha256:<64 hex>/<size>` (or `blake3:...`). The local store always uses [`Digest`]; this type
+/// lives only at the boundary with a remote.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteDigest {
+    /// The function `hash` was computed with.
+    pub function: DigestFunction,
+    /// The 32-byte hash.
+    pub hash: [u8; 32],
+    /// The length of the hashed bytes.
+    pub size: u64,
+}
+
+impl RemoteDigest {
+    /// The digest of an in-memory byte string in `function`.
+    pub fn of_bytes(function: DigestFunction, bytes: &[u8]) -> RemoteDigest {
+        RemoteDigest {
+            function,
+            hash: function.hash(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// The hash as 64 lowercase hex digits.
+    pub fn hex(&self) -> String {
+        to_hex(&self.hash)
+    }
+
+    /// The REAPI form of this digest (hash as lowercase hex, size as `size_bytes`).
+    pub fn to_reapi(&self) -> reapi::Digest {
+        reapi::Digest {
+            hash: self.hex(),
+            size_bytes: self.size as i64,
+        }
+    }
+
+    /// Parses the REAPI form of a digest in `function` (which the message does not say);
+    /// `None` unless the hash is 64 lowercase hex digits (REAPI's form) and the size is not
+    /// negative.
+    pub fn from_reapi(function: DigestFunction, digest: &reapi::Digest) -> Option<RemoteDigest> {
+        Some(RemoteDigest {
+            function,
+            hash: from_lowercase_hex(&digest.hash)?,
+            size: u64::try_from(digest.size_bytes).ok()?,
+        })
+    }
+}
+
+impl From<Digest> for RemoteDigest {
+    /// The local digest as a BLAKE3 remote holds it.
+    fn from(digest: Digest) -> RemoteDigest {
+        RemoteDigest {
+            function: DigestFunction::Blake3,
+            hash: digest.hash,
+            size: digest.size,
+        }
+    }
+}
+
+impl fmt::Display for RemoteDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.function.as_str(), self.hex(), self.size)
+    }
+}
+
+impl fmt::Debug for RemoteDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn to_hex(hash: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in hash {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+/// 64 lowercase hex digits as 32 bytes. Uppercase is refused: REAPI writes hashes in lowercase,
+/// so an uppercase one would name a different blob on most servers.
+fn from_lowercase_hex(text: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +304,75 @@ mod tests {
         assert_eq!(parsed.hash, d.hash);
         assert!("sha256:00".parse::<Digest>().is_err());
         assert!("blake3:zz".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn empty_sha256_remote_digest_prints_with_function_and_size() {
+        let d = RemoteDigest::of_bytes(DigestFunction::Sha256, b"");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/0"
+        );
+        assert_eq!(
+            RemoteDigest::of_bytes(DigestFunction::Sha256, b"abc").hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn remote_digest_reapi_round_trips_and_rejects_bad_hex() {
+        let d = RemoteDigest::of_bytes(DigestFunction::Sha256, b"hello");
+        let wire = d.to_reapi();
+        assert_eq!(wire.hash, d.hex());
+        assert_eq!(wire.size_bytes, 5);
+        assert_eq!(
+            RemoteDigest::from_reapi(DigestFunction::Sha256, &wire),
+            Some(d)
+        );
+        let parse = |hash: &str, size_bytes: i64| {
+            RemoteDigest::from_reapi(
+                DigestFunction::Sha256,
+                &reapi::Digest {
+                    hash: hash.to_string(),
+                    size_bytes,
+                },
+            )
+        };
+        assert_eq!(parse(&wire.hash, -1), None, "negative size");
+        assert_eq!(parse(&wire.hash[..62], 5), None, "too short");
+        assert_eq!(parse(&format!("{}00", wire.hash), 5), None, "too long");
+        assert_eq!(parse(&wire.hash.to_uppercase(), 5), None, "uppercase");
+        assert_eq!(
+            parse(&format!("{}zz", &wire.hash[..62]), 5),
+            None,
+            "not hex"
+        );
+        assert_eq!(parse("", 0), None, "empty");
+    }
+
+    #[test]
+    fn local_digest_becomes_a_blake3_remote_digest() {
+        let local = Digest::of_bytes(b"hello");
+        let remote = RemoteDigest::from(local);
+        assert_eq!(
+            remote,
+            RemoteDigest::of_bytes(DigestFunction::Blake3, b"hello")
+        );
+        assert_eq!(remote.to_reapi(), local.to_reapi());
+        assert_eq!(remote.to_string(), format!("{local}/5"));
+    }
+
+    #[test]
+    fn digest_functions_map_to_reapi_numbers() {
+        assert_eq!(DigestFunction::Blake3.to_reapi(), 9);
+        assert_eq!(DigestFunction::Sha256.to_reapi(), 1);
+        for f in [DigestFunction::Blake3, DigestFunction::Sha256] {
+            assert_eq!(DigestFunction::from_reapi(f.to_reapi()), Some(f));
+        }
+        for other in [0, 2, 8, 10, 1000, -1] {
+            assert_eq!(DigestFunction::from_reapi(other), None, "{other}");
+        }
+        assert_eq!(DigestFunction::Blake3.as_str(), "blake3");
+        assert_eq!(DigestFunction::Sha256.as_str(), "sha256");
     }
 }

@@ -59,6 +59,48 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// A file given as the bytes of a blob no longer holds them: it changed since it was
+    /// hashed. Nothing is remembered for it.
+    #[error("`{path}` changed since it was hashed: expected {expected}, found {actual}")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// The digest it was hashed to.
+        expected: Digest,
+        /// What it hashes to now.
+        actual: Digest,
+    },
+    /// In-memory bytes given as those of a blob hash to another digest. Nothing is remembered
+    /// for them.
+    #[error("Bytes given as blob {expected} hash to {actual}")]
+    WrongBytes {
+        /// The digest the bytes were given as.
+        expected: Digest,
+        /// What they hash to.
+        actual: Digest,
+    },
+    /// A `Directory` that a tree being re-encoded refers to was not given.
+    #[error("Directory {0} is referenced in a tree but was not given")]
+    MissingDirectory(Digest),
+    /// A message given under a digest (a `Directory` keyed by it, a `Command` named by an
+    /// `Action`) encodes to another one.
+    #[error("{message} given as {expected} encodes to {actual}")]
+    WrongMessage {
+        /// The message type (`Directory`, `Command`).
+        message: &'static str,
+        /// The digest it was given under.
+        expected: Digest,
+        /// The digest of its encoding.
+        actual: Digest,
+    },
+    /// A message being re-encoded lacks a digest, or holds a malformed one.
+    #[error("{message} `{field}` has a missing or malformed digest")]
+    BadMessageDigest {
+        /// The message type (`Action`, `Directory`).
+        message: &'static str,
+        /// The field, or the name of the entry, holding the digest.
+        field: String,
+    },
     /// An output tree holds something cairn cannot store (a socket, a device, an absolute
     /// symlink escaping the tree...).
     #[error("Unsupported file `{path}`: {why}")]

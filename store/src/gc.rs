@@ -133,6 +133,8 @@ impl Store {
             if !too_old && !over {
                 continue;
             }
+            // Its `sha256_map` row (if any) stays: a row is a fact about bytes, as true after
+            // the blob is gone, and a few dozen bytes.
             self.cas().remove_hex(hex)?;
             report.blobs_removed += 1;
             report.bytes_freed += size;
@@ -148,6 +150,8 @@ impl Store {
         let mut report = VerifyReport::default();
         for (hex, _) in self.cas().list()? {
             report.blobs += 1;
+            // A corrupt blob's `sha256_map` row (if any) stays: it was computed from the
+            // verified bytes, which the digest still names.
             if !self.cas().verify_hex(&hex)? {
                 report.corrupt.push(hex);
             }

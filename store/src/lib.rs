@@ -1,6 +1,7 @@
 //! `cairn-store`: cairn's content-addressed store, usable on its own. It owns digests, the blob
-//! store (CAS), the SQLite action cache and file-state cache, REAPI Merkle trees and output
-//! restoration. It knows nothing about Starlark, labels or the command line.
+//! store (CAS), the SQLite action cache and file-state cache, REAPI Merkle trees, output
+//! restoration, and the SHA-256 digests and re-encoded messages that remotes accepting only
+//! SHA-256 are fed. It knows nothing about Starlark, labels or the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -11,6 +12,8 @@ mod error;
 mod file_state;
 mod gc;
 mod materialize;
+mod reencode;
+mod sha256_map;
 mod tree;
 
 use std::path::{Path, PathBuf};
@@ -20,11 +23,13 @@ use prost::Message;
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use cas::{Cas, copy_verified, set_mode, verify_file};
 pub use db::{BuildRecord, BuildTotals, DERIVED_PREFIX, Db, HistoryEntry, TOUCH_GRANULARITY_MS};
-pub use digest::{Digest, ParseDigestError};
+pub use digest::{Digest, DigestFunction, ParseDigestError, RemoteDigest};
 pub use error::{Result, StoreError};
 pub use file_state::{FileInfo, FileState, FileStates, Lookup};
 pub use gc::{GcPolicy, GcReport, VerifyReport, parse_age, parse_size};
 pub use materialize::{Restored, is_in_place, restore_contents, restore_dir, restore_file};
+pub use reencode::{Reencoded, reencode_action, reencode_tree};
+pub use sha256_map::{BlobBytes, Sha256Map};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};
 
 /// A store on disk: `cas/` (blobs), `tmp/` (partial writes), `logs/` (action logs) and
@@ -82,6 +87,12 @@ impl Store {
     /// The metadata database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The SHA-256 digests of this store's blobs, for a remote that accepts only SHA-256. Each
+    /// map has its own memo over the store's table; keep one for a whole build or upload.
+    pub fn sha256_map(&self) -> Sha256Map<'_> {
+        Sha256Map::new(self)
     }
 
     /// The directory for action logs.
