@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cairn::bench::ActionFixture;
-use cairn_store::{Digest, FileInfo, FileStates, MerkleTree, Store};
+use cairn_store::{Digest, FileInfo, MerkleTree, Store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// `count` files of `size` bytes, with an mtime old enough for the file-state cache to trust.
@@ -112,12 +112,12 @@ fn file_states(c: &mut Criterion) {
     let ws = dir.path().join("ws");
     std::fs::create_dir(&ws).unwrap();
     let paths = files(&ws, 1000, 2048);
-    let db = cairn_store::Db::open(&dir.path().join("db")).unwrap();
-    let states = FileStates::load(&db, &ws).unwrap();
+    let db = cairn_store::Store::open(&dir.path().join("store")).unwrap();
+    let states = db.load_file_states(&ws).unwrap();
     for p in &paths {
         states.file_info(p).unwrap();
     }
-    states.save(&db).unwrap();
+    db.save_file_states(&states).unwrap();
     let mut group = c.benchmark_group("file-state cache");
     group.throughput(Throughput::Elements(paths.len() as u64));
     group.bench_function("1000 unchanged files (stat + lookup)", |b| {
@@ -128,7 +128,7 @@ fn file_states(c: &mut Criterion) {
         })
     });
     group.bench_function("load the states of 1000 files", |b| {
-        b.iter(|| black_box(FileStates::load(&db, &ws).unwrap()))
+        b.iter(|| black_box(db.load_file_states(&ws).unwrap()))
     });
     group.finish();
 }

@@ -59,6 +59,7 @@ impl ActionFixture {
             flaky: 0,
             tags: Vec::new(),
             pass_env: Vec::new(),
+            platform: BTreeMap::new(),
             fixed_digest: None,
             location: Location {
                 file: format!("{package}/BUILD.star"),

@@ -205,7 +205,7 @@ impl<'a> Session<'a> {
         let load_states = || {
             let states = match preloaded {
                 Some(states) => states,
-                None => Arc::new(FileStates::load(store.db(), &self.ws.root)?),
+                None => Arc::new(store.load_file_states(&self.ws.root)?),
             };
             let checking = Arc::clone(&states);
             let spawned = std::thread::Builder::new()
@@ -247,7 +247,7 @@ impl<'a> Session<'a> {
     /// Saves what loading and building learnt about files; false (after a warning) if that
     /// failed.
     pub fn save_states(&self, loaded: &Loaded) -> bool {
-        match loaded.states.save(loaded.store.db()) {
+        match loaded.store.save_file_states(&loaded.states) {
             Ok(()) => true,
             Err(e) => {
                 self.warn(&format!("could not save the file-state cache: {e}"));
@@ -298,17 +298,18 @@ impl<'a> Session<'a> {
 }
 
 /// The build context shared by build, run, watch and the dry run of `why`: callers set what
-/// differs (check, history, dry run, tracer, cancellation) with struct update syntax.
+/// differs (check, recorder, restore, tracer, cancellation) with struct update syntax.
 pub(crate) fn build_context<'a>(
     s: &'a Session,
     loaded: &'a Loaded,
+    cache: &'a crate::engine::CacheChain<'a>,
     executor: &'a dyn crate::exec::Executor,
     reporter: &'a dyn report::Reporter,
     tools: &'a crate::action::ToolResolver<'a>,
 ) -> crate::engine::BuildContext<'a> {
     crate::engine::BuildContext {
         graph: loaded.graph(),
-        store: &loaded.store,
+        cache,
         states: &loaded.states,
         executor,
         reporter,
@@ -316,34 +317,19 @@ pub(crate) fn build_context<'a>(
         tools,
         host_env: &s.env.vars,
         check: false,
-        history: None,
-        dry_run: None,
+        restore: true,
+        recorder: None,
         tracer: None,
         cancel: None,
         memo: None,
     }
 }
 
-/// Human-readable bytes.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub(crate) use report::human_bytes;
 
 /// The latest recorded status per label, for colouring graphs.
 pub(crate) fn last_statuses(s: &Session, store: &Store) -> BTreeMap<String, String> {
     store
-        .db()
         .latest_history(&s.workspace_key())
         .map(|m| m.into_iter().map(|(l, (_, st))| (l, st)).collect())
         .unwrap_or_default()

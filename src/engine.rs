@@ -1,12 +1,22 @@
 //! The engine: loads the workspace, builds the graph, and walks it in parallel: for each
-//! action, compute its key, look it up in the store, restore or execute, and record results.
+//! action, compute its key, look it up (`lookup`: the local store, then remotes), restore or
+//! execute, and record results.
 
+mod check;
+pub(crate) mod dry_run;
 pub(crate) mod history;
+pub(crate) mod lookup;
 pub(crate) mod memo;
+mod outputs;
+mod pipeline;
+mod recorder;
 pub(crate) mod scheduler;
 
+pub(crate) use dry_run::{DryInfo, DryRun};
+pub(crate) use lookup::CacheChain;
+pub(crate) use recorder::Recorder;
 pub(crate) use scheduler::{
-    BuildContext, BuildOptions, BuildOutcome, DryInfo, DryRun, Status, TargetReport, run_build,
+    BuildContext, BuildOptions, BuildOutcome, Status, TargetReport, run_build,
 };
 
 use std::path::Path;
@@ -57,7 +67,10 @@ pub(crate) fn analyze<E: Send>(
     store: &Store,
     load_states: impl FnOnce() -> Result<Arc<FileStates>, E> + Send,
 ) -> Result<Result<(Analysis, Arc<FileStates>), AnalysisError>, E> {
-    let cache_key = format!("analysis:{}", root.display());
+    let workspace = root.display().to_string();
+    let cache_key = cairn_store::Record::Analysis {
+        workspace: &workspace,
+    };
     let (states, read) = std::thread::scope(|scope| {
         let states = scope.spawn(|| {
             let began = Instant::now();
@@ -67,10 +80,10 @@ pub(crate) fn analyze<E: Send>(
         });
         let read = (|| {
             let began = Instant::now();
-            let scan = scan_cached(root, skip, store.db())?;
+            let scan = scan_cached(root, skip, store)?;
             span("scan workspace", began);
             let began = Instant::now();
-            let stored = store.db().get_value(&cache_key).ok().flatten();
+            let stored = store.get_record(&cache_key).ok().flatten();
             let cache = AnalysisCache::decode(stored.as_deref());
             span("decode analysis cache", began);
             Ok::<_, AnalysisError>((scan, cache))
@@ -86,7 +99,7 @@ pub(crate) fn analyze<E: Send>(
         if let Some(bytes) = encoded {
             let began = Instant::now();
             // Best effort: a cache that cannot be saved only costs an evaluation next time.
-            let _ = store.db().put_value(&cache_key, &bytes);
+            let _ = store.put_record(&cache_key, &bytes);
             span("save analysis cache", began);
         }
         Ok(analysis)

@@ -1,8 +1,9 @@
 //! Running actions. `Executor` is the vocabulary; `local` runs an action in a fresh sandbox
 //! directory holding only its input root, with a cleared environment, and captures its
-//! declared outputs into the store.
+//! declared outputs into the store; `dry` runs nothing (the dry run of `why`).
 
 pub(crate) mod base;
+pub(crate) mod dry;
 pub(crate) mod local;
 pub(crate) mod sandbox;
 
@@ -13,13 +14,25 @@ use cairn_store::{StoreError, reapi};
 use crate::action::PreparedAction;
 use crate::graph::Label;
 
-/// What running an action produced.
+/// How running an action ended.
 #[derive(Debug)]
-pub(crate) struct ExecOutcome {
-    /// The result to cache: present when the command exited 0 and its outputs are as declared.
-    pub result: Option<reapi::ActionResult>,
-    /// Why the action failed, when it did.
-    pub failure: Option<ExecFailure>,
+#[allow(clippy::large_enum_variant)] // One per run, moved once: a box would buy nothing.
+pub(crate) enum ExecOutcome {
+    /// The command exited 0 and its outputs are as declared: the result to cache, its blobs
+    /// in the local store.
+    Success {
+        result: reapi::ActionResult,
+        /// Whether a remote executor ran it (status `remote_executed`).
+        remotely: bool,
+    },
+    /// The command ran and failed (a non-zero exit, a signal, outputs not as declared).
+    Failed(ExecFailure),
+    /// The command was killed at its timeout.
+    TimedOut(ExecFailure),
+    /// The build was cancelled while it ran (Ctrl-C, a newer edit): nothing is recorded.
+    Cancelled,
+    /// The executor does not run actions (the dry run of `why`): its outputs are unknown.
+    NotRun,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +65,8 @@ pub(crate) enum ExecError {
     },
 }
 
-/// Runs prepared actions.
+/// Runs prepared actions. An `Err` means the action could not be run at all (no sandbox, no
+/// shell); everything that happened once it ran is an `ExecOutcome`.
 pub(crate) trait Executor: Sync {
     fn execute(&self, label: &Label, action: &PreparedAction) -> Result<ExecOutcome, ExecError>;
 }

@@ -7,7 +7,7 @@ pub(crate) mod junit;
 pub(crate) mod trace;
 
 pub(crate) use console::{
-    ColorChoice, ConsoleReporter, Reporter, Style, json_summary, print_json, print_stderr,
-    print_stdout, render_diagnostic, summary_line,
+    ColorChoice, ConsoleReporter, Reporter, Style, human_bytes, json_summary, print_json,
+    print_stderr, print_stdout, render_diagnostic, summary_line,
 };
 pub(crate) use trace::Tracer;

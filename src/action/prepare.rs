@@ -13,8 +13,9 @@ use crate::graph::{Kind, Target};
 use crate::workspace::WorkspacePath;
 
 /// Changes whenever cairn changes how it runs actions, so old cache entries are not reused.
-/// Guarded by `fixed_action_key_is_stable`.
-const ACTION_SALT: &[u8] = b"cairn action v1";
+/// Guarded by `fixed_action_key_is_stable`. v2: tool identities moved from `Platform` into the
+/// salt (docs/decisions.md).
+const ACTION_SALT: &[u8] = b"cairn action v2";
 
 /// `SOURCE_DATE_EPOCH` for every action: 1980-01-01T00:00:00Z, the earliest time a zip file
 /// can hold, so archivers that honour it never fail.
@@ -55,6 +56,25 @@ pub(crate) struct PreparedAction {
     pub pass_env: BTreeMap<String, String>,
     pub command: reapi::Command,
     pub action: reapi::Action,
+    /// The blobs an uploader or a remote executor needs, so nothing is walked or encoded again:
+    /// the encoded `Command` and `Action` (`action.command_digest` and the key, except for a
+    /// fixed-output action, whose key names its declared content instead).
+    pub encoded_command: Vec<u8>,
+    pub encoded_action: Vec<u8>,
+    /// The input root: every `Directory` message, by digest.
+    pub input_tree: MerkleTree,
+    /// The inputs that are sources, read from the workspace (sorted); every other input is a
+    /// dependency output, whose bytes are in the store.
+    pub sources: Vec<WorkspacePath>,
+}
+
+/// Where an input file's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputBytes<'a> {
+    /// A source: the workspace file at this path.
+    Workspace(&'a WorkspacePath),
+    /// A dependency output: the store's blob.
+    Store,
 }
 
 impl PreparedAction {
@@ -62,12 +82,24 @@ impl PreparedAction {
     pub fn outputs(&self) -> impl Iterator<Item = &WorkspacePath> {
         self.outs.iter().chain(&self.out_dirs)
     }
+
+    /// Every input file with where its bytes are.
+    pub fn input_files(&self) -> impl Iterator<Item = (&WorkspacePath, &FileInfo, InputBytes<'_>)> {
+        self.inputs.iter().map(|(path, info)| {
+            let bytes = if self.sources.binary_search(path).is_ok() {
+                InputBytes::Workspace(path)
+            } else {
+                InputBytes::Store
+            };
+            (path, info, bytes)
+        })
+    }
 }
 
 /// Builds the action of `target` from its source files and the files its dependencies provide
 /// (dependency outputs, by content digest: that is what gives early cutoff).
 /// `tools` are the resolved tools the action calls (their path and digest enter the key as
-/// platform properties); `path_var` is the tool path, the action's `PATH`; `pass_env` holds
+/// the salt); `path_var` is the tool path, the action's `PATH`; `pass_env` holds
 /// host values of the target's `pass_env` names.
 pub(crate) fn prepare_action(
     target: &Target,
@@ -139,10 +171,13 @@ pub(crate) fn prepare_action(
     let mut output_paths: Vec<String> = output_files.iter().chain(&output_dirs).cloned().collect();
     output_paths.sort();
 
-    // REAPI v2.1 replaced output_files/output_directories with output_paths; servers older
-    // than v2.1 read only the old fields, so both are set (as Bazel does).
+    // REAPI v2.1 replaced output_files/output_directories with output_paths, and v2.2 moved
+    // the platform from Command to Action; older servers read only the old fields, so both
+    // are set (as Bazel does).
+    let platform = platform(&target.platform);
     #[allow(deprecated)]
     let command = reapi::Command {
+        platform: Some(platform.clone()),
         arguments: vec!["/bin/sh".into(), "-c".into(), target.cmd.clone()],
         environment_variables: env
             .iter()
@@ -157,20 +192,11 @@ pub(crate) fn prepare_action(
         working_directory: package.to_string(),
         ..Default::default()
     };
-    // REAPI: platform properties sorted by name.
     let mut sorted_tools: Vec<&Tool> = tools.iter().collect();
     sorted_tools.sort_by(|a, b| a.name.cmp(&b.name));
     sorted_tools.dedup_by(|a, b| a.name == b.name);
-    let platform = (!sorted_tools.is_empty()).then(|| reapi::Platform {
-        properties: sorted_tools
-            .iter()
-            .map(|t| reapi::platform::Property {
-                name: format!("cairn.tool.{}", t.name),
-                value: format!("{} {}", t.path.display(), t.digest),
-            })
-            .collect(),
-    });
-    let command_digest = Digest::of_bytes(&command.encode_to_vec());
+    let encoded_command = command.encode_to_vec();
+    let command_digest = Digest::of_bytes(&encoded_command);
     let action = reapi::Action {
         command_digest: Some(command_digest.to_reapi()),
         input_root_digest: Some(tree.root.to_reapi()),
@@ -179,9 +205,10 @@ pub(crate) fn prepare_action(
             nanos: ((target.timeout_ms % 1000) * 1_000_000) as i32,
         }),
         do_not_cache: false,
-        salt: ACTION_SALT.to_vec(),
-        platform,
+        salt: salt(&sorted_tools),
+        platform: Some(platform),
     };
+    let encoded_action = action.encode_to_vec();
     let kind = match (target.kind, target.fixed_digest) {
         (Kind::FixedOutput, Some(d)) => ActionKind::FixedOutput(d),
         (Kind::Test, _) => ActionKind::Test,
@@ -191,7 +218,7 @@ pub(crate) fn prepare_action(
         // Nix's fixed-output rule: the result is named by its declared content, so neither
         // the command nor the inputs (nor the network) decide what it is.
         ActionKind::FixedOutput(d) => fixed_output_key(&d, &command.output_paths, package),
-        _ => Digest::of_bytes(&action.encode_to_vec()),
+        _ => Digest::of_bytes(&encoded_action),
     };
     let mut tool_dirs: Vec<std::path::PathBuf> = sorted_tools
         .iter()
@@ -213,6 +240,55 @@ pub(crate) fn prepare_action(
         pass_env,
         command,
         action,
+        encoded_command,
+        encoded_action,
+        input_tree: tree,
+        sources: srcs.keys().cloned().collect(),
+    }
+}
+
+/// The salt: cairn's action version, then every tool the action calls (name, resolved path,
+/// content digest), sorted by name. Key-only identity lives here, never in `Platform`, which
+/// REAPI servers match workers on: a worker cannot satisfy `cairn.tool.python3 = /usr/bin/…`.
+fn salt(sorted_tools: &[&Tool]) -> Vec<u8> {
+    let mut salt = ACTION_SALT.to_vec();
+    for tool in sorted_tools {
+        salt.push(0);
+        salt.extend_from_slice(tool.name.as_bytes());
+        salt.push(0);
+        salt.extend_from_slice(tool.path.as_os_str().as_encoded_bytes());
+        salt.push(0);
+        salt.extend_from_slice(tool.digest.to_string().as_bytes());
+    }
+    salt
+}
+
+/// `Platform`: what a worker must offer. The host's OS family and ISA, then the target's own
+/// `platform = {...}` properties (which may override them); REAPI: sorted by name, each name
+/// once.
+fn platform(declared: &BTreeMap<String, String>) -> reapi::Platform {
+    let mut properties: BTreeMap<&str, &str> = BTreeMap::new();
+    properties.insert("OSFamily", std::env::consts::OS);
+    properties.insert("ISA", isa());
+    for (name, value) in declared {
+        properties.insert(name, value);
+    }
+    reapi::Platform {
+        properties: properties
+            .into_iter()
+            .map(|(name, value)| reapi::platform::Property {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// The host's instruction set, spelled as REAPI's platform documentation does.
+fn isa() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        other => other,
     }
 }
 
@@ -252,6 +328,7 @@ mod tests {
             flaky: 0,
             tags: vec![],
             pass_env: vec![],
+            platform: Default::default(),
             fixed_digest: None,
             location: Location {
                 file: "apps/web/BUILD.star".into(),
@@ -302,6 +379,70 @@ mod tests {
     }
 
     #[test]
+    fn platform_holds_only_what_a_worker_can_match_and_tools_stay_key_only() {
+        let srcs = files(&[("apps/web/src/app.ts", "x")]);
+        let none = BTreeMap::new();
+        let mut t = target();
+        let a = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", BTreeMap::new());
+        let names: Vec<&str> = a
+            .action
+            .platform
+            .as_ref()
+            .unwrap()
+            .properties
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["ISA", "OSFamily"], "no tool identity in Platform");
+        assert!(
+            a.action
+                .salt
+                .windows(b"/usr/bin/python3".len())
+                .any(|w| w == b"/usr/bin/python3"),
+            "the tool's path is in the salt"
+        );
+        #[allow(deprecated)]
+        let command_platform = a.command.platform.clone();
+        assert_eq!(command_platform, a.action.platform, "both carry it");
+
+        t.platform.insert("pool".into(), "large".into());
+        let b = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", BTreeMap::new());
+        assert_ne!(a.key, b.key, "a platform property changes the key");
+        let props = &b.action.platform.as_ref().unwrap().properties;
+        let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["ISA", "OSFamily", "pool"], "sorted by name");
+    }
+
+    #[test]
+    fn a_prepared_action_carries_its_blobs() {
+        let srcs = files(&[("apps/web/src/app.ts", "x")]);
+        let deps = files(&[("packages/t/dist/t.css", "a")]);
+        let a = prep(&target(), &srcs, &deps);
+        assert_eq!(Digest::of_bytes(&a.encoded_action), a.key);
+        assert_eq!(
+            Some(Digest::of_bytes(&a.encoded_command).to_reapi()),
+            a.action.command_digest
+        );
+        assert_eq!(
+            Some(a.input_tree.root.to_reapi()),
+            a.action.input_root_digest
+        );
+        let kinds: Vec<(String, InputBytes)> = a
+            .input_files()
+            .map(|(path, _, bytes)| (path.to_string(), bytes))
+            .collect();
+        assert_eq!(kinds.len(), 2);
+        assert!(
+            matches!(kinds[0].1, InputBytes::Workspace(p) if p.as_str() == "apps/web/src/app.ts")
+        );
+        assert_eq!(
+            kinds[1].1,
+            InputBytes::Store,
+            "a dependency output is in the store"
+        );
+    }
+
+    #[test]
     fn fixed_output_key_depends_only_on_declared_digest_and_outputs() {
         let mut t = target();
         t.kind = Kind::FixedOutput;
@@ -340,7 +481,8 @@ mod tests {
 
     #[test]
     fn fixed_action_key_is_stable() {
-        // Changing this key invalidates every cache: change it only deliberately.
+        // Changing this key invalidates every cache: change it only deliberately. (Last: the
+        // v2 salt with tool identities, and OSFamily/ISA platform; pinned on x86-64 Linux.)
         let a = prep(
             &target(),
             &files(&[("apps/web/src/app.ts", "x")]),
@@ -348,7 +490,7 @@ mod tests {
         );
         assert_eq!(
             a.key.to_string(),
-            "blake3:9bc198bd66954297563b6d2be5210c8f5e72501d41e61abb30403e4442bad3c4"
+            "blake3:3d1113bfcee1530a70554fb4c7db7f944795043d402a03420257f93e48bca7db"
         );
     }
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cairn_store::{Db, Digest, FileStates};
+use cairn_store::{Digest, FileStates, Store};
 
 /// A resolved tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +43,11 @@ pub(crate) struct ToolResolver<'a> {
     path_var: String,
     resolved: Mutex<HashMap<String, Option<Tool>>>,
     /// Where the file states of tools (outside the workspace) are remembered between builds.
-    db: Option<&'a Db>,
+    store: Option<&'a Store>,
 }
 
 impl<'a> ToolResolver<'a> {
-    pub fn new(search: Vec<PathBuf>, db: Option<&'a Db>) -> ToolResolver<'a> {
+    pub fn new(search: Vec<PathBuf>, store: Option<&'a Store>) -> ToolResolver<'a> {
         let path_var = search
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
@@ -57,7 +57,7 @@ impl<'a> ToolResolver<'a> {
             search,
             path_var,
             resolved: Mutex::default(),
-            db,
+            store,
         }
     }
 
@@ -94,9 +94,9 @@ impl<'a> ToolResolver<'a> {
             if !is_executable_file(&real) {
                 return None;
             }
-            if let Some(db) = self.db {
+            if let Some(store) = self.store {
                 // Best effort: without it the tool is only hashed again.
-                let _ = states.preload(db, &real);
+                let _ = store.preload_file_state(states, &real);
             }
             let (info, _) = states.file_info(&real).ok()?;
             Some(Tool {

@@ -9,7 +9,9 @@ use super::{Loaded, Session, build_context, uptodate};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
 use crate::engine::memo::KeyMemo;
-use crate::engine::{AnalysisError, BuildContext, BuildOptions, BuildOutcome, Status, run_build};
+use crate::engine::{
+    AnalysisError, BuildContext, BuildOptions, BuildOutcome, CacheChain, Status, run_build,
+};
 use crate::error::Error;
 use crate::exec::base::SandboxBase;
 use crate::exec::local::LocalExecutor;
@@ -39,7 +41,9 @@ pub(crate) fn build(
     if replayable {
         let store = s.open_store()?;
         let states = std::sync::Arc::new(
-            cairn_store::FileStates::load(store.db(), &s.ws.root).map_err(|e| s.store_error(e))?,
+            store
+                .load_file_states(&s.ws.root)
+                .map_err(|e| s.store_error(e))?,
         );
         // Shared with builds, as `execute` holds it: `store gc` waits for it.
         let lock = store.lock(false).map_err(|e| s.store_error(e))?;
@@ -130,27 +134,27 @@ pub(crate) fn execute(
         effective: OnceLock::new(),
         cancel,
     };
-    let tools = ToolResolver::new(s.ws.tool_path(), Some(loaded.store.db()));
+    let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
+    let cache = CacheChain::local(&loaded.store, &s.ws.root, &warn);
     let workspace_key = s.workspace_key();
     let began = Instant::now();
     let history = HistoryRecorder::new(
         loaded
             .store
-            .db()
             .latest_history(&workspace_key)
             .unwrap_or_default(),
     );
     report::trace::span("load history", began);
     let began = Instant::now();
-    let memo = KeyMemo::load(loaded.store.db(), &workspace_key);
+    let memo = KeyMemo::load(&loaded.store, &workspace_key);
     report::trace::span("load key memo", began);
     let context = BuildContext {
         check,
-        history: Some(&history),
+        recorder: Some(&history),
         tracer,
         cancel,
         memo: Some(&memo),
-        ..build_context(s, loaded, &executor, &reporter, &tools)
+        ..build_context(s, loaded, &cache, &executor, &reporter, &tools)
     };
     let began = Instant::now();
     let mut outcome = run_build(
@@ -164,18 +168,18 @@ pub(crate) fn execute(
     );
     report::trace::span("build", began);
     outcome.tools = tools.resolved();
+    outcome.traffic = cache.finish(crate::engine::lookup::UPLOAD_FLUSH);
     // What the file-state check has not reached by now, no one needs (`cairn run` goes on to
     // run a command of the user's: it gets the core).
     loaded.states.stop_checking();
     reporter.finish();
     let began = Instant::now();
-    let db = loaded.store.db();
-    let recorded = loaded
-        .store
+    let store = &loaded.store;
+    let recorded = store
         .flush_usage()
-        .and_then(|()| db.record_history(&workspace_key, &history.into_entries()))
-        .and_then(|()| memo.save(db, &workspace_key))
-        .and_then(|()| db.record_build(&build_record(&outcome)));
+        .and_then(|()| store.record_history(&workspace_key, &history.into_entries()))
+        .and_then(|()| memo.save(store, &workspace_key))
+        .and_then(|()| store.record_build(&build_record(&outcome)));
     report::trace::span("record history and statistics", began);
     if let Err(e) = recorded {
         s.warn(&format!(
@@ -201,8 +205,8 @@ fn sandbox_mode(s: &Session) -> SandboxMode {
 
 fn build_record(outcome: &BuildOutcome) -> cairn_store::BuildRecord {
     cairn_store::BuildRecord {
-        executed: outcome.count(Status::Executed) as u64,
-        cached: outcome.count(Status::Cached) as u64,
+        executed: outcome.executed() as u64,
+        cached: outcome.cached() as u64,
         failed: outcome.count(Status::Failed) as u64,
         wall_ms: outcome.wall_ms,
         saved_ms: outcome.reports.iter().map(|r| r.saved_ms).sum(),
@@ -237,7 +241,7 @@ fn report_replayed(
         reporter.target_finished(report);
     }
     reporter.finish();
-    if let Err(e) = store.db().record_build(&build_record(outcome)) {
+    if let Err(e) = store.record_build(&build_record(outcome)) {
         s.warn(&format!("could not record build statistics: {e}"));
     }
     print_summary(s, outcome, mode, false);

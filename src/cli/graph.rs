@@ -51,7 +51,9 @@ pub(crate) fn graph(s: &Session, patterns: &[String], format: GraphFormat) -> Re
                 let color = match statuses.get(&l.to_string()).map(String::as_str) {
                     Some("failed") => ", style=filled, fillcolor=\"#ffc9c9\"",
                     Some("executed") => ", style=filled, fillcolor=\"#a5d8ff\"",
+                    Some("remote_executed") => ", style=filled, fillcolor=\"#d0bfff\"",
                     Some("cached") => ", style=filled, fillcolor=\"#d3f9d8\"",
+                    Some("remote_cached") => ", style=filled, fillcolor=\"#96f2d7\"",
                     _ => "",
                 };
                 dot.push_str(&format!("  \"{l}\" [shape={shape}{color}];\n"));
@@ -88,7 +90,9 @@ pub(crate) fn graph(s: &Session, patterns: &[String], format: GraphFormat) -> Re
                 }
             }
             m.push_str("  classDef executed fill:#a5d8ff,stroke:#1971c2\n");
+            m.push_str("  classDef remote_executed fill:#d0bfff,stroke:#6741d9\n");
             m.push_str("  classDef cached fill:#d3f9d8,stroke:#2f9e44\n");
+            m.push_str("  classDef remote_cached fill:#96f2d7,stroke:#0c8599\n");
             m.push_str("  classDef failed fill:#ffc9c9,stroke:#e03131\n");
             m
         }

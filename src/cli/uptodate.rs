@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_store::{DERIVED_PREFIX, Digest, FileStates, Store, TOUCH_GRANULARITY_MS};
+use cairn_store::{Digest, FileStates, Store, TOUCH_GRANULARITY_MS};
 use serde::{Deserialize, Serialize};
 
 use super::Session;
@@ -84,9 +84,9 @@ pub(crate) fn command_identity(
     )
 }
 
-fn record_key(workspace: &str, command: &str) -> String {
-    let id = Digest::of_bytes(command.as_bytes()).hex();
-    format!("{DERIVED_PREFIX}up-to-date:{workspace}\0{}", &id[..32])
+/// The command's record id: a digest of its identity (derived: removed with any result).
+fn record_id(command: &str) -> String {
+    Digest::of_bytes(command.as_bytes()).hex()[..32].to_string()
 }
 
 fn tool_identity(tool: &Option<Tool>) -> ToolIdentity {
@@ -109,9 +109,12 @@ pub(crate) fn replay(
     command: &str,
 ) -> Option<BuildOutcome> {
     let began = std::time::Instant::now();
-    let db = store.db();
-    let bytes = db
-        .get_value(&record_key(&s.workspace_key(), command))
+    let (workspace, id) = (s.workspace_key(), record_id(command));
+    let bytes = store
+        .get_record(&cairn_store::Record::UpToDate {
+            workspace: &workspace,
+            command: &id,
+        })
         .ok()
         .flatten()?;
     let (head, _) = postcard::take_from_bytes::<RecordHead>(&bytes).ok()?;
@@ -126,11 +129,11 @@ pub(crate) fn replay(
     if !states.all_unchanged() {
         return None;
     }
-    if !stored_scan_is_current(&s.ws.root, std::slice::from_ref(&s.store_dir), db) {
+    if !stored_scan_is_current(&s.ws.root, std::slice::from_ref(&s.store_dir), store) {
         return None;
     }
     let record: Record = postcard::from_bytes(&bytes).ok()?;
-    let tools = ToolResolver::new(s.ws.tool_path(), Some(db));
+    let tools = ToolResolver::new(s.ws.tool_path(), Some(store));
     let same_tools = record
         .tools
         .iter()
@@ -160,6 +163,7 @@ pub(crate) fn replay(
         reports,
         wall_ms: began.elapsed().as_millis() as u64,
         tools: BTreeMap::new(),
+        traffic: Default::default(),
     })
 }
 
@@ -174,7 +178,11 @@ pub(crate) fn record(
     command: &str,
     outcome: &BuildOutcome,
 ) {
-    let key = record_key(&s.workspace_key(), command);
+    let (workspace, id) = (s.workspace_key(), record_id(command));
+    let key = cairn_store::Record::UpToDate {
+        workspace: &workspace,
+        command: &id,
+    };
     let has_out_dirs = outcome
         .reports
         .iter()
@@ -186,7 +194,7 @@ pub(crate) fn record(
         && states.is_complete()
         && states.generation() != 0;
     let (Some(keys), true) = (keys, recordable) else {
-        let _ = store.db().remove_value(&key);
+        let _ = store.remove_record(&key);
         return;
     };
     let targets = outcome
@@ -198,7 +206,7 @@ pub(crate) fn record(
             kind: r.kind,
             key: key.hash,
             key_size: key.size,
-            saved_ms: if r.status == Status::Executed {
+            saved_ms: if r.status.is_executed() {
                 r.duration_ms
             } else {
                 r.saved_ms
@@ -220,6 +228,6 @@ pub(crate) fn record(
         targets,
     };
     if let Ok(bytes) = postcard::to_stdvec(&record) {
-        let _ = store.db().put_value(&key, &bytes);
+        let _ = store.put_record(&key, &bytes);
     }
 }

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use cairn_store::FileStates;
 use serde_json::json;
 
 use super::build::execute;
@@ -38,11 +37,17 @@ pub(crate) fn watch(
     poll: bool,
 ) -> Result<u8, Error> {
     let store = s.open_store()?;
-    let states = Arc::new(FileStates::load(store.db(), &s.ws.root).map_err(|e| s.store_error(e))?);
+    let states = Arc::new(
+        store
+            .load_file_states(&s.ws.root)
+            .map_err(|e| s.store_error(e))?,
+    );
     let skip = vec![s.store_dir.clone()];
-    let cache_key = format!("analysis:{}", s.ws.root.display());
-    let mut cache =
-        AnalysisCache::decode(store.db().get_value(&cache_key).ok().flatten().as_deref());
+    let workspace = s.ws.root.display().to_string();
+    let cache_key = cairn_store::Record::Analysis {
+        workspace: &workspace,
+    };
+    let mut cache = AnalysisCache::decode(store.get_record(&cache_key).ok().flatten().as_deref());
     let scan = scan_workspace(&s.ws.root, &skip).map_err(AnalysisError::from)?;
     let gitignores: Vec<String> = scan
         .packages
@@ -139,7 +144,7 @@ pub(crate) fn watch(
             break;
         }
     }
-    let _ = loaded.store.db().put_value(&cache_key, &cache.encode());
+    let _ = loaded.store.put_record(&cache_key, &cache.encode());
     drop(watcher);
     Ok(if CANCEL.load(Ordering::SeqCst) {
         130
@@ -452,8 +457,8 @@ impl Watch<'_> {
         let failed = outcome.count(Status::Failed);
         let mut line = format!(
             "{what} → {} executed, {} cached",
-            outcome.count(Status::Executed),
-            outcome.count(Status::Cached)
+            outcome.executed(),
+            outcome.cached()
         );
         if failed > 0 {
             line.push_str(&format!(", {failed} failed"));

@@ -1,18 +1,17 @@
 //! `cairn why LABEL` and `cairn affected --since REF`.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::OnceLock;
 
 use serde_json::json;
 
 use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::{Manifest, explain};
-use crate::engine::{AnalysisError, BuildContext, BuildOptions, DryInfo, DryRun, run_build};
+use crate::engine::{
+    AnalysisError, BuildContext, BuildOptions, CacheChain, DryInfo, DryRun, run_build,
+};
 use crate::error::Error;
-use crate::exec::base::SandboxBase;
-use crate::exec::local::LocalExecutor;
-use crate::exec::sandbox::SandboxMode;
+use crate::exec::dry::DryRunExecutor;
 use crate::graph::Label;
 use crate::report::{self, ConsoleReporter};
 use crate::vcs;
@@ -22,21 +21,13 @@ use crate::workspace::WorkspacePath;
 fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error> {
     let reporter = ConsoleReporter::quiet();
     let warn = |_: &str| {};
-    let executor = LocalExecutor {
-        store: &loaded.store,
-        workspace_root: &s.ws.root,
-        mode: SandboxMode::Directory,
-        base: SandboxBase::new(None, loaded.store.root()),
-        helper: std::path::PathBuf::new(),
-        on_fallback: &warn,
-        effective: OnceLock::new(),
-        cancel: None,
-    };
-    let tools = ToolResolver::new(s.ws.tool_path(), Some(loaded.store.db()));
+    let cache = CacheChain::local(&loaded.store, &s.ws.root, &warn);
+    let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
     let dry = DryRun::default();
     let context = BuildContext {
-        dry_run: Some(&dry),
-        ..build_context(s, loaded, &executor, &reporter, &tools)
+        recorder: Some(&dry),
+        restore: false,
+        ..build_context(s, loaded, &cache, &DryRunExecutor, &reporter, &tools)
     };
     run_build(
         &context,
@@ -137,7 +128,6 @@ impl Explainer<'_> {
         let history = self
             .loaded
             .store
-            .db()
             .history(&self.s.workspace_key(), &label.to_string())
             .map_err(|e| self.s.store_error(e))?;
         let Some(last) = history.first() else {

@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use cairn_store::{Digest, HistoryEntry};
 use serde::{Deserialize, Serialize};
 
+use super::Status;
 use crate::action::PreparedAction;
-use crate::graph::{Graph, Label};
+use crate::graph::{Graph, Label, Target};
 use crate::workspace::WorkspacePath;
 
 /// Variables cairn derives from the inputs and outputs: their changes are explained by the
@@ -108,6 +109,16 @@ impl HistoryRecorder {
 
     pub fn into_entries(self) -> Vec<HistoryEntry> {
         self.entries.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl super::Recorder for HistoryRecorder {
+    fn is_recorded(&self, target: &Target, key: Digest, status: Status) -> bool {
+        self.is_latest(&target.label, key, status.as_str())
+    }
+
+    fn record(&self, target: &Target, key: Digest, status: Status, action: &PreparedAction) {
+        HistoryRecorder::record(self, &target.label, key, status.as_str(), action);
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-use cairn_store::{Db, Digest, FileInfo};
+use cairn_store::{Digest, FileInfo, Record, Store};
 use rustc_hash::FxHashMap;
 
 use crate::action::Tool;
@@ -55,10 +55,10 @@ pub(crate) struct KeyMemo {
     updates: Mutex<Vec<(String, Outcome)>>,
 }
 
-/// Under the store's derived prefix: removing any action result drops the memo, so a target
-/// is never reported cached from a result the store no longer has.
-fn record_key(workspace: &str) -> String {
-    format!("{}key-memo:{workspace}", cairn_store::DERIVED_PREFIX)
+/// A derived record: removing any action result drops the memo, so a target is never
+/// reported cached from a result the store no longer has.
+fn record_of(workspace: &str) -> Record<'_> {
+    Record::KeyMemo { workspace }
 }
 
 fn hash_info(h: &mut blake3::Hasher, info: &FileInfo) {
@@ -83,10 +83,10 @@ pub(crate) fn binary_identity() -> String {
 
 impl KeyMemo {
     /// Loads the memo of `workspace`; an unreadable one, or one from another binary, is empty.
-    pub fn load(db: &Db, workspace: &str) -> KeyMemo {
+    pub fn load(store: &Store, workspace: &str) -> KeyMemo {
         let binary = binary_identity();
-        let known = db
-            .get_value(&record_key(workspace))
+        let known = store
+            .get_record(&record_of(workspace))
             .ok()
             .flatten()
             .and_then(|bytes| postcard::from_bytes::<Stored>(&bytes).ok())
@@ -161,7 +161,7 @@ impl KeyMemo {
     }
 
     /// Writes the memo back if anything was learnt.
-    pub fn save(self, db: &Db, workspace: &str) -> cairn_store::Result<()> {
+    pub fn save(self, store: &Store, workspace: &str) -> cairn_store::Result<()> {
         let updates = self.updates.into_inner().unwrap_or_else(|p| p.into_inner());
         if updates.is_empty() {
             return Ok(());
@@ -175,8 +175,8 @@ impl KeyMemo {
                 .map(|(label, o)| StoredEntry::of(label, o))
                 .collect(),
         };
-        db.put_value(
-            &record_key(workspace),
+        store.put_record(
+            &record_of(workspace),
             &postcard::to_stdvec(&stored).expect("the memo serializes"),
         )
     }
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_key_is_returned_only_for_the_same_fingerprint_and_survives_a_save() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("db")).unwrap();
+        let db = Store::open(dir.path()).unwrap();
         let f = ActionFixture::new(3, 2);
         let fp = fingerprint(&f, "/bin");
         let label = &f.target.label;

@@ -50,9 +50,6 @@ pub(crate) struct LocalExecutor<'a> {
     pub cancel: Option<&'a AtomicBool>,
 }
 
-/// The failure message of an action killed by cancellation; never cached.
-pub(crate) const CANCELLED: &str = "cancelled";
-
 impl LocalExecutor<'_> {
     /// The sandbox actually used: `Namespace` only if a probe sandbox works here.
     pub fn effective_mode(&self) -> SandboxMode {
@@ -221,40 +218,37 @@ impl Executor for LocalExecutor<'_> {
         let failure = |message: String| {
             let tail = tail_lines(&stderr_path, STDERR_TAIL_LINES);
             let log = save_log(self.store, label, &action.key, &stdout_path, &stderr_path);
-            ExecOutcome {
-                result: None,
-                failure: Some(ExecFailure {
-                    exit_code,
-                    message,
-                    stderr_tail: tail,
-                    log,
-                }),
+            ExecFailure {
+                exit_code,
+                message,
+                stderr_tail: tail,
+                log,
             }
         };
         if ended == Ended::Cancelled {
-            return Ok(ExecOutcome {
-                result: None,
-                failure: Some(ExecFailure {
-                    exit_code: None,
-                    message: CANCELLED.to_string(),
-                    stderr_tail: String::new(),
-                    log: None,
-                }),
-            });
+            return Ok(ExecOutcome::Cancelled);
         }
         if ended == Ended::TimedOut {
-            return Ok(failure(format!(
+            return Ok(ExecOutcome::TimedOut(failure(format!(
                 "timed out after {} and was killed",
                 format_ms(action.timeout_ms)
-            )));
+            ))));
         }
         match exit_code {
             Some(0) => {}
-            Some(code) => return Ok(failure(format!("exited with code {code}"))),
-            None => return Ok(failure("was killed by a signal".to_string())),
+            Some(code) => {
+                return Ok(ExecOutcome::Failed(failure(format!(
+                    "exited with code {code}"
+                ))));
+            }
+            None => {
+                return Ok(ExecOutcome::Failed(failure(
+                    "was killed by a signal".to_string(),
+                )));
+            }
         }
         if let Some(problem) = check_outputs(&root, action, mode) {
-            return Ok(failure(problem));
+            return Ok(ExecOutcome::Failed(failure(problem)));
         }
 
         let capture_err = |source: StoreError| ExecError::Capture {
@@ -304,9 +298,9 @@ impl Executor for LocalExecutor<'_> {
         if let ActionKind::FixedOutput(expected) = action.kind {
             let actual = MerkleTree::build(&produced).root;
             if actual.hash != expected.hash {
-                return Ok(failure(format!(
+                return Ok(ExecOutcome::Failed(failure(format!(
                     "produced outputs whose digest differs from the declared one\n  expected: {expected}\n  actual:   {actual}\n  (if the new outputs are right, set digest = \"{actual}\")"
-                )));
+                ))));
             }
         }
         result.stdout_digest = Some(cas.put_file(&stdout_path).map_err(capture_err)?.to_reapi());
@@ -319,9 +313,9 @@ impl Executor for LocalExecutor<'_> {
             }),
             ..Default::default()
         });
-        Ok(ExecOutcome {
-            result: Some(result),
-            failure: None,
+        Ok(ExecOutcome::Success {
+            result,
+            remotely: false,
         })
     }
 }

@@ -358,6 +358,7 @@ mod tests {
             flaky: 0,
             tags: vec![],
             pass_env: vec![],
+            platform: Default::default(),
             fixed_digest: None,
             location: Location {
                 file: format!("{pkg}/BUILD.star"),

@@ -53,7 +53,7 @@ impl fmt::Display for Location {
 
 /// Prefixes the hashed definition; a new value invalidates stored digests (it enters the
 /// analysis cache's fingerprint).
-pub(crate) const DEFINITION_DOMAIN: &[u8] = b"cairn target definition v1\0";
+pub(crate) const DEFINITION_DOMAIN: &[u8] = b"cairn target definition v2\0";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Target {
@@ -75,6 +75,10 @@ pub(crate) struct Target {
     pub tags: Vec<String>,
     /// Host environment variables passed through without entering the key.
     pub pass_env: Vec<String>,
+    /// REAPI platform properties a worker must offer (`platform = {...}`), beside the host's
+    /// OS family and ISA. They enter the key through the `Action`'s `Platform`.
+    #[serde(default)]
+    pub platform: BTreeMap<String, String>,
     /// The declared output digest of a `fixed_output`.
     #[serde(with = "digest_serde")]
     pub fixed_digest: Option<cairn_store::Digest>,

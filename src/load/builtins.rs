@@ -119,6 +119,7 @@ struct Attrs {
     flaky: i32,
     tags: Vec<String>,
     pass_env: Vec<String>,
+    platform: Vec<(String, String)>,
     digest: Option<String>,
 }
 
@@ -138,6 +139,7 @@ impl Attrs {
             flaky: 0,
             tags: vec![],
             pass_env: vec![],
+            platform: vec![],
             digest: None,
         }
     }
@@ -218,6 +220,13 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
             bail!("`{name}` is in both `env` and `pass_env` of `{label}`");
         }
     }
+    let mut platform = BTreeMap::new();
+    for (k, v) in attrs.platform {
+        if k.is_empty() {
+            bail!("Empty property name in `platform` of `{label}`");
+        }
+        platform.insert(k, v);
+    }
     let fixed_digest = match &attrs.digest {
         None => None,
         Some(text) => Some(text.parse::<cairn_store::Digest>().map_err(|_| {
@@ -240,6 +249,7 @@ fn declare(eval: &Evaluator, attrs: Attrs) -> anyhow::Result<NoneType> {
         flaky: attrs.flaky as u32,
         tags: attrs.tags,
         pass_env: attrs.pass_env,
+        platform,
         fixed_digest,
         location,
         definition: Default::default(),
@@ -320,6 +330,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
 
     /// A cached build step: `cmd` runs by `/bin/sh -c` in the package directory of a sandbox
     /// holding only `srcs` and the outputs of `deps`, and must create `outs` / `out_dirs`.
+    /// `platform` adds REAPI platform properties a remote worker must match (e.g. `pool`).
     fn action(
         #[starlark(require = named)] name: &str,
         #[starlark(require = named)] cmd: &str,
@@ -335,6 +346,8 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = ACTION_TIMEOUT)] timeout: &str,
         #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
         #[starlark(require = named, default = UnpackList::default())] pass_env: UnpackList<String>,
+        #[starlark(require = named, default = UnpackDictEntries::default())]
+        platform: UnpackDictEntries<String, String>,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         if outs.items.is_empty() && out_dirs.items.is_empty() {
@@ -353,6 +366,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.timeout = timeout.to_string();
         a.tags = tags.items;
         a.pass_env = pass_env.items;
+        a.platform = platform.entries;
         declare(eval, a)
     }
 
@@ -374,6 +388,8 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = UnpackList::default())] tools: UnpackList<String>,
         #[starlark(require = named, default = ACTION_TIMEOUT)] timeout: &str,
         #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
+        #[starlark(require = named, default = UnpackDictEntries::default())]
+        platform: UnpackDictEntries<String, String>,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         if outs.items.is_empty() && out_dirs.items.is_empty() {
@@ -390,6 +406,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.tools = tools.items;
         a.timeout = timeout.to_string();
         a.tags = tags.items;
+        a.platform = platform.entries;
         declare(eval, a)
     }
 
@@ -409,6 +426,8 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = 0)] flaky: i32,
         #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
         #[starlark(require = named, default = UnpackList::default())] pass_env: UnpackList<String>,
+        #[starlark(require = named, default = UnpackDictEntries::default())]
+        platform: UnpackDictEntries<String, String>,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         let mut a = Attrs::new(name, Kind::Test);
@@ -421,6 +440,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.flaky = flaky;
         a.tags = tags.items;
         a.pass_env = pass_env.items;
+        a.platform = platform.entries;
         declare(eval, a)
     }
 }

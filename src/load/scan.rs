@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use cairn_store::{Record, Store};
 use serde::{Deserialize, Serialize};
 
 use super::{BUILD_FILE, LoadError};
@@ -97,8 +98,8 @@ impl ScanDeps {
     }
 }
 
-fn record_key(root: &Path) -> String {
-    format!("scan:{}", root.display())
+fn record_of(root: &Path) -> String {
+    root.display().to_string()
 }
 
 fn fingerprint(skip: &[PathBuf]) -> String {
@@ -110,10 +111,14 @@ fn fingerprint(skip: &[PathBuf]) -> String {
     text
 }
 
-/// Whether the scan stored in `db` is still the workspace's: no directory or ignore file it
+/// Whether the scan stored in `store` is still the workspace's: no directory or ignore file it
 /// depends on changed (what `scan_cached` checks before reusing it).
-pub(crate) fn stored_scan_is_current(root: &Path, skip: &[PathBuf], db: &cairn_store::Db) -> bool {
-    db.get_value(&record_key(root))
+pub(crate) fn stored_scan_is_current(root: &Path, skip: &[PathBuf], store: &Store) -> bool {
+    let workspace = record_of(root);
+    store
+        .get_record(&Record::Scan {
+            workspace: &workspace,
+        })
         .ok()
         .flatten()
         .and_then(|bytes| super::unpack(&bytes))
@@ -125,16 +130,15 @@ pub(crate) fn stored_scan_is_current(root: &Path, skip: &[PathBuf], db: &cairn_s
         .is_some_and(|deps| deps.are_current(root, skip))
 }
 
-/// Scans the workspace, reusing the scan stored in `db` when no directory or ignore file it
+/// Scans the workspace, reusing the scan stored in `store` when no directory or ignore file it
 /// depends on changed; otherwise walks and stores the new scan (best effort).
-pub(crate) fn scan_cached(
-    root: &Path,
-    skip: &[PathBuf],
-    db: &cairn_store::Db,
-) -> Result<Scan, LoadError> {
-    let key = record_key(root);
-    let stored = db
-        .get_value(&key)
+pub(crate) fn scan_cached(root: &Path, skip: &[PathBuf], store: &Store) -> Result<Scan, LoadError> {
+    let workspace = record_of(root);
+    let key = Record::Scan {
+        workspace: &workspace,
+    };
+    let stored = store
+        .get_record(&key)
         .ok()
         .flatten()
         .and_then(|bytes| super::unpack(&bytes))
@@ -184,12 +188,12 @@ pub(crate) fn scan_cached(
             scan,
         };
         if let Ok(bytes) = postcard::to_stdvec(&record) {
-            let _ = db.put_value(&key, &super::pack(&bytes));
+            let _ = store.put_record(&key, &super::pack(&bytes));
         }
         return Ok(record.scan);
     }
     // Something changed while we looked: do not keep this scan, walk again next time.
-    let _ = db.put_value(&key, &[]);
+    let _ = store.put_record(&key, &[]);
     Ok(scan)
 }
 
@@ -350,11 +354,14 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, content).unwrap();
         }
-        let db = cairn_store::Db::open(&dir.path().join("db")).unwrap();
+        let db = Store::open(&dir.path().join("store")).unwrap();
+        let workspace = record_of(&root);
         let stored = || {
-            db.get_value(&record_key(&root))
-                .unwrap()
-                .unwrap_or_default()
+            db.get_record(&Record::Scan {
+                workspace: &workspace,
+            })
+            .unwrap()
+            .unwrap_or_default()
         };
         // Directories changed within the last second are not trusted: nothing is stored.
         let first = scan_cached(&root, &[], &db).unwrap();

@@ -205,15 +205,35 @@ impl ConsoleReporter {
                 r.label,
                 s.dim(&time)
             )),
+            (Status::RemoteExecuted, Kind::Test) => Some(format!(
+                "{} {} {} {}",
+                s.green("PASSED"),
+                r.label,
+                s.dim(&time),
+                s.dim("(remote)")
+            )),
             (Status::Cached, Kind::Test) => {
                 Some(format!("{} {}", s.dim("(cached) PASSED"), r.label))
+            }
+            (Status::RemoteCached, Kind::Test) => {
+                Some(format!("{} {}", s.dim("(remote cached) PASSED"), r.label))
             }
             (Status::Executed, _) => {
                 Some(format!("{} {} {}", s.green("built"), r.label, s.dim(&time)))
             }
+            (Status::RemoteExecuted, _) => Some(format!(
+                "{} {} {} {}",
+                s.green("built"),
+                r.label,
+                s.dim(&time),
+                s.dim("(remote)")
+            )),
             (Status::Cached, _) => self
                 .verbose
                 .then(|| format!("{} {}", s.dim("cached"), r.label)),
+            (Status::RemoteCached, _) => self
+                .verbose
+                .then(|| format!("{} {}", s.dim("remote cached"), r.label)),
             (Status::Skipped, _) => Some(match &r.blocked_by {
                 Some(dep) => format!(
                     "{} {} (dependency {dep} failed)",
@@ -287,9 +307,9 @@ impl Reporter for ConsoleReporter {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.running.retain(|l| *l != report.label);
         st.done += 1;
-        let quiet = self.watch && matches!(report.status, Status::Cached | Status::Skipped);
+        let quiet = self.watch && (report.status.is_cached() || report.status == Status::Skipped);
         if let Some(text) = self.describe(report).filter(|_| !quiet) {
-            self.emit(&text, report.status == Status::Cached);
+            self.emit(&text, report.status.is_cached());
         }
         self.refresh(&st);
     }
@@ -317,11 +337,22 @@ fn flush(pending: &mut Pending) {
 /// `12 targets: 9 cached, 3 executed, 0 failed in 1.23s`
 pub(crate) fn summary_line(outcome: &BuildOutcome, style: &Style) -> String {
     let n = outcome.reports.len();
+    let remote_cached = outcome.count(Status::RemoteCached);
+    let remote_executed = outcome.count(Status::RemoteExecuted);
+    let of_which = |n: usize, what: &str| {
+        if n > 0 {
+            format!(" ({n} {what})")
+        } else {
+            String::new()
+        }
+    };
     let mut text = format!(
-        "{n} target{}: {} cached, {} executed, {} failed",
+        "{n} target{}: {} cached{}, {} executed{}, {} failed",
         if n == 1 { "" } else { "s" },
-        outcome.count(Status::Cached),
-        outcome.count(Status::Executed),
+        outcome.cached(),
+        of_which(remote_cached, "from the remote"),
+        outcome.executed(),
+        of_which(remote_executed, "remotely"),
         outcome.count(Status::Failed),
     );
     let skipped = outcome.count(Status::Skipped);
@@ -337,6 +368,14 @@ pub(crate) fn summary_line(outcome: &BuildOutcome, style: &Style) -> String {
         text.push_str(&format!(", {flaky} flaky"));
     }
     text.push_str(&format!(" in {:.2}s", outcome.wall_ms as f64 / 1000.0));
+    let traffic = &outcome.traffic;
+    if traffic.bytes_downloaded > 0 || traffic.bytes_uploaded > 0 {
+        text.push_str(&format!(
+            " ({} downloaded, {} uploaded)",
+            human_bytes(traffic.bytes_downloaded),
+            human_bytes(traffic.bytes_uploaded)
+        ));
+    }
     if outcome.is_success() {
         style.bold(&text)
     } else {
@@ -363,17 +402,42 @@ pub(crate) fn json_summary(outcome: &BuildOutcome) -> serde_json::Value {
             t
         })
         .collect();
-    json!({
+    let mut summary = json!({
         "targets": targets,
         "counts": {
             "executed": outcome.count(Status::Executed),
             "cached": outcome.count(Status::Cached),
-            "remote_cached": 0,
+            "remote_cached": outcome.count(Status::RemoteCached),
             "failed": outcome.count(Status::Failed),
             "skipped": outcome.count(Status::Skipped),
         },
         "wall_ms": outcome.wall_ms,
-    })
+    });
+    // DESIGN.md: with a remote, the summary adds what moved and what was not trusted.
+    let traffic = &outcome.traffic;
+    if traffic.has_remote {
+        summary["counts"]["remote_executed"] = json!(outcome.count(Status::RemoteExecuted));
+        summary["counts"]["untrusted"] = json!(traffic.untrusted);
+        summary["bytes_downloaded"] = json!(traffic.bytes_downloaded);
+        summary["bytes_uploaded"] = json!(traffic.bytes_uploaded);
+    }
+    summary
+}
+
+/// Human-readable bytes.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 pub(crate) fn print_json(value: &serde_json::Value) {

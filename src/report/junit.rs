@@ -53,8 +53,9 @@ pub(crate) fn junit_xml(outcome: &BuildOutcome) -> String {
             r.duration_ms as f64 / 1000.0
         ));
         xml.push_str(&format!(
-            "      <properties><property name=\"cached\" value=\"{}\"/><property name=\"attempts\" value=\"{}\"/></properties>\n",
-            r.status == Status::Cached,
+            "      <properties><property name=\"cached\" value=\"{}\"/><property name=\"status\" value=\"{}\"/><property name=\"attempts\" value=\"{}\"/></properties>\n",
+            r.status.is_cached(),
+            r.status.as_str(),
             r.attempts
         ));
         match r.status {
@@ -77,7 +78,10 @@ pub(crate) fn junit_xml(outcome: &BuildOutcome) -> String {
                 })
             )),
             Status::Cached => xml.push_str("      <system-out>(cached) PASSED</system-out>\n"),
-            Status::Executed => {}
+            Status::RemoteCached => {
+                xml.push_str("      <system-out>(remote cached) PASSED</system-out>\n")
+            }
+            Status::Executed | Status::RemoteExecuted => {}
         }
         xml.push_str("    </testcase>\n");
     }

@@ -199,6 +199,100 @@ impl Cas {
         pending.publish(&dest, &self.tmp)
     }
 
+    /// Stores a blob read from `source`, which must yield exactly the bytes of `digest`
+    /// (checked before the blob is published: wrong bytes never get the name). Large blobs are
+    /// streamed, never held in memory. A blob already present is not rewritten.
+    pub fn put_stream(&self, digest: &Digest, source: &mut dyn Read) -> Result<()> {
+        if self.contains(digest) {
+            return Ok(());
+        }
+        let dest = self.raw_path(digest);
+        if (COMPRESS_MIN..=COMPRESS_MAX).contains(&digest.size) {
+            let mut bytes = Vec::with_capacity(digest.size as usize);
+            source.read_to_end(&mut bytes).at("receive", &dest)?;
+            let actual = Digest::of_bytes(&bytes);
+            if actual != *digest {
+                return Err(StoreError::WrongBytes {
+                    expected: *digest,
+                    actual,
+                });
+            }
+            return self.write_new(digest, &bytes);
+        }
+        let mut pending = self.pending(&dest)?;
+        let mut writer = HashingWriter::new(pending.file());
+        io::copy(source, &mut writer).at("receive", &dest)?;
+        let actual = writer.digest();
+        if actual != *digest {
+            return Err(StoreError::WrongBytes {
+                expected: *digest,
+                actual,
+            });
+        }
+        pending.publish(&dest, &self.tmp)
+    }
+
+    /// Stores a blob whose bytes `fill` writes (e.g. a download): they are hashed on the way
+    /// and published under `digest` only if they match it. A blob already present is not
+    /// rewritten (`fill` is not called). Returns whether `fill` was called.
+    pub fn put_writing(
+        &self,
+        digest: &Digest,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<bool> {
+        if self.contains(digest) {
+            return Ok(false);
+        }
+        let dest = self.raw_path(digest);
+        let mut pending = self.pending(&dest)?;
+        let mut writer = HashingWriter::new(pending.file());
+        fill(&mut writer).at("receive", &dest)?;
+        let actual = writer.digest();
+        if actual != *digest {
+            return Err(StoreError::WrongBytes {
+                expected: *digest,
+                actual,
+            });
+        }
+        pending.publish(&dest, &self.tmp)?;
+        Ok(true)
+    }
+
+    /// A reader of a blob's bytes (decompressed), not verified: for sending a blob to a
+    /// receiver that verifies what it gets.
+    pub fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        match self.locate(digest).ok_or(StoreError::Missing(*digest))? {
+            Stored::Raw(path) => Ok(Box::new(File::open(&path).at("read", &path)?)),
+            Stored::Zstd(path) => {
+                let file = File::open(&path).at("read", &path)?;
+                let decoder = zstd::stream::read::Decoder::new(file).at("decompress", &path)?;
+                Ok(Box::new(decoder))
+            }
+        }
+    }
+
+    /// Streams a blob's bytes into `sink`, verifying them on the way; returns their length.
+    /// A corrupt blob is removed and reported, after `sink` has seen its bytes: callers that
+    /// publish what they wrote must do so only on success.
+    pub fn read_to(&self, digest: &Digest, sink: &mut dyn Write) -> Result<u64> {
+        let mut writer = HashingWriter::new(sink);
+        match self.locate(digest).ok_or(StoreError::Missing(*digest))? {
+            Stored::Raw(path) => {
+                let mut file = File::open(&path).at("read", &path)?;
+                io::copy(&mut file, &mut writer).at("read", &path)?;
+            }
+            Stored::Zstd(path) => {
+                let file = File::open(&path).at("read", &path)?;
+                zstd::stream::read::Decoder::new(file)
+                    .and_then(|mut d| io::copy(&mut d, &mut writer))
+                    .at("decompress", &path)?;
+            }
+        }
+        let actual = writer.digest();
+        self.check(digest, actual)?;
+        Ok(actual.size)
+    }
+
     fn write_new(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
         let size = bytes.len() as u64;
         if (COMPRESS_MIN..=COMPRESS_MAX).contains(&size) {

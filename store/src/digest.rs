@@ -185,6 +185,14 @@ pub struct RemoteDigest {
 }
 
 impl RemoteDigest {
+    /// The local digest, when this one is BLAKE3.
+    pub fn as_local(&self) -> Option<Digest> {
+        (self.function == DigestFunction::Blake3).then_some(Digest {
+            hash: self.hash,
+            size: self.size,
+        })
+    }
+
     /// The digest of an in-memory byte string in `function`.
     pub fn of_bytes(function: DigestFunction, bytes: &[u8]) -> RemoteDigest {
         RemoteDigest {

@@ -70,9 +70,9 @@ pub enum StoreError {
         /// What it hashes to now.
         actual: Digest,
     },
-    /// In-memory bytes given as those of a blob hash to another digest. Nothing is remembered
-    /// for them.
-    #[error("Bytes given as blob {expected} hash to {actual}")]
+    /// Bytes given as those of a blob (in memory, or received from a remote) hash to another
+    /// digest. Nothing is stored or remembered for them.
+    #[error("Bytes given as blob {expected} hash to {actual}; they were not stored")]
     WrongBytes {
         /// The digest the bytes were given as.
         expected: Digest,

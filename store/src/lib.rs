@@ -12,7 +12,9 @@ mod error;
 mod file_state;
 mod gc;
 mod materialize;
+mod records;
 mod reencode;
+mod remote;
 mod sha256_map;
 mod tree;
 
@@ -22,13 +24,15 @@ use prost::Message;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use cas::{Cas, copy_verified, set_mode, verify_file};
-pub use db::{BuildRecord, BuildTotals, DERIVED_PREFIX, Db, HistoryEntry, TOUCH_GRANULARITY_MS};
+pub use db::{BuildRecord, BuildTotals, Db, HistoryEntry, TOUCH_GRANULARITY_MS};
 pub use digest::{Digest, DigestFunction, ParseDigestError, RemoteDigest};
 pub use error::{Result, StoreError};
 pub use file_state::{FileInfo, FileState, FileStates, Lookup};
 pub use gc::{GcPolicy, GcReport, VerifyReport, parse_age, parse_size};
 pub use materialize::{Restored, is_in_place, restore_contents, restore_dir, restore_file};
+pub use records::Record;
 pub use reencode::{Reencoded, reencode_action, reencode_tree};
+pub use remote::{Capabilities, RemoteCache, RemoteError};
 pub use sha256_map::{BlobBytes, Sha256Map};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};
 
@@ -84,8 +88,8 @@ impl Store {
         &self.cas
     }
 
-    /// The metadata database.
-    pub fn db(&self) -> &Db {
+    /// The metadata database (within the crate: callers use the typed methods below).
+    pub(crate) fn db(&self) -> &Db {
         &self.db
     }
 
@@ -93,6 +97,50 @@ impl Store {
     /// map has its own memo over the store's table; keep one for a whole build or upload.
     pub fn sha256_map(&self) -> Sha256Map<'_> {
         Sha256Map::new(self)
+    }
+
+    /// Loads the file states recorded for the workspace at `root` (an absolute path).
+    pub fn load_file_states(&self, root: &Path) -> Result<FileStates> {
+        FileStates::load(&self.db, root)
+    }
+
+    /// Writes back what `states` learnt (see [`FileStates::save`]).
+    pub fn save_file_states(&self, states: &FileStates) -> Result<()> {
+        states.save(&self.db)
+    }
+
+    /// Makes `states` know the recorded state of a file outside the workspace (a host tool),
+    /// so it is not hashed again.
+    pub fn preload_file_state(&self, states: &FileStates, path: &Path) -> Result<()> {
+        states.preload(&self.db, path)
+    }
+
+    /// The latest recorded run of every label of `workspace`: key and status.
+    pub fn latest_history(
+        &self,
+        workspace: &str,
+    ) -> Result<std::collections::HashMap<String, (Digest, String)>> {
+        self.db.latest_history(workspace)
+    }
+
+    /// The recorded runs of one label, newest first.
+    pub fn history(&self, workspace: &str, label: &str) -> Result<Vec<HistoryEntry>> {
+        self.db.history(workspace, label)
+    }
+
+    /// Records runs of targets (keeping a few per label).
+    pub fn record_history(&self, workspace: &str, entries: &[HistoryEntry]) -> Result<()> {
+        self.db.record_history(workspace, entries)
+    }
+
+    /// Records one finished build's counts, for `store stats`.
+    pub fn record_build(&self, record: &BuildRecord) -> Result<()> {
+        self.db.record_build(record)
+    }
+
+    /// Removes the action result under `key` (and every derived record with it).
+    pub fn remove_action_result(&self, key: &Digest) -> Result<()> {
+        self.db.remove_action_result(key)
     }
 
     /// The directory for action logs.

@@ -1,0 +1,65 @@
+//! `build --check` (Nix's `--check`): a cached action is run again and every output digest
+//! compared with the cached result's, so non-deterministic actions are found.
+
+use std::collections::BTreeSet;
+
+use cairn_store::FileInfo;
+
+use super::outputs::{FileMap, outputs_of};
+use super::scheduler::BuildContext;
+use crate::action::PreparedAction;
+use crate::exec::ExecOutcome;
+use crate::graph::Target;
+
+/// Runs `action` again and compares its outputs with `cached`. Returns what differs, if
+/// anything (or why the re-run failed).
+pub(super) fn check_reproducible(
+    ctx: &BuildContext,
+    target: &Target,
+    action: &PreparedAction,
+    cached: &FileMap,
+) -> Option<String> {
+    let outcome = match ctx.executor.execute(&target.label, action) {
+        Ok(o) => o,
+        Err(e) => return Some(format!("could not be re-run for --check: {e}")),
+    };
+    let result = match outcome {
+        ExecOutcome::Success { result, .. } => result,
+        ExecOutcome::Failed(f) | ExecOutcome::TimedOut(f) => {
+            return Some(format!("failed when re-run for --check: {}", f.message));
+        }
+        ExecOutcome::Cancelled | ExecOutcome::NotRun => {
+            return Some("failed when re-run for --check: it did not run".to_string());
+        }
+    };
+    let fresh = match outputs_of(
+        ctx.cache.store(),
+        ctx.states,
+        ctx.workspace_root,
+        &action.key,
+        &action.working_dir,
+        &result,
+        false,
+    ) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("could not read its re-run outputs: {e}")),
+    };
+    let mut differ = Vec::new();
+    for path in cached.keys().chain(fresh.keys()).collect::<BTreeSet<_>>() {
+        let (a, b) = (cached.get(path), fresh.get(path));
+        if a.map(|i| i.digest) != b.map(|i| i.digest) {
+            let show = |i: Option<&FileInfo>| {
+                i.map_or("missing".to_string(), |i| {
+                    format!("blake3:{}", i.digest.short())
+                })
+            };
+            differ.push(format!("{path} ({} cached, {} now)", show(a), show(b)));
+        }
+    }
+    (!differ.is_empty()).then(|| {
+        format!(
+            "is not reproducible: re-running it changed {}",
+            differ.join(", ")
+        )
+    })
+}

@@ -1,0 +1,572 @@
+//! One target's way through a build: its inputs are hashed and its tools resolved, then
+//! prepare → lookup → execute → record. The key memo may answer before the action is built
+//! (the target is up to date in the workspace, or its remembered key is a local hit); the
+//! cache chain (`lookup`) decides every other hit; the executor runs misses. Flaky retries and
+//! `--check` are one small policy each (`execute_with_retries`, `check::check_reproducible`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_store::{Digest, FileInfo, StoreError};
+
+use super::check::check_reproducible;
+use super::lookup::{Found, Source};
+use super::memo::{Fingerprint, KeyMemo, Outcome};
+use super::outputs::{FileMap, outputs_of, saved_ms_of};
+use super::scheduler::{BuildContext, Done, Job, Provided, Status, TargetReport};
+use crate::action::tools::first_word;
+use crate::action::{PreparedAction, Tool, prepare_action};
+use crate::exec::{ExecError, ExecFailure, ExecOutcome};
+use crate::graph::{Kind, Label, Target};
+use crate::workspace::WorkspacePath;
+
+/// Why a target failed without a command's failure to show.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TargetError {
+    #[error("cannot read source file `{path}`: {source}")]
+    Source {
+        path: WorkspacePath,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "tool `{name}` was not found on the tool path `{tool_path}` (set `tool_path` in cairn.toml to add directories)"
+    )]
+    MissingTool { name: String, tool_path: String },
+    #[error("cannot store or restore its outputs: {0}")]
+    Outputs(#[source] StoreError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// Runs one target: the scheduler's unit of work.
+pub(super) fn run_target(ctx: &BuildContext, job: Job) -> Done {
+    let target = ctx.graph.get(&job.label).expect("scheduled labels exist");
+    let started = Instant::now();
+    let mut dep_files: FileMap = BTreeMap::new();
+    for d in &job.deps {
+        dep_files.extend(d.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+    let hashing = Instant::now();
+    let srcs = hash_sources(ctx, target);
+    trace(ctx, "hash sources", &target.label, hashing);
+    let srcs = match srcs {
+        Ok(srcs) => srcs,
+        Err(e) => return failed(ctx, target, None, started, &e),
+    };
+    if !target.kind.runs() {
+        let mut all = source_map(target, &srcs);
+        all.extend(dep_files);
+        return Done {
+            label: job.label,
+            report: None,
+            provided: Arc::new(all),
+            ok: true,
+        };
+    }
+    let preparing = Instant::now();
+    let tools = match resolve_tools(ctx, target) {
+        Ok(tools) => tools,
+        Err(e) => return failed(ctx, target, None, started, &e),
+    };
+    let step = Step {
+        ctx,
+        target,
+        started,
+        preparing,
+        srcs,
+        dep_files,
+        tools,
+    };
+    step.run()
+}
+
+/// A target whose inputs are known.
+struct Step<'a> {
+    ctx: &'a BuildContext<'a>,
+    target: &'a Target,
+    started: Instant,
+    preparing: Instant,
+    /// The digests of `target.srcs`, in that order.
+    srcs: Vec<FileInfo>,
+    dep_files: FileMap,
+    tools: Vec<Tool>,
+}
+
+/// Where a target's outcome is memoised (when the key memo is in use).
+type Remember<'a> = Option<(&'a KeyMemo, Fingerprint)>;
+
+impl Step<'_> {
+    fn run(&self) -> Done {
+        let ctx = self.ctx;
+        let target = self.target;
+        // The key memo spares building the action when its ingredients are unchanged; `--check`
+        // needs the action itself.
+        let memo = ctx.memo.filter(|_| !ctx.check);
+        let remember: Remember = memo.map(|memo| {
+            let fp = KeyMemo::fingerprint(
+                target,
+                &self.srcs,
+                &self.dep_files,
+                &self.tools,
+                ctx.tools.path_var(),
+            );
+            (memo, fp)
+        });
+        let mut local_missed = None;
+        if let Some((memo, fp)) = remember
+            && let Some(known) = memo.outcome(&target.label, &fp)
+        {
+            trace(ctx, "prepare action", &target.label, self.preparing);
+            if let Some(done) = self.up_to_date(known, remember) {
+                return done;
+            }
+            // Up to date in microseconds above; from here on the target shows as running.
+            ctx.reporter.target_started(&target.label);
+            let looking = Instant::now();
+            let found = ctx.cache.lookup_local(&known.key);
+            trace(ctx, "cache lookup", &target.label, looking);
+            let key = known.key;
+            if let Some(done) = self.use_found(found, key, None, remember) {
+                return done;
+            }
+            local_missed = Some(key);
+        }
+        if local_missed.is_none() {
+            ctx.reporter.target_started(&target.label);
+        }
+        let action = self.prepare();
+        trace(ctx, "prepare action", &target.label, self.preparing);
+        let local_missed = local_missed == Some(action.key);
+        if !local_missed || ctx.cache.has_remotes() {
+            let looking = Instant::now();
+            let found = ctx.cache.lookup(&action, local_missed);
+            trace(ctx, "cache lookup", &target.label, looking);
+            if let Some(done) = self.use_found(found, action.key, Some(&action), remember) {
+                return done;
+            }
+        }
+        self.execute(&action, remember)
+    }
+
+    fn prepare(&self) -> PreparedAction {
+        let target = self.target;
+        let pass_env: BTreeMap<String, String> = target
+            .pass_env
+            .iter()
+            .filter_map(|name| {
+                self.ctx
+                    .host_env
+                    .get(name)
+                    .map(|v| (name.clone(), v.clone()))
+            })
+            .collect();
+        prepare_action(
+            target,
+            &source_map(target, &self.srcs),
+            &self.dep_files,
+            &self.tools,
+            self.ctx.tools.path_var(),
+            pass_env,
+        )
+    }
+
+    /// The memo's answer without any lookup: every output of the last success with these
+    /// ingredients is still in place in the workspace. (Output directories may have gained
+    /// files, so they always go through the cache, which makes them exact.)
+    fn up_to_date(&self, known: &Outcome, remember: Remember) -> Option<Done> {
+        let ctx = self.ctx;
+        if !ctx.restore || !self.target.out_dirs.is_empty() {
+            return None;
+        }
+        let in_place = known.outputs.iter().all(|(path, info)| {
+            match ctx.states.unchanged_in_workspace(path.as_str()) {
+                Some(found) => found == *info,
+                None => {
+                    cairn_store::is_in_place(ctx.states, info, &path.to_host(ctx.workspace_root))
+                }
+            }
+        });
+        if !in_place {
+            return None;
+        }
+        // The store keeps use times to the hour: a use recorded by this memo within the hour
+        // needs no write (a no-op build writes nothing).
+        let touch = super::memo::now_ms() - known.used_ms >= cairn_store::TOUCH_GRANULARITY_MS;
+        if touch {
+            ctx.cache.store().mark_used(&known.key);
+        }
+        let remember = remember.filter(|_| touch);
+        Some(self.cached(
+            known.key,
+            known.outputs.clone(),
+            known.saved_ms,
+            Status::Cached,
+            None,
+            remember,
+        ))
+    }
+
+    /// Turns a lookup into the target's outcome when it is a usable hit: the outputs are
+    /// restored (or only listed, without restoring) and, with `--check`, the action is run
+    /// again and compared. A hit whose outputs cannot be restored is dropped with a warning and
+    /// counts as a miss.
+    fn use_found(
+        &self,
+        found: Result<Found, StoreError>,
+        key: Digest,
+        action: Option<&PreparedAction>,
+        remember: Remember,
+    ) -> Option<Done> {
+        let ctx = self.ctx;
+        let target = self.target;
+        let (result, source) = match found {
+            Ok(Found::Hit { result, source }) => (result, source),
+            Ok(Found::Miss) => return None,
+            Err(e) => {
+                self.unusable(&key, &e);
+                return None;
+            }
+        };
+        let working_dir = &target.label.package;
+        let provided = match outputs_of(
+            ctx.cache.store(),
+            ctx.states,
+            ctx.workspace_root,
+            &key,
+            working_dir,
+            &result,
+            ctx.restore,
+        ) {
+            Ok(provided) => provided,
+            Err(e) => {
+                self.unusable(&key, &e);
+                return None;
+            }
+        };
+        if ctx.check
+            && target.kind == Kind::Action
+            && let Some(action) = action
+            && let Some(problem) = check_reproducible(ctx, target, action, &provided)
+        {
+            return Some(failed_with(ctx, target, Some(key), self.started, problem));
+        }
+        let status = match source {
+            Source::Local => Status::Cached,
+            Source::Remote(_) => Status::RemoteCached,
+        };
+        Some(self.cached(
+            key,
+            provided,
+            saved_ms_of(&result),
+            status,
+            action,
+            remember,
+        ))
+    }
+
+    fn unusable(&self, key: &Digest, error: &StoreError) {
+        let _ = self.ctx.cache.drop_result(key);
+        self.ctx.reporter.warning(&format!(
+            "cache entry of `{}` is unusable and was dropped: {error}",
+            self.target.label
+        ));
+    }
+
+    /// Reports a target whose result came from a cache. `action` is the prepared action if
+    /// there is one; otherwise it is built only if the recorder needs it.
+    fn cached(
+        &self,
+        key: Digest,
+        provided: FileMap,
+        saved_ms: u64,
+        status: Status,
+        action: Option<&PreparedAction>,
+        remember: Remember,
+    ) -> Done {
+        let ctx = self.ctx;
+        let target = self.target;
+        let reporting = Instant::now();
+        if let Some((memo, fingerprint)) = remember {
+            memo.remember(
+                &target.label,
+                Outcome {
+                    fingerprint,
+                    key,
+                    outputs: provided.clone(),
+                    saved_ms,
+                    used_ms: super::memo::now_ms(),
+                },
+            );
+        }
+        if let Some(recorder) = ctx.recorder
+            && !recorder.is_recorded(target, key, status)
+        {
+            match action {
+                Some(action) => recorder.record(target, key, status, action),
+                None => recorder.record(target, key, status, &self.prepare()),
+            }
+        }
+        let report = TargetReport {
+            saved_ms,
+            ..TargetReport::new(target, status, Some(key), self.started)
+        };
+        ctx.reporter.target_finished(&report);
+        trace(ctx, "report", &target.label, reporting);
+        Done {
+            label: target.label.clone(),
+            report: Some(report),
+            provided: Arc::new(provided),
+            ok: true,
+        }
+    }
+
+    /// A miss: runs the action (retrying a flaky test), then records and reports the outcome.
+    fn execute(&self, action: &PreparedAction, remember: Remember) -> Done {
+        let ctx = self.ctx;
+        let target = self.target;
+        let (outcome, attempts) = execute_with_retries(ctx, target, action);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                return failed(ctx, target, Some(action.key), self.started, &e.into());
+            }
+        };
+        let (result, remotely) = match outcome {
+            ExecOutcome::Success { result, remotely } => (result, remotely),
+            ExecOutcome::Cancelled => {
+                // Killed by cancellation: nothing recorded, nothing reported, dependents wait.
+                return Done {
+                    label: target.label.clone(),
+                    report: Some(TargetReport::new(
+                        target,
+                        Status::Skipped,
+                        Some(action.key),
+                        self.started,
+                    )),
+                    provided: Provided::default(),
+                    ok: false,
+                };
+            }
+            ExecOutcome::NotRun => {
+                // A dry run: the outputs are unknown, and so are the keys of dependents (which
+                // still get computed, with what is known).
+                if let Some(recorder) = ctx.recorder {
+                    recorder.not_run(target, action);
+                }
+                return Done {
+                    label: target.label.clone(),
+                    report: None,
+                    provided: Provided::default(),
+                    ok: true,
+                };
+            }
+            ExecOutcome::Failed(failure) | ExecOutcome::TimedOut(failure) => {
+                if let Some(recorder) = ctx.recorder {
+                    recorder.record(target, action.key, Status::Failed, action);
+                }
+                let report = TargetReport {
+                    failure: Some(failure),
+                    attempts,
+                    ..TargetReport::new(target, Status::Failed, Some(action.key), self.started)
+                };
+                ctx.reporter.target_finished(&report);
+                return Done {
+                    label: target.label.clone(),
+                    report: Some(report),
+                    provided: Provided::default(),
+                    ok: false,
+                };
+            }
+        };
+        let provided = ctx.cache.store_result(action, &result).and_then(|()| {
+            outputs_of(
+                ctx.cache.store(),
+                ctx.states,
+                ctx.workspace_root,
+                &action.key,
+                &action.working_dir,
+                &result,
+                true,
+            )
+        });
+        let provided = match provided {
+            Ok(p) => p,
+            Err(e) => {
+                let e = TargetError::Outputs(e);
+                return failed(ctx, target, Some(action.key), self.started, &e);
+            }
+        };
+        let status = if remotely {
+            Status::RemoteExecuted
+        } else {
+            Status::Executed
+        };
+        if let Some(recorder) = ctx.recorder {
+            recorder.record(target, action.key, status, action);
+        }
+        if let Some((memo, fingerprint)) = remember {
+            memo.remember(
+                &target.label,
+                Outcome {
+                    fingerprint,
+                    key: action.key,
+                    outputs: provided.clone(),
+                    saved_ms: saved_ms_of(&result),
+                    used_ms: super::memo::now_ms(),
+                },
+            );
+        }
+        let report = TargetReport {
+            attempts,
+            ..TargetReport::new(target, status, Some(action.key), self.started)
+        };
+        ctx.reporter.target_finished(&report);
+        Done {
+            label: target.label.clone(),
+            report: Some(report),
+            provided: Arc::new(provided),
+            ok: true,
+        }
+    }
+}
+
+/// The flaky-test policy: a test with `flaky = N` that fails (or times out) runs again, up to
+/// N more times, with a warning each time. Returns the last outcome and how many runs it took.
+fn execute_with_retries(
+    ctx: &BuildContext,
+    target: &Target,
+    action: &PreparedAction,
+) -> (Result<ExecOutcome, ExecError>, u32) {
+    let allowed = 1 + if target.kind == Kind::Test {
+        target.flaky
+    } else {
+        0
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let running = Instant::now();
+        let outcome = ctx.executor.execute(&target.label, action);
+        trace(ctx, "execute", &target.label, running);
+        let failed = matches!(
+            &outcome,
+            Ok(ExecOutcome::Failed(_) | ExecOutcome::TimedOut(_))
+        );
+        if !failed || attempts >= allowed {
+            return (outcome, attempts);
+        }
+        ctx.reporter.warning(&format!(
+            "`{}` failed on attempt {attempts}; retrying (flaky = {})",
+            target.label, target.flaky
+        ));
+    }
+}
+
+/// A failed target whose failure is `error` (reported now).
+fn failed(
+    ctx: &BuildContext,
+    target: &Target,
+    key: Option<Digest>,
+    started: Instant,
+    error: &TargetError,
+) -> Done {
+    failed_with(ctx, target, key, started, error.to_string())
+}
+
+fn failed_with(
+    ctx: &BuildContext,
+    target: &Target,
+    key: Option<Digest>,
+    started: Instant,
+    message: String,
+) -> Done {
+    let report = TargetReport {
+        failure: Some(ExecFailure {
+            exit_code: None,
+            message,
+            stderr_tail: String::new(),
+            log: None,
+        }),
+        ..TargetReport::new(target, Status::Failed, key, started)
+    };
+    if target.kind.runs() {
+        ctx.reporter.target_finished(&report);
+    }
+    Done {
+        label: target.label.clone(),
+        report: target.kind.runs().then_some(report),
+        provided: Provided::default(),
+        ok: false,
+    }
+}
+
+pub(super) fn trace(ctx: &BuildContext, name: &str, label: &Label, began: Instant) {
+    if let Some(t) = ctx.tracer {
+        t.span(
+            name,
+            "build",
+            began,
+            serde_json::json!({ "label": label.to_string() }),
+        );
+    }
+}
+
+/// The tools the action calls: those in `tools` (which must exist), the first word of `cmd`
+/// and `sh` (when found).
+fn resolve_tools(ctx: &BuildContext, target: &Target) -> Result<Vec<Tool>, TargetError> {
+    let mut tools = Vec::new();
+    for name in &target.tools {
+        match ctx.tools.resolve(name, ctx.states) {
+            Some(tool) => tools.push(tool),
+            None => {
+                return Err(TargetError::MissingTool {
+                    name: name.clone(),
+                    tool_path: ctx.tools.path_var().to_string(),
+                });
+            }
+        }
+    }
+    let implicit = ["sh"].into_iter().chain(first_word(&target.cmd));
+    for name in implicit {
+        if !tools.iter().any(|t| t.name == name)
+            && let Some(tool) = ctx.tools.resolve(name, ctx.states)
+        {
+            tools.push(tool);
+        }
+    }
+    Ok(tools)
+}
+
+/// The digests of the target's sources, in the order of `srcs`. A file the build's file-state
+/// check found unchanged costs nothing; any other costs a `stat` (and a hash if it changed).
+fn hash_sources(ctx: &BuildContext, target: &Target) -> Result<Vec<FileInfo>, TargetError> {
+    target
+        .srcs
+        .iter()
+        .map(|src| {
+            if let Some(info) = ctx.states.unchanged_in_workspace(src.as_str()) {
+                return Ok(info);
+            }
+            let host = src.to_host(ctx.workspace_root);
+            match ctx.states.file_info(&host) {
+                Ok((info, _)) => Ok(info),
+                Err(source) => Err(TargetError::Source {
+                    path: src.clone(),
+                    source,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The sources by path, from `hash_sources`.
+fn source_map(target: &Target, infos: &[FileInfo]) -> FileMap {
+    target
+        .srcs
+        .iter()
+        .cloned()
+        .zip(infos.iter().copied())
+        .collect()
+}

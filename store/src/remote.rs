@@ -1,0 +1,229 @@
+//! The storage seam: a content-addressed cache with action results, split as REAPI splits it
+//! (capabilities, CAS, action cache). The local store is one implementation; remote backends
+//! (REAPI gRPC, the Bazel HTTP cache, a shared directory, archives) are others. A backend
+//! speaks in its own digest function (`Capabilities::digest_function`); translating cairn's
+//! BLAKE3 actions for a SHA-256 backend is the caller's business, not the backend's.
+
+use std::io::{Read, Write};
+
+use crate::digest::{DigestFunction, RemoteDigest};
+use crate::error::StoreError;
+use crate::{Store, reapi};
+
+/// What a backend supports, read once before it is used (REAPI `GetCapabilities`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The digest function every digest sent to or received from the backend uses.
+    pub digest_function: DigestFunction,
+    /// The largest batch request the backend takes, in serialized bytes (REAPI
+    /// `max_batch_total_size_bytes`; 0 from a server means "about 4 MiB").
+    pub max_batch_bytes: u64,
+    /// Whether blobs may be sent zstd-compressed (REAPI `compressed-blobs`).
+    pub zstd: bool,
+    /// Whether the backend accepts new action results (REAPI `update_enabled`).
+    pub update_enabled: bool,
+}
+
+/// Why a backend could not answer. Every variant means "this backend cannot be trusted to
+/// work right now": the caller turns the first one into a warning and stops using it.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The backend is unreachable or failed (connection refused, timeout, server error).
+    #[error("{backend} is unavailable: {why}")]
+    Unavailable {
+        /// The backend, as configured (URL or path).
+        backend: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The backend answered something that breaks the protocol (a blob whose bytes do not
+    /// match its digest, a result naming a blob it does not have).
+    #[error("{backend} answered wrongly: {why}")]
+    Protocol {
+        /// The backend, as configured.
+        backend: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// The local side failed while moving data (the store could not write a blob).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A content-addressed cache with action results. Implementations are synchronous (the
+/// engine calls them from worker threads; a network backend blocks on its own runtime) and
+/// must be safe to call from many threads at once.
+pub trait RemoteCache: Send + Sync {
+    /// How the backend is named in messages (its URL or path).
+    fn name(&self) -> &str;
+
+    /// What the backend supports.
+    fn capabilities(&self) -> Result<Capabilities, RemoteError>;
+
+    /// The digests among `digests` whose blobs the backend does not hold.
+    fn find_missing(&self, digests: &[RemoteDigest]) -> Result<Vec<RemoteDigest>, RemoteError>;
+
+    /// Streams the blob `digest` into `sink`; `Ok(false)` if the backend does not hold it.
+    /// The bytes are verified by the receiver, not here.
+    fn read_blob(&self, digest: &RemoteDigest, sink: &mut dyn Write) -> Result<bool, RemoteError>;
+
+    /// Stores the blob `digest`, whose bytes `source` yields (streamed: a large blob is never
+    /// held in memory whole).
+    fn write_blob(&self, digest: &RemoteDigest, source: &mut dyn Read) -> Result<(), RemoteError>;
+
+    /// The action result stored under `key`, if any.
+    fn get_action_result(
+        &self,
+        key: &RemoteDigest,
+    ) -> Result<Option<reapi::ActionResult>, RemoteError>;
+
+    /// Stores an action result. Callers write it last, after every blob it names.
+    fn put_action_result(
+        &self,
+        key: &RemoteDigest,
+        result: &reapi::ActionResult,
+    ) -> Result<(), RemoteError>;
+}
+
+/// The local store as a backend (BLAKE3). This is also what a shared directory remote is: a
+/// store at another path.
+impl RemoteCache for Store {
+    fn name(&self) -> &str {
+        self.root().to_str().unwrap_or("the local store")
+    }
+
+    fn capabilities(&self) -> Result<Capabilities, RemoteError> {
+        Ok(Capabilities {
+            digest_function: DigestFunction::Blake3,
+            max_batch_bytes: u64::MAX,
+            zstd: false,
+            update_enabled: true,
+        })
+    }
+
+    fn find_missing(&self, digests: &[RemoteDigest]) -> Result<Vec<RemoteDigest>, RemoteError> {
+        Ok(digests
+            .iter()
+            .filter(|d| !d.as_local().is_some_and(|d| self.cas().contains(&d)))
+            .copied()
+            .collect())
+    }
+
+    fn read_blob(&self, digest: &RemoteDigest, sink: &mut dyn Write) -> Result<bool, RemoteError> {
+        let Some(local) = digest.as_local() else {
+            return Ok(false);
+        };
+        match self.cas().read_to(&local, sink) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Missing(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn write_blob(&self, digest: &RemoteDigest, source: &mut dyn Read) -> Result<(), RemoteError> {
+        let local = self.blake3_only(digest)?;
+        Ok(self.cas().put_stream(&local, source)?)
+    }
+
+    fn get_action_result(
+        &self,
+        key: &RemoteDigest,
+    ) -> Result<Option<reapi::ActionResult>, RemoteError> {
+        let Some(local) = key.as_local() else {
+            return Ok(None);
+        };
+        Ok(Store::get_action_result(self, &local)?)
+    }
+
+    fn put_action_result(
+        &self,
+        key: &RemoteDigest,
+        result: &reapi::ActionResult,
+    ) -> Result<(), RemoteError> {
+        let local = self.blake3_only(key)?;
+        let missing =
+            crate::referenced_blobs(result).any(|d| !d.is_some_and(|d| self.cas().contains(&d)));
+        if missing {
+            return Err(RemoteError::Protocol {
+                backend: self.name().to_string(),
+                why: format!("the result for {key:?} names a blob that was not sent first"),
+            });
+        }
+        Ok(Store::put_action_result(self, &local, result)?)
+    }
+}
+
+impl Store {
+    fn blake3_only(&self, digest: &RemoteDigest) -> Result<crate::Digest, RemoteError> {
+        digest.as_local().ok_or_else(|| RemoteError::Protocol {
+            backend: self.name().to_string(),
+            why: format!(
+                "it holds BLAKE3 digests only, and was sent a {} one",
+                digest.function.as_str()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Digest;
+
+    #[test]
+    fn a_store_is_a_backend_that_streams_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let small = b"hello".to_vec();
+        let digests: Vec<RemoteDigest> = [&big, &small]
+            .iter()
+            .map(|b| RemoteDigest::from(Digest::of_bytes(b)))
+            .collect();
+        assert_eq!(store.find_missing(&digests).unwrap(), digests);
+        for (bytes, digest) in [&big, &small].iter().zip(&digests) {
+            store.write_blob(digest, &mut bytes.as_slice()).unwrap();
+        }
+        assert!(store.find_missing(&digests).unwrap().is_empty());
+        let mut read = Vec::new();
+        assert!(store.read_blob(&digests[0], &mut read).unwrap());
+        assert_eq!(read, big);
+
+        // Bytes that do not match their digest are refused and not stored.
+        let wrong = RemoteDigest::from(Digest::of_bytes(b"other"));
+        let err = store
+            .write_blob(&wrong, &mut &b"not other"[..])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            RemoteError::Store(StoreError::WrongBytes { .. })
+        ));
+        assert_eq!(store.find_missing(&[wrong]).unwrap(), vec![wrong]);
+        assert!(!store.read_blob(&wrong, &mut Vec::new()).unwrap());
+    }
+
+    #[test]
+    fn a_result_naming_a_missing_blob_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = RemoteDigest::from(Digest::of_bytes(b"action"));
+        let result = reapi::ActionResult {
+            output_files: vec![reapi::OutputFile {
+                path: "out".into(),
+                digest: Some(Digest::of_bytes(b"never sent").to_reapi()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            RemoteCache::put_action_result(&store, &key, &result),
+            Err(RemoteError::Protocol { .. })
+        ));
+        assert_eq!(RemoteCache::get_action_result(&store, &key).unwrap(), None);
+        let sha = RemoteDigest {
+            function: DigestFunction::Sha256,
+            ..key
+        };
+        assert!(store.write_blob(&sha, &mut &b""[..]).is_err());
+    }
+}
