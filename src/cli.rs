@@ -5,8 +5,8 @@
 mod args;
 mod build;
 mod graph;
+mod options;
 mod store;
-mod uptodate;
 mod watch;
 mod why;
 
@@ -26,6 +26,7 @@ use crate::load::LoadError;
 use crate::report::{self, Style};
 use crate::workspace::{HostEnv, Workspace};
 use args::{Args, Command, QueryCommand, StoreCommand};
+use options::Options;
 
 pub fn main() -> ExitCode {
     let mut raw = std::env::args_os().skip(1);
@@ -40,8 +41,9 @@ pub fn main() -> ExitCode {
         }
     };
     let env = HostEnv::read();
-    let style = Style::new(args.color, env.no_color);
-    match run(&args, &env, style) {
+    let opts = Options::from_args(&args);
+    let style = Style::new(opts.color, env.no_color);
+    match run(&args, opts, &env, style) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             print_error(&e, &style);
@@ -50,8 +52,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args, env: &HostEnv, style: Style) -> Result<u8, Error> {
-    let s = Session::open(args, env, style)?;
+fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Error> {
+    let s = Session::open(opts, env, style)?;
     match &args.command {
         Command::Build {
             patterns,
@@ -117,7 +119,7 @@ fn print_error(e: &Error, style: &Style) {
 
 /// One invocation: the workspace, its settings, and how to print.
 pub(crate) struct Session<'a> {
-    pub args: &'a Args,
+    pub opts: Options,
     pub env: &'a HostEnv,
     pub style: Style,
     pub ws: Workspace,
@@ -154,8 +156,8 @@ impl Loaded {
 }
 
 impl<'a> Session<'a> {
-    fn open(args: &'a Args, env: &'a HostEnv, style: Style) -> Result<Session<'a>, Error> {
-        let start = match &args.directory {
+    fn open(opts: Options, env: &'a HostEnv, style: Style) -> Result<Session<'a>, Error> {
+        let start = match &opts.directory {
             Some(dir) => dir.clone(),
             None => std::env::current_dir()
                 .map_err(|e| Error::Io(format!("Cannot read the current directory: {e}")))?,
@@ -164,7 +166,7 @@ impl<'a> Session<'a> {
         let store_dir = ws.store_dir(env);
         let cwd_package = ws.package_of(&start);
         Ok(Session {
-            args,
+            opts,
             env,
             style,
             ws,
@@ -229,7 +231,7 @@ impl<'a> Session<'a> {
             load_states,
         )
         .map_err(|e| self.store_error(e))??;
-        if self.args.verbose {
+        if self.opts.verbose {
             report::print_stderr(&format!(
                 "loaded {} packages: {} evaluated, {} from the analysis cache",
                 analysis.packages,
@@ -262,7 +264,7 @@ impl<'a> Session<'a> {
 
     /// The key under which this workspace's history is kept.
     pub fn workspace_key(&self) -> String {
-        self.ws.root.display().to_string()
+        self.ws.key()
     }
 
     pub fn patterns(&self, texts: &[String]) -> Result<Vec<(String, Pattern)>, Error> {
@@ -290,7 +292,7 @@ impl<'a> Session<'a> {
     }
 
     pub fn jobs(&self) -> usize {
-        self.args
+        self.opts
             .jobs
             .or(self.ws.config.build.jobs)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))

@@ -2,6 +2,7 @@
 //! action, compute its key, look it up (`lookup`: the local store, then remotes), restore or
 //! execute, and record results.
 
+pub(crate) mod affected;
 mod check;
 pub(crate) mod dry_run;
 pub(crate) mod history;
@@ -11,6 +12,7 @@ mod outputs;
 mod pipeline;
 mod recorder;
 pub(crate) mod scheduler;
+pub(crate) mod uptodate;
 
 pub(crate) use dry_run::{DryInfo, DryRun};
 pub(crate) use lookup::CacheChain;

@@ -4,10 +4,12 @@
 
 pub(crate) mod console;
 pub(crate) mod junit;
+pub(crate) mod outcome;
 pub(crate) mod trace;
 
 pub(crate) use console::{
     ColorChoice, ConsoleReporter, Reporter, Style, human_bytes, json_summary, print_json,
     print_stderr, print_stdout, render_diagnostic, summary_line,
 };
+pub(crate) use outcome::{BuildOutcome, Status, TargetReport, Traffic};
 pub(crate) use trace::Tracer;

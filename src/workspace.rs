@@ -10,6 +10,31 @@ use serde::Deserialize;
 /// The file that marks a workspace root.
 pub(crate) const CONFIG_FILE: &str = "cairn.toml";
 
+/// The default tool path (and so `PATH` inside actions): the system's, never the user's.
+pub(crate) const DEFAULT_TOOL_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// The sandbox actions run in (`[build] sandbox`, `--sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SandboxMode {
+    /// Linux namespaces; falls back to `directory` (saying so once) where unavailable.
+    Namespace,
+    /// A fresh directory holding only the inputs.
+    Directory,
+    /// Run in the workspace itself: not hermetic, must be chosen explicitly.
+    None,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Namespace => "namespace",
+            SandboxMode::Directory => "directory",
+            SandboxMode::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WorkspaceError {
     #[error(
@@ -49,7 +74,7 @@ pub(crate) struct BuildConfig {
     /// Default parallelism.
     pub jobs: Option<usize>,
     /// `namespace` (default), `directory` or `none`.
-    pub sandbox: Option<crate::exec::sandbox::SandboxMode>,
+    pub sandbox: Option<SandboxMode>,
     /// Where sandbox directories are made (relative to the workspace root). Default: a
     /// private directory on `/dev/shm` where it is a tmpfs with room, else `<store>/sandbox`.
     pub sandbox_base: Option<PathBuf>,
@@ -154,14 +179,16 @@ impl Workspace {
         }
     }
 
+    /// The key under which this workspace's records and history are kept in a store.
+    pub fn key(&self) -> String {
+        self.root.display().to_string()
+    }
+
     /// The tool path: `cairn.toml`'s `tool_path`, else the system default.
     pub fn tool_path(&self) -> Vec<PathBuf> {
         match &self.config.build.tool_path {
             Some(dirs) => dirs.iter().map(|d| self.root.join(d)).collect(),
-            None => crate::action::prepare::DEFAULT_TOOL_PATH
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
+            None => DEFAULT_TOOL_PATH.iter().map(PathBuf::from).collect(),
         }
     }
 

@@ -21,9 +21,6 @@ const ACTION_SALT: &[u8] = b"cairn action v2";
 /// can hold, so archivers that honour it never fail.
 pub(crate) const SOURCE_DATE_EPOCH: &str = "315532800";
 
-/// The default tool path (and so `PATH` inside actions): the system's, never the user's.
-pub(crate) const DEFAULT_TOOL_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
-
 /// What kind of action this is, for the executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ActionKind {

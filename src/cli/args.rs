@@ -4,8 +4,24 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::exec::sandbox::SandboxMode;
-use crate::report::ColorChoice;
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `--sandbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SandboxArg {
+    /// Linux namespaces; falls back to `directory` (saying so once) where unavailable.
+    Namespace,
+    /// A fresh directory holding only the inputs.
+    Directory,
+    /// Run in the workspace itself: not hermetic, must be chosen explicitly.
+    None,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,11 +44,11 @@ pub(crate) struct Args {
     #[arg(long, global = true)]
     pub json: bool,
     /// When to use colours (honours NO_COLOR).
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
     /// The sandbox actions run in (default: cairn.toml's `sandbox`, else namespace).
     #[arg(long, global = true, value_enum)]
-    pub sandbox: Option<SandboxMode>,
+    pub sandbox: Option<SandboxArg>,
     /// Also show cached targets.
     #[arg(short, long, global = true)]
     pub verbose: bool,

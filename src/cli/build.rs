@@ -5,10 +5,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::{Loaded, Session, build_context, uptodate};
+use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
 use crate::engine::memo::KeyMemo;
+use crate::engine::uptodate;
 use crate::engine::{
     AnalysisError, BuildContext, BuildOptions, BuildOutcome, CacheChain, Status, run_build,
 };
@@ -33,7 +34,8 @@ pub(crate) fn build(
     let tracer = trace.map(|_| Tracer::install());
     let loading = Instant::now();
     let mode = sandbox_mode(s);
-    let command = uptodate::command_identity(s, patterns, run_tests, mode.as_str());
+    let command =
+        uptodate::command_identity(&s.ws, &s.cwd_package, patterns, run_tests, mode.as_str());
     // The up-to-date record answers a repeated command whose inputs did not change; `--check`,
     // traces and reports want the build itself.
     let replayable = !check && trace.is_none() && junit.is_none();
@@ -47,9 +49,9 @@ pub(crate) fn build(
         );
         // Shared with builds, as `execute` holds it: `store gc` waits for it.
         let lock = store.lock(false).map_err(|e| s.store_error(e))?;
-        if let Some(outcome) = uptodate::replay(s, &store, &states, &command) {
+        if let Some(outcome) = uptodate::replay(&s.ws, &s.store_dir, &store, &states, &command) {
             report_replayed(s, &store, &outcome, mode);
-            if s.args.json {
+            if s.opts.json {
                 report::print_json(&report::json_summary(&outcome));
             }
             std::mem::forget((states, outcome));
@@ -73,7 +75,7 @@ pub(crate) fn build(
     report::trace::span("save file states", saving);
     if replayable && saved {
         uptodate::record(
-            s,
+            &s.ws,
             &loaded.store,
             &loaded.states,
             loaded.graph(),
@@ -94,7 +96,7 @@ pub(crate) fn build(
             ))
         })?;
     }
-    if s.args.json {
+    if s.opts.json {
         report::print_json(&report::json_summary(&outcome));
     }
     let code = if outcome.is_success() { 0 } else { 1 };
@@ -120,7 +122,7 @@ pub(crate) fn execute(
 ) -> Result<BuildOutcome, Error> {
     // Shared with other builds; `store gc` waits for it.
     let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
-    let reporter = ConsoleReporter::new(s.style, s.args.verbose).for_watch(watch);
+    let reporter = ConsoleReporter::new(s.style, s.opts.verbose).for_watch(watch);
     let mode = sandbox_mode(s);
     let warn = |text: &str| reporter.warning(text);
     let executor = LocalExecutor {
@@ -163,7 +165,7 @@ pub(crate) fn execute(
             roots,
             run_tests,
             jobs: s.jobs(),
-            keep_going: s.args.keep_going,
+            keep_going: s.opts.keep_going,
         },
     );
     report::trace::span("build", began);
@@ -197,7 +199,7 @@ pub(crate) fn execute(
 
 /// The sandbox asked for: `--sandbox`, else `[build] sandbox`, else the namespace sandbox.
 fn sandbox_mode(s: &Session) -> SandboxMode {
-    s.args
+    s.opts
         .sandbox
         .or(s.ws.config.build.sandbox)
         .unwrap_or(SandboxMode::Namespace)
@@ -231,12 +233,12 @@ fn report_replayed(
     outcome: &BuildOutcome,
     mode: SandboxMode,
 ) {
-    if s.args.verbose {
+    if s.opts.verbose {
         report::print_stderr(
             "nothing this command depends on changed since it last ran: its outcome is replayed (no analysis, no build)",
         );
     }
-    let reporter = ConsoleReporter::new(s.style, s.args.verbose);
+    let reporter = ConsoleReporter::new(s.style, s.opts.verbose);
     for report in &outcome.reports {
         reporter.target_finished(report);
     }

@@ -111,7 +111,7 @@ pub(crate) fn query(
     s.save_states(&loaded);
     let label = s.label(loaded.graph(), text)?;
     let found = loaded.graph().reachable(&label, reverse, depth);
-    if s.args.json {
+    if s.opts.json {
         let items: Vec<serde_json::Value> = found
             .iter()
             .map(|(d, l)| json!({ "label": l.to_string(), "depth": d }))

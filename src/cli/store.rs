@@ -17,7 +17,7 @@ pub(crate) fn stats(s: &Session) -> Result<u8, Error> {
     } else {
         100.0 * r.sum.cached as f64 / runs as f64
     };
-    if s.args.json {
+    if s.opts.json {
         report::print_json(&json!({
             "path": s.store_dir.display().to_string(),
             "blobs": stats.blobs,
@@ -81,7 +81,7 @@ pub(crate) fn gc(
             older_than: older,
         })
         .map_err(|e| s.store_error(e))?;
-    if s.args.json {
+    if s.opts.json {
         report::print_json(&json!({
             "results_removed": r.results_removed,
             "blobs_removed": r.blobs_removed,
@@ -103,7 +103,7 @@ pub(crate) fn gc(
 pub(crate) fn verify(s: &Session) -> Result<u8, Error> {
     let store = s.open_store()?;
     let r = store.verify().map_err(|e| s.store_error(e))?;
-    if s.args.json {
+    if s.opts.json {
         report::print_json(&json!({
             "blobs": r.blobs,
             "corrupt": r.corrupt.iter().map(|h| format!("blake3:{h}")).collect::<Vec<_>>(),

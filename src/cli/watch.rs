@@ -231,7 +231,7 @@ impl Watch<'_> {
                     self.broken = true;
                     let err = Error::from(e);
                     super::print_error(&err, &s.style);
-                    if s.args.json {
+                    if s.opts.json {
                         report::print_json(
                             &json!({ "error": err.to_string(), "changed": changed }),
                         );
@@ -434,7 +434,7 @@ impl Watch<'_> {
         cancelled: bool,
     ) {
         let s = self.s;
-        if s.args.json {
+        if s.opts.json {
             let mut v = report::json_summary(outcome);
             v["changed"] = json!(changed);
             // From the settled batch to the end of the cycle (analysis, hashing, build).

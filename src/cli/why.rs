@@ -1,11 +1,10 @@
 //! `cairn why LABEL` and `cairn affected --since REF`.
 
-use std::collections::{BTreeSet, HashSet};
-
 use serde_json::json;
 
 use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
+use crate::engine::affected::affected_targets;
 use crate::engine::history::{Manifest, explain};
 use crate::engine::{
     AnalysisError, BuildContext, BuildOptions, CacheChain, DryInfo, DryRun, run_build,
@@ -15,7 +14,6 @@ use crate::exec::dry::DryRunExecutor;
 use crate::graph::Label;
 use crate::report::{self, ConsoleReporter};
 use crate::vcs;
-use crate::workspace::WorkspacePath;
 
 /// Computes the current actions of `label` and its dependencies without building anything.
 fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error> {
@@ -76,7 +74,7 @@ pub(crate) fn why(s: &Session, text: &str) -> Result<u8, Error> {
             pass_env.join(", ")
         ));
     }
-    if s.args.json {
+    if s.opts.json {
         report::print_json(&json!({
             "label": label.to_string(),
             "state": state,
@@ -207,73 +205,15 @@ pub(crate) fn affected(s: &Session, since: &str, patterns: &[String]) -> Result<
     s.save_states(&loaded);
     let graph = loaded.graph();
     let changed = vcs::changed_files(&s.ws.root, since).map_err(|e| Error::Usage(e.to_string()))?;
-    let changed_set: HashSet<&str> = changed.iter().map(String::as_str).collect();
-
-    // A change to cairn.toml can change every key (tool path, sandbox): everything.
-    let everything = changed_set.contains(crate::workspace::CONFIG_FILE);
-    let mut direct: BTreeSet<Label> = BTreeSet::new();
-    for target in graph.all_targets() {
-        let pkg = &target.label.package;
-        let build_file = if pkg.is_empty() {
-            crate::load::BUILD_FILE.to_string()
-        } else {
-            format!("{pkg}/{}", crate::load::BUILD_FILE)
-        };
-        let loads = loaded
-            .analysis
-            .loads
-            .get(pkg)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let hit = everything
-            || changed_set.contains(build_file.as_str())
-            || loads.iter().any(|l| changed_set.contains(l.as_str()))
-            || target.srcs.iter().any(|p| changed_set.contains(p.as_str()));
-        if hit {
-            direct.insert(target.label.clone());
-        }
-    }
-    // A deleted file is in no target's srcs any more; a glob in its package may have listed
-    // it, so that package's targets with sources count as affected (conservatively).
-    for path in &changed {
-        if s.ws.root.join(path).exists() {
-            continue;
-        }
-        let wp = WorkspacePath::from_normalized(path.clone());
-        let owner = loaded
-            .analysis
-            .scan
-            .packages
-            .keys()
-            .filter(|pkg| {
-                pkg.is_empty() || wp.is_within(&WorkspacePath::from_normalized((*pkg).clone()))
-            })
-            .max_by_key(|pkg| pkg.len());
-        for target in graph.all_targets() {
-            if Some(&target.label.package) == owner && !target.srcs.is_empty() {
-                direct.insert(target.label.clone());
-            }
-        }
-    }
-    let mut all: BTreeSet<Label> = BTreeSet::new();
-    for label in &direct {
-        all.insert(label.clone());
-        all.extend(
-            graph
-                .reachable(label, true, None)
-                .into_iter()
-                .map(|(_, l)| l),
-        );
-    }
     let selected = graph
         .matching(&s.patterns(patterns)?)
         .map_err(AnalysisError::from)?;
-    let labels: Vec<String> = all
+    let labels: Vec<String> = affected_targets(&s.ws.root, &loaded.analysis, &changed)
         .into_iter()
-        .filter(|l| selected.contains(l) && graph.kind_of(l).runs())
+        .filter(|l| selected.contains(l))
         .map(|l| l.to_string())
         .collect();
-    if s.args.json {
+    if s.opts.json {
         report::print_json(&json!({ "since": since, "changed_files": changed, "targets": labels }));
     } else {
         let mut out = labels.join("\n");

@@ -21,6 +21,7 @@ use prost::Message;
 
 use crate::action::PreparedAction;
 use crate::action::prepare::InputBytes;
+use crate::report::Traffic;
 
 /// Where a hit came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,19 +70,6 @@ struct Link {
     /// Read on first use; `None` when they could not be read (the remote is then broken).
     capabilities: OnceLock<Option<Capabilities>>,
     broken: AtomicBool,
-}
-
-/// Bytes moved and results found, for the summary.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Traffic {
-    /// Whether the build had a remote (the summary then says what moved).
-    pub has_remote: bool,
-    pub bytes_downloaded: u64,
-    pub bytes_uploaded: u64,
-    /// Remote results the trust policy refused.
-    pub untrusted: u64,
-    /// Uploads still queued when `finish` gave up waiting.
-    pub uploads_dropped: u64,
 }
 
 /// How long `finish` waits for queued uploads by default.

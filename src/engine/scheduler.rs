@@ -9,127 +9,24 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use cairn_store::{Digest, FileInfo, FileStates};
+use cairn_store::{FileInfo, FileStates};
 
 use super::Recorder;
-use super::lookup::{CacheChain, Traffic};
+use super::lookup::CacheChain;
 use super::memo::KeyMemo;
 use super::pipeline::run_target;
 use crate::action::ToolResolver;
-use crate::exec::{ExecFailure, Executor};
-use crate::graph::{Graph, Kind, Label, Target};
+use crate::exec::Executor;
+use crate::graph::{Graph, Kind, Label};
+pub(crate) use crate::report::{BuildOutcome, Status, TargetReport, Traffic};
 use crate::report::{Reporter, Tracer};
 use crate::workspace::WorkspacePath;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// Run here.
-    Executed,
-    /// Run by a remote executor.
-    RemoteExecuted,
-    /// Found in the local store (or up to date in the workspace).
-    Cached,
-    /// Found in a remote cache (and now in the local store too).
-    RemoteCached,
-    Failed,
-    /// Not run because a dependency failed (or the build was cancelled).
-    Skipped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Executed => "executed",
-            Status::RemoteExecuted => "remote_executed",
-            Status::Cached => "cached",
-            Status::RemoteCached => "remote_cached",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-        }
-    }
-
-    /// Whether the result came from a cache (local or remote).
-    pub fn is_cached(self) -> bool {
-        matches!(self, Status::Cached | Status::RemoteCached)
-    }
-
-    /// Whether the action ran in this build (here or remotely).
-    pub fn is_executed(self) -> bool {
-        matches!(self, Status::Executed | Status::RemoteExecuted)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct TargetReport {
-    pub label: Label,
-    pub kind: Kind,
-    pub status: Status,
-    pub action_key: Option<Digest>,
-    pub duration_ms: u64,
-    /// How many times the command ran (more than 1 for a retried flaky test).
-    pub attempts: u32,
-    pub cmd: String,
-    pub failure: Option<ExecFailure>,
-    /// For a skipped target: the failed dependency that caused it.
-    pub blocked_by: Option<Label>,
-    /// The recorded run time of a cached result (what the cache saved).
-    pub saved_ms: u64,
-}
-
-impl TargetReport {
-    /// A report of `target` ending with `status` now, with nothing else to say.
-    pub fn new(target: &Target, status: Status, key: Option<Digest>, started: Instant) -> Self {
-        TargetReport {
-            label: target.label.clone(),
-            kind: target.kind,
-            status,
-            action_key: key,
-            duration_ms: started.elapsed().as_millis() as u64,
-            attempts: 0,
-            cmd: target.cmd.clone(),
-            failure: None,
-            blocked_by: None,
-            saved_ms: 0,
-        }
-    }
-}
 
 pub(crate) struct BuildOptions {
     pub roots: Vec<Label>,
     pub run_tests: bool,
     pub jobs: usize,
     pub keep_going: bool,
-}
-
-pub(crate) struct BuildOutcome {
-    /// One report per action or test, in completion order.
-    pub reports: Vec<TargetReport>,
-    pub wall_ms: u64,
-    /// Every tool name the build resolved, with what it resolved to (set by the caller that
-    /// owns the resolver).
-    pub tools: BTreeMap<String, Option<crate::action::Tool>>,
-    /// What moved to and from remotes (set by the caller that owns the cache chain).
-    pub traffic: Traffic,
-}
-
-impl BuildOutcome {
-    pub fn count(&self, status: Status) -> usize {
-        self.reports.iter().filter(|r| r.status == status).count()
-    }
-
-    /// Targets whose result came from a cache, local or remote.
-    pub fn cached(&self) -> usize {
-        self.count(Status::Cached) + self.count(Status::RemoteCached)
-    }
-
-    /// Targets that ran in this build, here or remotely.
-    pub fn executed(&self) -> usize {
-        self.count(Status::Executed) + self.count(Status::RemoteExecuted)
-    }
-
-    pub fn is_success(&self) -> bool {
-        self.count(Status::Failed) == 0 && self.count(Status::Skipped) == 0
-    }
 }
 
 /// Files a finished target makes available to its dependents.

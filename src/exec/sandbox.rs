@@ -55,26 +55,7 @@ const ETC_ENTRIES: &[&str] = &[
 const ETC_NETWORK_ENTRIES: &[&str] = &["resolv.conf", "host.conf"];
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum SandboxMode {
-    /// Linux namespaces; falls back to `directory` (saying so once) where unavailable.
-    Namespace,
-    /// A fresh directory holding only the inputs.
-    Directory,
-    /// Run in the workspace itself: not hermetic, must be chosen explicitly.
-    None,
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxMode::Namespace => "namespace",
-            SandboxMode::Directory => "directory",
-            SandboxMode::None => "none",
-        }
-    }
-}
+pub(crate) use crate::workspace::SandboxMode;
 
 /// What the helper needs to build one namespace sandbox.
 pub(crate) struct NamespaceSpec<'a> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::engine::{BuildOutcome, Status, TargetReport};
+use super::outcome::{BuildOutcome, Status, TargetReport};
 use crate::exec::local::format_ms;
 use crate::graph::{Kind, Label};
 use crate::load::Diagnostic;
@@ -22,7 +22,7 @@ pub(crate) trait Reporter: Sync {
     fn warning(&self, message: &str);
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ColorChoice {
     Auto,
     Always,

@@ -1,7 +1,7 @@
 //! `cairn test --junit FILE`: one `<testcase>` per test target, cached ones marked, with
 //! durations and failure output, in the JUnit XML shape CI systems read.
 
-use crate::engine::{BuildOutcome, Status};
+use super::outcome::{BuildOutcome, Status};
 use crate::graph::Kind;
 
 fn escape(text: &str) -> String {

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::Digest;
 use crate::error::{Result, StoreError};
-use crate::file_state::FileState;
+use crate::file_info::FileState;
 
 /// Values stored under keys with this prefix (`put_value`) are derived from action-cache
 /// entries (e.g. cairn's key memo, which marks targets up to date by their last result): they

@@ -10,7 +10,8 @@ use std::path::Path;
 use crate::Digest;
 use crate::cas::Cas;
 use crate::error::{IoContext, Result};
-use crate::file_state::{FileInfo, FileStates};
+use crate::file_info::FileInfo;
+use crate::file_state::FileStates;
 use crate::tree::{DirContents, read_tree};
 
 /// What a restore did.

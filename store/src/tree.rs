@@ -10,7 +10,7 @@ use prost::Message;
 
 use crate::cas::Cas;
 use crate::error::{IoContext, Result, StoreError};
-use crate::file_state::FileInfo;
+use crate::file_info::FileInfo;
 use crate::{Digest, reapi};
 
 /// A Merkle tree of `Directory` messages.

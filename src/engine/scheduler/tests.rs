@@ -15,8 +15,8 @@ use cairn_store::{
 use super::*;
 use crate::action::PreparedAction;
 use crate::engine::lookup::{Remote, TrustAll, UPLOAD_FLUSH};
-use crate::exec::{ExecError, ExecOutcome};
-use crate::graph::Location;
+use crate::exec::{ExecError, ExecFailure, ExecOutcome};
+use crate::graph::{Location, Target};
 use crate::workspace::WorkspacePath;
 
 /// "Runs" an action by writing each declared output with a fixed content (the target's `cmd`,

@@ -27,12 +27,13 @@ use std::collections::BTreeMap;
 use cairn_store::{Digest, FileStates, Store, TOUCH_GRANULARITY_MS};
 use serde::{Deserialize, Serialize};
 
-use super::Session;
 use crate::action::{Tool, ToolResolver};
 use crate::engine::memo::{binary_identity, now_ms};
 use crate::engine::{BuildOutcome, Status, TargetReport};
 use crate::graph::{Graph, Kind, Label};
 use crate::load::stored_scan_is_current;
+use crate::workspace::Workspace;
+use std::path::Path;
 
 /// What the record knows of one reported target.
 #[derive(Serialize, Deserialize)]
@@ -70,16 +71,17 @@ struct Record {
 
 /// The identity of a command: what it builds, from where, with which settings.
 pub(crate) fn command_identity(
-    s: &Session,
+    ws: &Workspace,
+    cwd_package: &str,
     patterns: &[String],
     run_tests: bool,
     sandbox: &str,
 ) -> String {
-    let config = std::fs::read(s.ws.root.join(crate::workspace::CONFIG_FILE)).unwrap_or_default();
+    let config = std::fs::read(ws.root.join(crate::workspace::CONFIG_FILE)).unwrap_or_default();
     format!(
         "{} patterns={patterns:?} in={:?} sandbox={sandbox} config={}",
         if run_tests { "test" } else { "build" },
-        s.cwd_package,
+        cwd_package,
         Digest::of_bytes(&config).hex(),
     )
 }
@@ -103,13 +105,14 @@ fn tool_identity(tool: &Option<Tool>) -> ToolIdentity {
 /// target reported cached. `states` are the workspace's loaded file states: they are checked
 /// here, and a build that follows (when this returns `None`) uses the marks.
 pub(crate) fn replay(
-    s: &Session,
+    ws: &Workspace,
+    store_dir: &Path,
     store: &Store,
     states: &FileStates,
     command: &str,
 ) -> Option<BuildOutcome> {
     let began = std::time::Instant::now();
-    let (workspace, id) = (s.workspace_key(), record_id(command));
+    let (workspace, id) = (ws.key(), record_id(command));
     let bytes = store
         .get_record(&cairn_store::Record::UpToDate {
             workspace: &workspace,
@@ -129,11 +132,11 @@ pub(crate) fn replay(
     if !states.all_unchanged() {
         return None;
     }
-    if !stored_scan_is_current(&s.ws.root, std::slice::from_ref(&s.store_dir), store) {
+    if !stored_scan_is_current(&ws.root, &[store_dir.to_path_buf()], store) {
         return None;
     }
     let record: Record = postcard::from_bytes(&bytes).ok()?;
-    let tools = ToolResolver::new(s.ws.tool_path(), Some(store));
+    let tools = ToolResolver::new(ws.tool_path(), Some(store));
     let same_tools = record
         .tools
         .iter()
@@ -170,7 +173,7 @@ pub(crate) fn replay(
 /// Records `outcome` as the up-to-date answer to `command`, if it may be (see the module
 /// doc). Call after the file states were saved.
 pub(crate) fn record(
-    s: &Session,
+    ws: &Workspace,
     store: &Store,
     states: &FileStates,
     graph: &Graph,
@@ -178,7 +181,7 @@ pub(crate) fn record(
     command: &str,
     outcome: &BuildOutcome,
 ) {
-    let (workspace, id) = (s.workspace_key(), record_id(command));
+    let (workspace, id) = (ws.key(), record_id(command));
     let key = cairn_store::Record::UpToDate {
         workspace: &workspace,
         command: &id,

@@ -1,0 +1,46 @@
+//! Raw arguments → validated options (ripgrep's low and high arguments): clap's types end
+//! here. Commands read `Options`; nothing below `cli` sees `Args`.
+
+use std::path::PathBuf;
+
+use super::args::{Args, ColorArg, SandboxArg};
+use crate::report::ColorChoice;
+use crate::workspace::SandboxMode;
+
+/// The global options of one invocation, checked and in the engine's terms.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// `-C DIR`: run as if started there.
+    pub directory: Option<PathBuf>,
+    /// `-j N` (0 is refused by clap's parser; `None`: the configured default, else cores).
+    pub jobs: Option<usize>,
+    pub keep_going: bool,
+    /// `--json`: a machine-readable summary on stdout.
+    pub json: bool,
+    pub color: ColorChoice,
+    /// `--sandbox` (`None`: `cairn.toml`'s, else the namespace sandbox).
+    pub sandbox: Option<SandboxMode>,
+    pub verbose: bool,
+}
+
+impl Options {
+    pub fn from_args(args: &Args) -> Options {
+        Options {
+            directory: args.directory.clone(),
+            jobs: args.jobs,
+            keep_going: args.keep_going,
+            json: args.json,
+            color: match args.color {
+                ColorArg::Auto => ColorChoice::Auto,
+                ColorArg::Always => ColorChoice::Always,
+                ColorArg::Never => ColorChoice::Never,
+            },
+            sandbox: args.sandbox.map(|s| match s {
+                SandboxArg::Namespace => SandboxMode::Namespace,
+                SandboxArg::Directory => SandboxMode::Directory,
+                SandboxArg::None => SandboxMode::None,
+            }),
+            verbose: args.verbose,
+        }
+    }
+}
