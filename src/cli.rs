@@ -291,6 +291,25 @@ impl<'a> Session<'a> {
         Ok(label)
     }
 
+    /// The remote caches of this invocation: `--remote URL`, else `[remote] url`, unless
+    /// `--no-remote`; uploading with `--remote-upload`, `[remote] upload`, else when `CI` is
+    /// set.
+    pub fn remotes(&self) -> Result<Vec<crate::engine::lookup::Remote>, Error> {
+        let choice = &self.opts.remote;
+        let config = &self.ws.config.remote;
+        let url = match (&choice.url, choice.disabled) {
+            (_, true) => None,
+            (Some(url), false) => Some(url),
+            (None, false) => config.url.as_ref(),
+        };
+        let Some(url) = url else {
+            return Ok(Vec::new());
+        };
+        let cache = cairn_store::open_remote(url).map_err(|e| Error::Usage(e.to_string()))?;
+        let upload = choice.upload.or(config.upload).unwrap_or(self.env.ci);
+        Ok(vec![crate::engine::lookup::Remote { cache, upload }])
+    }
+
     pub fn jobs(&self) -> usize {
         self.opts
             .jobs

@@ -59,6 +59,19 @@ pub(crate) struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub build: BuildConfig,
+    #[serde(default)]
+    pub remote: RemoteConfig,
+}
+
+/// `[remote]`: a cache shared with other machines.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoteConfig {
+    /// `file:///shared/dir` (gRPC and HTTP come with their backends).
+    pub url: Option<String>,
+    /// Whether new results are uploaded. Default: when the `CI` environment variable is set
+    /// (CI writes, laptops read).
+    pub upload: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -91,6 +104,8 @@ pub(crate) struct HostEnv {
     pub xdg_cache_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
     pub no_color: bool,
+    /// `CI` is set (to anything but an empty string): results are uploaded by default.
+    pub ci: bool,
     /// Every variable, for `pass_env` (which never enters a key).
     pub vars: std::collections::BTreeMap<String, String>,
 }
@@ -105,6 +120,7 @@ impl HostEnv {
             xdg_cache_home: var("XDG_CACHE_HOME").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
             no_color: var("NO_COLOR").is_some(),
+            ci: var("CI").is_some(),
             vars: std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),

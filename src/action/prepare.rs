@@ -61,7 +61,7 @@ pub(crate) struct PreparedAction {
     /// The input root: every `Directory` message, by digest.
     pub input_tree: MerkleTree,
     /// The inputs that are sources, read from the workspace (sorted); every other input is a
-    /// dependency output, whose bytes are in the store.
+    /// file a dependency provides (see `InputBytes`).
     pub sources: Vec<WorkspacePath>,
 }
 
@@ -70,8 +70,9 @@ pub(crate) struct PreparedAction {
 pub(crate) enum InputBytes<'a> {
     /// A source: the workspace file at this path.
     Workspace(&'a WorkspacePath),
-    /// A dependency output: the store's blob.
-    Store,
+    /// A file a dependency provides: the store's blob when an action produced it, else (a
+    /// source of a `filegroup` among the dependencies) the workspace file at this path.
+    Dependency(&'a WorkspacePath),
 }
 
 impl PreparedAction {
@@ -86,7 +87,7 @@ impl PreparedAction {
             let bytes = if self.sources.binary_search(path).is_ok() {
                 InputBytes::Workspace(path)
             } else {
-                InputBytes::Store
+                InputBytes::Dependency(path)
             };
             (path, info, bytes)
         })
@@ -432,10 +433,8 @@ mod tests {
         assert!(
             matches!(kinds[0].1, InputBytes::Workspace(p) if p.as_str() == "apps/web/src/app.ts")
         );
-        assert_eq!(
-            kinds[1].1,
-            InputBytes::Store,
-            "a dependency output is in the store"
+        assert!(
+            matches!(kinds[1].1, InputBytes::Dependency(p) if p.as_str() == "packages/t/dist/t.css")
         );
     }
 

@@ -52,6 +52,18 @@ pub(crate) struct Args {
     /// Also show cached targets.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Use this remote cache (overrides cairn.toml's `[remote] url`), e.g. file:///shared/dir.
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "no_remote")]
+    pub remote: Option<String>,
+    /// Use no remote cache, whatever cairn.toml says.
+    #[arg(long, global = true)]
+    pub no_remote: bool,
+    /// Upload new results to the remote (default: when CI is set).
+    #[arg(long, global = true, conflicts_with = "no_remote_upload")]
+    pub remote_upload: bool,
+    /// Never upload to the remote.
+    #[arg(long, global = true)]
+    pub no_remote_upload: bool,
     #[command(subcommand)]
     pub command: Command,
 }

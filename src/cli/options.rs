@@ -21,6 +21,18 @@ pub(crate) struct Options {
     /// `--sandbox` (`None`: `cairn.toml`'s, else the namespace sandbox).
     pub sandbox: Option<SandboxMode>,
     pub verbose: bool,
+    pub remote: RemoteChoice,
+}
+
+/// What the command line says about the remote cache.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RemoteChoice {
+    /// `--remote URL`.
+    pub url: Option<String>,
+    /// `--no-remote`.
+    pub disabled: bool,
+    /// `--remote-upload` (true) or `--no-remote-upload` (false).
+    pub upload: Option<bool>,
 }
 
 impl Options {
@@ -41,6 +53,17 @@ impl Options {
                 SandboxArg::None => SandboxMode::None,
             }),
             verbose: args.verbose,
+            remote: RemoteChoice {
+                url: args.remote.clone(),
+                disabled: args.no_remote,
+                upload: if args.remote_upload {
+                    Some(true)
+                } else if args.no_remote_upload {
+                    Some(false)
+                } else {
+                    None
+                },
+            },
         }
     }
 }

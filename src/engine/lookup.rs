@@ -491,8 +491,10 @@ fn upload_blobs(
     }
     for (_, info, bytes) in action.input_files() {
         let blob = match bytes {
-            InputBytes::Store => Blob::Store,
-            InputBytes::Workspace(path) => Blob::File(path.to_host(workspace_root)),
+            InputBytes::Dependency(_) if store.cas().contains(&info.digest) => Blob::Store,
+            InputBytes::Workspace(path) | InputBytes::Dependency(path) => {
+                Blob::File(path.to_host(workspace_root))
+            }
         };
         blobs.push((info.digest, blob));
     }

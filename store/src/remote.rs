@@ -4,7 +4,12 @@
 //! speaks in its own digest function (`Capabilities::digest_function`); translating cairn's
 //! BLAKE3 actions for a SHA-256 backend is the caller's business, not the backend's.
 
+mod dir;
+
 use std::io::{Read, Write};
+use std::sync::Arc;
+
+pub use dir::DirCache;
 
 use crate::digest::{DigestFunction, RemoteDigest};
 use crate::error::StoreError;
@@ -48,6 +53,45 @@ pub enum RemoteError {
     /// The local side failed while moving data (the store could not write a blob).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a remote URL cannot be used (a configuration error, not a failing remote).
+#[derive(Debug, thiserror::Error)]
+#[error("Invalid remote URL `{url}`: {why}")]
+pub struct RemoteUrlError {
+    /// The URL as given.
+    pub url: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Opens the backend a remote URL names: `file:///dir` (a directory remote). The gRPC and
+/// HTTP protocols (`grpc://`, `grpcs://`, `http://`, `https://`) are recognised and refused
+/// until their backends exist, so a configuration naming one fails loudly instead of silently
+/// building without a cache.
+pub fn open_remote(url: &str) -> Result<Arc<dyn RemoteCache>, RemoteUrlError> {
+    let err = |why: &str| RemoteUrlError {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        err("expected `file:///dir`, `grpc://host:port`, `grpcs://…` or `http(s)://…`")
+    })?;
+    match scheme {
+        "file" => {
+            let path = std::path::Path::new(rest);
+            if !path.is_absolute() {
+                return Err(err(
+                    "a `file://` URL needs an absolute path (`file:///shared/dir`)",
+                ));
+            }
+            Ok(Arc::new(DirCache::new(path)))
+        }
+        "grpc" | "grpcs" | "http" | "https" => Err(err(&format!(
+            "this build of cairn does not speak `{scheme}://` yet (use `file:///dir`)"
+        ))),
+        _ => Err(err(&format!("unknown scheme `{scheme}`"))),
+    }
 }
 
 /// A content-addressed cache with action results. Implementations are synchronous (the

@@ -5,6 +5,7 @@ mod build;
 mod errors;
 mod exec;
 mod mimic;
+mod remote;
 mod sandbox;
 mod uptodate;
 mod util;

@@ -135,12 +135,20 @@ impl Workspace {
     }
 
     pub fn cairn_in(&self, dir: &Path, args: &[&str]) -> Run {
+        self.cairn_with(dir, args, &[])
+    }
+
+    /// Runs `cairn -C DIR ARGS` with extra environment variables. `CI` is never inherited
+    /// (it turns remote uploads on): tests that want it pass it here.
+    pub fn cairn_with(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .arg("-C")
             .arg(dir)
             .args(args)
             .env("CAIRN_STORE", self.store())
             .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .envs(env.iter().copied())
             .output()
             .expect("the cairn binary runs");
         Run {
