@@ -5,6 +5,7 @@
 pub(crate) mod affected;
 mod check;
 pub(crate) mod dry_run;
+mod encoding;
 pub(crate) mod history;
 pub(crate) mod lookup;
 pub(crate) mod memo;

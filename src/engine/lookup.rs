@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cairn_store::{
-    Capabilities, Digest, DigestFunction, RemoteCache, RemoteDigest, RemoteError, Store,
+    Capabilities, Digest, DigestFunction, RemoteCache, RemoteDigest, RemoteError, Sha256Map, Store,
     StoreError, reapi,
 };
 use prost::Message;
 
+use super::encoding::{self, Blob};
 use crate::action::PreparedAction;
-use crate::action::prepare::InputBytes;
 use crate::report::Traffic;
 
 /// Where a hit came from.
@@ -77,6 +77,8 @@ pub(crate) const UPLOAD_FLUSH: Duration = Duration::from_secs(30);
 
 pub(crate) struct CacheChain<'a> {
     local: &'a Store,
+    /// SHA-256 digests of local blobs, for SHA-256 remotes.
+    sha: Sha256Map<'a>,
     /// Where sources are read from for upload.
     workspace_root: &'a Path,
     links: Arc<Vec<Link>>,
@@ -97,18 +99,11 @@ struct Uploader {
     done: mpsc::Receiver<()>,
 }
 
-/// One result to send: its key, the result, and every blob it and its action name.
+/// One result to send, with its action (encoded for each remote on the upload thread: for a
+/// SHA-256 remote that hashes every input, which must not hold up a build worker).
 struct Upload {
-    key: Digest,
+    action: PreparedAction,
     result: reapi::ActionResult,
-    blobs: Vec<(Digest, Blob)>,
-}
-
-/// Where the bytes of a blob to upload are.
-enum Blob {
-    Store,
-    File(std::path::PathBuf),
-    Bytes(Vec<u8>),
 }
 
 impl<'a> CacheChain<'a> {
@@ -139,6 +134,7 @@ impl<'a> CacheChain<'a> {
             .collect();
         CacheChain {
             local,
+            sha: local.sha256_map(),
             workspace_root,
             links: Arc::new(links),
             trust,
@@ -247,6 +243,7 @@ impl<'a> CacheChain<'a> {
                 if dropped == 1 { "it" } else { "them" },
             ));
         }
+        let _ = self.sha.flush();
         self.traffic(dropped)
     }
 
@@ -261,8 +258,7 @@ impl<'a> CacheChain<'a> {
         }
     }
 
-    /// The remote's capabilities, if it is working and speaks a digest function this chain
-    /// can translate to.
+    /// The remote's capabilities, if it is working (read on first use).
     fn usable(&self, link: &Link) -> Option<Capabilities> {
         if link.broken.load(Ordering::SeqCst) {
             return None;
@@ -270,15 +266,7 @@ impl<'a> CacheChain<'a> {
         let caps = link
             .capabilities
             .get_or_init(|| match link.cache.capabilities() {
-                Ok(caps) if caps.digest_function == DigestFunction::Blake3 => Some(caps),
-                Ok(caps) => {
-                    (self.warn)(&format!(
-                        "remote {} takes {} digests only, which this build of cairn cannot send yet; it is not used",
-                        link.cache.name(),
-                        caps.digest_function.as_str()
-                    ));
-                    None
-                }
+                Ok(caps) => Some(caps),
                 Err(e) => {
                     self.trip(link, &e);
                     None
@@ -303,10 +291,12 @@ impl<'a> CacheChain<'a> {
     fn lookup_remote(
         &self,
         link: &Link,
-        _caps: &Capabilities,
+        caps: &Capabilities,
         action: &PreparedAction,
     ) -> Result<Option<reapi::ActionResult>, RemoteError> {
-        let key = RemoteDigest::from(action.key);
+        let function = caps.digest_function;
+        let key =
+            encoding::remote_key(function, action, &self.sha, self.local, self.workspace_root)?;
         let Some(result) = link.cache.get_action_result(&key)? else {
             return Ok(None);
         };
@@ -314,57 +304,30 @@ impl<'a> CacheChain<'a> {
             self.untrusted.fetch_add(1, Ordering::SeqCst);
             return Ok(None);
         }
-        self.download(link, &result)?;
-        self.local.put_action_result(&action.key, &result)?;
-        Ok(Some(result))
+        let local = encoding::receive_result(
+            function,
+            &result,
+            self.local,
+            &mut |digest| self.fetch(link, digest),
+            link.cache.name(),
+        )?;
+        self.local.put_action_result(&action.key, &local)?;
+        Ok(Some(local))
     }
 
-    /// Brings every blob `result` names (output files, output trees and the files in them,
-    /// stdout and stderr) into the local store, verified on the way.
-    fn download(&self, link: &Link, result: &reapi::ActionResult) -> Result<(), RemoteError> {
-        let protocol = |why: String| RemoteError::Protocol {
-            backend: link.cache.name().to_string(),
-            why,
-        };
-        let digest_of = |d: Option<&reapi::Digest>| {
-            d.and_then(Digest::from_reapi)
-                .ok_or_else(|| protocol("a result holds a malformed digest".into()))
-        };
-        let mut files = Vec::new();
-        for file in &result.output_files {
-            files.push(digest_of(file.digest.as_ref())?);
-        }
-        for log in [&result.stdout_digest, &result.stderr_digest]
-            .into_iter()
-            .flatten()
+    /// One blob from the remote into the local store, verified against the remote's digest
+    /// on the way; returns its local digest. A BLAKE3 blob already here is not downloaded.
+    fn fetch(&self, link: &Link, digest: &RemoteDigest) -> Result<Digest, RemoteError> {
+        if let Some(local) = digest.as_local()
+            && self.local.cas().contains(&local)
         {
-            files.push(digest_of(Some(log))?);
+            return Ok(local);
         }
-        for dir in &result.output_directories {
-            let tree_digest = digest_of(dir.tree_digest.as_ref())?;
-            self.fetch(link, &tree_digest)?;
-            let bytes = self.local.cas().get_bytes(&tree_digest)?;
-            let tree = reapi::Tree::decode(bytes.as_slice())
-                .map_err(|e| protocol(format!("tree {tree_digest} does not decode: {e}")))?;
-            for dir in tree.root.iter().chain(&tree.children) {
-                for file in &dir.files {
-                    files.push(digest_of(file.digest.as_ref())?);
-                }
-            }
-        }
-        for digest in files {
-            self.fetch(link, &digest)?;
-        }
-        Ok(())
-    }
-
-    /// One blob from the remote into the local store (unless already there).
-    fn fetch(&self, link: &Link, digest: &Digest) -> Result<(), RemoteError> {
         let mut failure = None;
         let mut found = true;
-        let fetched = self.local.cas().put_writing(digest, &mut |sink| match link
+        let received = self.local.cas().put_received(digest, &mut |sink| match link
             .cache
-            .read_blob(&RemoteDigest::from(*digest), sink)
+            .read_blob(digest, sink)
         {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -386,13 +349,15 @@ impl<'a> CacheChain<'a> {
                 why: format!("a result names blob {digest}, which it does not hold"),
             });
         }
-        match fetched {
-            Ok(true) => {
+        match received {
+            Ok(local) => {
                 self.downloaded.fetch_add(digest.size, Ordering::SeqCst);
-                Ok(())
+                if digest.function == DigestFunction::Sha256 {
+                    self.sha.remember(&local, digest);
+                }
+                Ok(local)
             }
-            Ok(false) => Ok(()),
-            Err(StoreError::WrongBytes { expected, actual }) => Err(RemoteError::Protocol {
+            Err(StoreError::WrongRemoteBytes { expected, actual }) => Err(RemoteError::Protocol {
                 backend: link.cache.name().to_string(),
                 why: format!("it served bytes hashing to {actual} as blob {expected}"),
             }),
@@ -406,9 +371,8 @@ impl<'a> CacheChain<'a> {
         result: &reapi::ActionResult,
     ) -> Result<(), StoreError> {
         let upload = Upload {
-            key: action.key,
+            action: action.clone(),
             result: result.clone(),
-            blobs: upload_blobs(action, result, self.local, self.workspace_root)?,
         };
         let mut uploader = self.uploader.lock().unwrap_or_else(|p| p.into_inner());
         let uploader = uploader.get_or_insert_with(|| self.spawn_uploader());
@@ -426,6 +390,7 @@ impl<'a> CacheChain<'a> {
         let (finished, done) = mpsc::channel();
         let links = Arc::clone(&self.links);
         let store_root = self.local.root().to_path_buf();
+        let workspace_root = self.workspace_root.to_path_buf();
         let uploaded = Arc::clone(&self.uploaded);
         let queued = Arc::clone(&self.queued);
         let warnings = Arc::clone(&self.late_warnings);
@@ -434,13 +399,14 @@ impl<'a> CacheChain<'a> {
             .spawn(move || {
                 // The thread must not borrow the build's store: it may outlive `finish`.
                 let store = Store::open(&store_root);
+                let sha = store.as_ref().ok().map(Store::sha256_map);
                 for upload in queue {
-                    if let Ok(store) = &store {
+                    if let (Ok(store), Some(sha)) = (&store, &sha) {
                         for link in links.iter().filter(|l| l.upload) {
                             if link.broken.load(Ordering::SeqCst) {
                                 continue;
                             }
-                            match send(store, link, &upload) {
+                            match send(store, sha, &workspace_root, link, &upload) {
                                 Ok(bytes) => {
                                     uploaded.fetch_add(bytes, Ordering::SeqCst);
                                 }
@@ -466,101 +432,94 @@ impl<'a> CacheChain<'a> {
     }
 }
 
-/// Every blob an uploaded result needs on the remote: the Action and Command, every input
-/// Directory and file, and every blob the result names.
-fn upload_blobs(
-    action: &PreparedAction,
-    result: &reapi::ActionResult,
+/// Sends one result: the blobs the remote lacks, then the result. Returns the bytes sent.
+fn send(
     store: &Store,
+    sha: &Sha256Map,
     workspace_root: &Path,
-) -> Result<Vec<(Digest, Blob)>, StoreError> {
-    let mut blobs: Vec<(Digest, Blob)> = vec![
-        (
-            Digest::of_bytes(&action.encoded_action),
-            Blob::Bytes(action.encoded_action.clone()),
-        ),
-        (
-            Digest::of_bytes(&action.encoded_command),
-            Blob::Bytes(action.encoded_command.clone()),
-        ),
-    ];
-    let tree = &action.input_tree;
-    for dir in std::iter::once(&tree.root_dir).chain(&tree.children) {
-        let bytes = dir.encode_to_vec();
-        blobs.push((Digest::of_bytes(&bytes), Blob::Bytes(bytes)));
+    link: &Link,
+    upload: &Upload,
+) -> Result<u64, RemoteError> {
+    let caps = match link.capabilities.get() {
+        Some(Some(caps)) => caps.clone(),
+        Some(None) => return Ok(0),
+        None => link.cache.capabilities()?,
+    };
+    if !caps.update_enabled {
+        return Ok(0);
     }
-    for (_, info, bytes) in action.input_files() {
-        let blob = match bytes {
-            InputBytes::Dependency(_) if store.cas().contains(&info.digest) => Blob::Store,
-            InputBytes::Workspace(path) | InputBytes::Dependency(path) => {
-                Blob::File(path.to_host(workspace_root))
-            }
-        };
-        blobs.push((info.digest, blob));
-    }
-    let named = result
-        .output_files
-        .iter()
-        .filter_map(|f| f.digest.as_ref())
-        .chain(
-            result
-                .output_directories
-                .iter()
-                .filter_map(|d| d.tree_digest.as_ref()),
-        )
-        .chain(result.stdout_digest.as_ref())
-        .chain(result.stderr_digest.as_ref());
-    for d in named {
-        if let Some(d) = Digest::from_reapi(d) {
-            blobs.push((d, Blob::Store));
-        }
-    }
-    for dir in &result.output_directories {
-        let Some(tree) = dir.tree_digest.as_ref().and_then(Digest::from_reapi) else {
-            continue;
-        };
-        let contents = cairn_store::read_tree(store.cas(), &tree)?;
-        blobs.extend(contents.files.values().map(|i| (i.digest, Blob::Store)));
-    }
+    let function = caps.digest_function;
+    let (key, mut blobs) =
+        encoding::action_blobs(function, &upload.action, sha, store, workspace_root)?;
+    let (result, result_blobs) = encoding::result_blobs(function, &upload.result, sha, store)?;
+    blobs.extend(result_blobs);
     blobs.sort_by_key(|(d, _)| *d);
     blobs.dedup_by_key(|(d, _)| *d);
-    Ok(blobs)
-}
-
-/// Sends one result: the blobs the remote lacks, then the result. Returns the bytes sent.
-fn send(store: &Store, link: &Link, upload: &Upload) -> Result<u64, RemoteError> {
-    let digests: Vec<RemoteDigest> = upload
-        .blobs
-        .iter()
-        .map(|(d, _)| RemoteDigest::from(*d))
-        .collect();
-    let missing = link.cache.find_missing(&digests)?;
+    let digests: Vec<RemoteDigest> = blobs.iter().map(|(d, _)| *d).collect();
     let mut sent = 0;
-    for want in &missing {
-        let Ok(index) = digests.binary_search(want) else {
+    for want in link.cache.find_missing(&digests)? {
+        let Ok(index) = digests.binary_search(&want) else {
             continue;
         };
-        let (digest, blob) = &upload.blobs[index];
-        match blob {
-            Blob::Bytes(bytes) => link.cache.write_blob(want, &mut bytes.as_slice())?,
-            Blob::Store => {
-                let mut reader = store.cas().open_blob(digest)?;
-                link.cache.write_blob(want, &mut reader)?
+        match &blobs[index].1 {
+            Blob::Bytes(bytes) => link.cache.write_blob(&want, &mut bytes.as_slice())?,
+            Blob::Store(local) => {
+                let reader = store.cas().open_blob(local)?;
+                link.cache
+                    .write_blob(&want, &mut Verifying::new(reader, *local))?
             }
-            Blob::File(path) => {
-                let mut file = std::fs::File::open(path).map_err(|source| StoreError::Io {
+            Blob::File(path, local) => {
+                let file = std::fs::File::open(path).map_err(|source| StoreError::Io {
                     op: "read",
                     path: path.clone(),
                     source,
                 })?;
-                link.cache.write_blob(want, &mut file)?
+                link.cache
+                    .write_blob(&want, &mut Verifying::new(file, *local))?
             }
         }
-        sent += digest.size;
+        sent += want.size;
     }
     // REAPI: the result last, once every blob it names is present.
-    let result_bytes = upload.result.encoded_len() as u64;
-    link.cache
-        .put_action_result(&RemoteDigest::from(upload.key), &upload.result)?;
-    Ok(sent + result_bytes)
+    link.cache.put_action_result(&key, &result)?;
+    let _ = sha.flush();
+    Ok(sent + result.encoded_len() as u64)
+}
+
+/// Reads a blob for sending and fails at its end if the bytes were not those of `digest`
+/// (a workspace file changed since it was hashed): the receiver never completes a wrong blob.
+struct Verifying<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    digest: Digest,
+}
+
+impl<R: std::io::Read> Verifying<R> {
+    fn new(inner: R, digest: Digest) -> Self {
+        Verifying {
+            inner,
+            hasher: blake3::Hasher::new(),
+            digest,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if n == 0 || buf.is_empty() {
+            let actual = Digest {
+                hash: *self.hasher.finalize().as_bytes(),
+                size: self.hasher.count(),
+            };
+            if n == 0 && actual != self.digest {
+                return Err(std::io::Error::other(format!(
+                    "the bytes sent as {} hash to {actual} (the file changed since it was hashed)",
+                    self.digest
+                )));
+            }
+        }
+        Ok(n)
+    }
 }

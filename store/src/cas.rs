@@ -7,8 +7,8 @@ use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::Digest;
 use crate::error::{IoContext, Result, StoreError};
+use crate::{Digest, DigestFunction, RemoteDigest};
 
 /// Blobs up to this size are restored through memory (see `write_to`).
 const SMALL_BLOB: u64 = 1 << 20;
@@ -256,6 +256,52 @@ impl Cas {
         }
         pending.publish(&dest, &self.tmp)?;
         Ok(true)
+    }
+
+    /// Stores bytes received under a remote's digest (`expected`, in its function), whose
+    /// local digest is not known yet: `fill` writes them, they are hashed with BLAKE3 (and
+    /// with `expected`'s function) on the way, and published under their BLAKE3 digest only if
+    /// they match `expected`. Returns the local digest.
+    pub fn put_received(
+        &self,
+        expected: &RemoteDigest,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Digest> {
+        let mut tmp = temp_file(&self.tmp)?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut writer = DualHashingWriter {
+            inner: tmp.as_file_mut(),
+            blake3: blake3::Hasher::new(),
+            sha256: (expected.function == DigestFunction::Sha256)
+                .then(<sha2::Sha256 as sha2::Digest>::new),
+        };
+        fill(&mut writer).at("receive", &tmp_path)?;
+        let local = Digest {
+            hash: *writer.blake3.finalize().as_bytes(),
+            size: writer.blake3.count(),
+        };
+        let actual = match writer.sha256.take() {
+            Some(hasher) => RemoteDigest {
+                function: DigestFunction::Sha256,
+                hash: sha2::Digest::finalize(hasher).into(),
+                size: local.size,
+            },
+            None => RemoteDigest::from(local),
+        };
+        if actual != *expected {
+            return Err(StoreError::WrongRemoteBytes {
+                expected: *expected,
+                actual,
+            });
+        }
+        if self.contains(&local) {
+            return Ok(local);
+        }
+        let dest = self.raw_path(&local);
+        let parent = dest.parent().expect("blob paths have a fan-out directory");
+        fs::create_dir_all(parent).at("create", parent)?;
+        Pending::Named(tmp).publish(&dest, &self.tmp)?;
+        Ok(local)
     }
 
     /// A reader of a blob's bytes (decompressed), not verified: for sending a blob to a
@@ -626,6 +672,28 @@ pub fn set_mode(path: &Path, executable: bool) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = if executable { 0o755 } else { 0o644 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("chmod", path)
+}
+
+/// Hashes what passes with BLAKE3 and, optionally, SHA-256.
+struct DualHashingWriter<W> {
+    inner: W,
+    blake3: blake3::Hasher,
+    sha256: Option<sha2::Sha256>,
+}
+
+impl<W: Write> Write for DualHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.blake3.update(&buf[..n]);
+        if let Some(h) = &mut self.sha256 {
+            sha2::Digest::update(h, &buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct HashingWriter<W> {

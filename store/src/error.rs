@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::Digest;
+use crate::{Digest, RemoteDigest};
 
 /// Anything the store can fail at.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,15 @@ pub enum StoreError {
         expected: Digest,
         /// What its content hashes to.
         actual: Digest,
+    },
+    /// Bytes received from a remote under one of its digests hash to another: nothing was
+    /// stored.
+    #[error("Bytes received as blob {expected} hash to {actual}; they were not stored")]
+    WrongRemoteBytes {
+        /// The remote's digest the bytes were sent as.
+        expected: RemoteDigest,
+        /// What they hash to.
+        actual: RemoteDigest,
     },
     /// A blob the caller asked for is not in the store.
     #[error("Blob {0} is not in the store")]

@@ -143,6 +143,16 @@ impl<'a> Sha256Map<'a> {
         Ok(())
     }
 
+    /// Remembers a mapping learnt elsewhere: bytes received from a SHA-256 remote, hashed with
+    /// both functions as they arrived (see [`crate::Cas::put_received`]).
+    pub fn remember(&self, digest: &Digest, sha256: &RemoteDigest) {
+        debug_assert_eq!(sha256.function, DigestFunction::Sha256);
+        let mut state = self.state();
+        if state.memo.insert(*digest, sha256.hash).is_none() {
+            state.unsaved.push((*digest, sha256.hash));
+        }
+    }
+
     /// Writes every mapping computed since the last flush to the store's table, in one
     /// transaction. On failure they are kept, for the next flush.
     pub fn flush(&self) -> Result<()> {

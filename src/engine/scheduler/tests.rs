@@ -7,9 +7,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use prost::Message;
+
 use cairn_store::{
-    Capabilities, Digest, DigestFunction, FileStates, RemoteCache, RemoteDigest, RemoteError,
-    Store, reapi,
+    Capabilities, DigestFunction, FileStates, RemoteCache, RemoteDigest, RemoteError, Store, reapi,
 };
 
 use super::*;
@@ -91,9 +92,57 @@ struct MemoryCache {
     lookups: Mutex<u32>,
     /// Fails every call.
     down: bool,
+    /// The digest function it speaks (BLAKE3 unless set).
+    sha256: bool,
 }
 
 impl MemoryCache {
+    fn function(&self) -> DigestFunction {
+        if self.sha256 {
+            DigestFunction::Sha256
+        } else {
+            DigestFunction::Blake3
+        }
+    }
+
+    /// Every digest inside every stored result and action resolves to a blob whose bytes hash
+    /// to it: the remote holds valid REAPI data.
+    fn assert_every_digest_resolves(&self) {
+        let f = self.function();
+        let blobs = self.blobs.lock().unwrap();
+        let get = |d: &reapi::Digest| {
+            let digest = RemoteDigest::from_reapi(f, d).expect("a digest in the function");
+            blobs
+                .get(&digest)
+                .unwrap_or_else(|| panic!("{digest} is not held"))
+        };
+        let mut actions = 0;
+        for (key, result) in self.results.lock().unwrap().iter() {
+            let action = reapi::Action::decode(blobs[key].as_slice()).unwrap();
+            actions += 1;
+            reapi::Command::decode(get(action.command_digest.as_ref().unwrap()).as_slice())
+                .unwrap();
+            let mut dirs = vec![action.input_root_digest.clone().unwrap()];
+            while let Some(d) = dirs.pop() {
+                let dir = reapi::Directory::decode(get(&d).as_slice()).unwrap();
+                for file in &dir.files {
+                    get(file.digest.as_ref().unwrap());
+                }
+                dirs.extend(dir.directories.iter().map(|s| s.digest.clone().unwrap()));
+            }
+            for file in &result.output_files {
+                get(file.digest.as_ref().unwrap());
+            }
+            for log in [&result.stdout_digest, &result.stderr_digest]
+                .into_iter()
+                .flatten()
+            {
+                get(log);
+            }
+        }
+        assert!(actions > 0);
+    }
+
     fn check(&self) -> Result<(), RemoteError> {
         if self.down {
             return Err(RemoteError::Unavailable {
@@ -113,7 +162,7 @@ impl RemoteCache for MemoryCache {
     fn capabilities(&self) -> Result<Capabilities, RemoteError> {
         self.check()?;
         Ok(Capabilities {
-            digest_function: DigestFunction::Blake3,
+            digest_function: self.function(),
             max_batch_bytes: 4 << 20,
             zstd: false,
             update_enabled: true,
@@ -143,10 +192,7 @@ impl RemoteCache for MemoryCache {
         self.check()?;
         let mut bytes = Vec::new();
         source.read_to_end(&mut bytes).unwrap();
-        assert_eq!(
-            RemoteDigest::of_bytes(DigestFunction::Blake3, &bytes),
-            *digest
-        );
+        assert_eq!(RemoteDigest::of_bytes(self.function(), &bytes), *digest);
         self.blobs.lock().unwrap().insert(*digest, bytes);
         Ok(())
     }
@@ -168,12 +214,16 @@ impl RemoteCache for MemoryCache {
         self.check()?;
         let blobs = self.blobs.lock().unwrap();
         for file in &result.output_files {
-            let d = Digest::from_reapi(file.digest.as_ref().unwrap()).unwrap();
+            let d = RemoteDigest::from_reapi(self.function(), file.digest.as_ref().unwrap());
             assert!(
-                blobs.contains_key(&RemoteDigest::from(d)),
+                blobs.contains_key(&d.unwrap()),
                 "a result is written after its blobs"
             );
         }
+        assert!(
+            blobs.contains_key(key),
+            "the Action is uploaded before its result"
+        );
         self.results.lock().unwrap().insert(*key, result.clone());
         Ok(())
     }
@@ -518,6 +568,44 @@ fn a_remote_hit_is_reported_backfilled_and_then_a_local_hit() {
     assert_eq!(outcome.count(Status::Cached), 4);
     assert_eq!(*remote.lookups.lock().unwrap(), asked);
     assert_eq!(outcome.traffic.bytes_downloaded, 0);
+}
+
+#[test]
+fn a_sha256_remote_holds_valid_reapi_data_and_serves_hits() {
+    let f = Fixture::new();
+    let remote = Arc::new(MemoryCache {
+        sha256: true,
+        ..Default::default()
+    });
+    let link = |upload| Remote {
+        cache: Arc::clone(&remote) as Arc<dyn RemoteCache>,
+        upload,
+    };
+    let ci = f.store("ci");
+    let (outcome, warnings) = f.build(&ci, &executor(&ci), vec![link(true)]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(outcome.count(Status::Executed), 4);
+    assert_eq!(remote.results.lock().unwrap().len(), 4);
+    remote.assert_every_digest_resolves();
+    // No BLAKE3 digest was sent: every blob's SHA-256 is its name (checked on write).
+
+    let laptop = f.store("laptop");
+    std::fs::remove_file(f.root.join("app/app.txt")).unwrap();
+    let local = executor(&laptop);
+    let (outcome, warnings) = f.build(&laptop, &local, vec![link(false)]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(local.runs().is_empty());
+    assert_eq!(outcome.count(Status::RemoteCached), 4);
+    assert_eq!(
+        std::fs::read_to_string(f.root.join("app/app.txt")).unwrap(),
+        "make //app:build"
+    );
+    let (outcome, _) = f.build(&laptop, &executor(&laptop), vec![link(false)]);
+    assert_eq!(
+        outcome.count(Status::Cached),
+        4,
+        "backfilled in local digests"
+    );
 }
 
 #[test]
