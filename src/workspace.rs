@@ -72,6 +72,14 @@ pub(crate) struct RemoteConfig {
     /// Whether new results are uploaded. Default: when the `CI` environment variable is set
     /// (CI writes, laptops read).
     pub upload: Option<bool>,
+    /// Extra request headers; a value `env:NAME` is the environment variable NAME's value, so
+    /// a token never sits in cairn.toml.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How long one request may take before the remote counts as failing (default `60s`).
+    pub timeout: Option<String>,
+    /// The REAPI instance name (gRPC), default empty.
+    pub instance_name: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

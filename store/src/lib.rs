@@ -34,7 +34,10 @@ pub use gc::{GcPolicy, GcReport, VerifyReport, parse_age, parse_size};
 pub use materialize::{Restored, is_in_place, restore_contents, restore_dir, restore_file};
 pub use records::Record;
 pub use reencode::{Reencoded, reencode_action, reencode_tree};
-pub use remote::{Capabilities, DirCache, RemoteCache, RemoteError, RemoteUrlError, open_remote};
+pub use remote::{
+    Capabilities, DirCache, GrpcCache, HttpCache, RemoteCache, RemoteError, RemoteOptions,
+    RemoteUrlError, open_remote,
+};
 pub use sha256_map::{BlobBytes, Sha256Map};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};
 

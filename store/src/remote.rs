@@ -5,11 +5,16 @@
 //! BLAKE3 actions for a SHA-256 backend is the caller's business, not the backend's.
 
 mod dir;
+mod grpc;
+mod http;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use dir::DirCache;
+pub use grpc::GrpcCache;
+pub use http::HttpCache;
 
 use crate::digest::{DigestFunction, RemoteDigest};
 use crate::error::StoreError;
@@ -65,17 +70,41 @@ pub struct RemoteUrlError {
     pub why: String,
 }
 
-/// Opens the backend a remote URL names: `file:///dir` (a directory remote). The gRPC and
-/// HTTP protocols (`grpc://`, `grpcs://`, `http://`, `https://`) are recognised and refused
-/// until their backends exist, so a configuration naming one fails loudly instead of silently
-/// building without a cache.
-pub fn open_remote(url: &str) -> Result<Arc<dyn RemoteCache>, RemoteUrlError> {
+/// How to reach a remote, beside its URL.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Each request is given up after this long (the remote then counts as failing).
+    pub timeout: Duration,
+    /// Extra request headers (e.g. `Authorization`), values already resolved.
+    pub headers: Vec<(String, String)>,
+    /// The REAPI instance name (gRPC only).
+    pub instance_name: String,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            timeout: Duration::from_secs(60),
+            headers: Vec::new(),
+            instance_name: String::new(),
+        }
+    }
+}
+
+/// Opens the backend a remote URL names: `file:///dir` (a directory remote), `http://…` (a
+/// Bazel HTTP cache) or `grpc://host:port` (REAPI). `grpcs://` and `https://` (TLS) are
+/// recognised and refused until this build of cairn speaks them, so a configuration naming
+/// one fails loudly instead of silently building without a cache.
+pub fn open_remote(
+    url: &str,
+    options: &RemoteOptions,
+) -> Result<Arc<dyn RemoteCache>, RemoteUrlError> {
     let err = |why: &str| RemoteUrlError {
         url: url.to_string(),
         why: why.to_string(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        err("expected `file:///dir`, `grpc://host:port`, `grpcs://…` or `http(s)://…`")
+        err("expected `file:///dir`, `http://host:port`, `grpc://host:port` or `grpcs://…`")
     })?;
     match scheme {
         "file" => {
@@ -87,8 +116,35 @@ pub fn open_remote(url: &str) -> Result<Arc<dyn RemoteCache>, RemoteUrlError> {
             }
             Ok(Arc::new(DirCache::new(path)))
         }
-        "grpc" | "grpcs" | "http" | "https" => Err(err(&format!(
-            "this build of cairn does not speak `{scheme}://` yet (use `file:///dir`)"
+        "http" => {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(err(
+                    "an `http://` URL needs a host (`http://cache.example:8080`)",
+                ));
+            }
+            Ok(Arc::new(HttpCache::new(
+                url,
+                options.timeout,
+                options.headers.clone(),
+            )))
+        }
+        "grpc" => {
+            if rest.is_empty() {
+                return Err(err(
+                    "a `grpc://` URL needs a host and port (`grpc://cache:8980`)",
+                ));
+            }
+            let cache = GrpcCache::new(
+                url,
+                &options.instance_name,
+                options.timeout,
+                &options.headers,
+            )
+            .map_err(|why| err(&why))?;
+            Ok(Arc::new(cache))
+        }
+        "grpcs" | "https" => Err(err(&format!(
+            "this build of cairn has no TLS, so it does not speak `{scheme}://` yet (use `grpc://`, `http://` or `file:///dir`)"
         ))),
         _ => Err(err(&format!("unknown scheme `{scheme}`"))),
     }

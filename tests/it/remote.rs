@@ -1,13 +1,112 @@
-//! Remote caches through the real binary: a `file://` directory remote shared by two copies
-//! of the Mimic workspace with separate stores (two machines), uploads only of what the remote
-//! lacks, a remote that is gone, a tampered blob, and the upload default.
+//! Remote caches through the real binary, against every backend: a `file://` directory and,
+//! when the test scripts started one, nginx as a Bazel HTTP cache (`CAIRN_TEST_HTTP_CACHE`,
+//! its data under `CAIRN_TEST_HTTP_CACHE_DIR`). Two copies of the Mimic workspace with
+//! separate stores play two machines: uploads only of what the remote lacks, a remote that is
+//! gone, a tampered blob, and the upload default.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::util::Workspace;
 
 fn url(dir: &Path) -> String {
     format!("file://{}", dir.display())
+}
+
+/// A remote for one test: its URL, the directory its blobs are stored in on disk (when the
+/// test can reach them, to tamper with), and a salt that gives this test's actions keys of
+/// their own (servers are shared by tests running at once).
+struct Backend {
+    name: &'static str,
+    url: String,
+    blobs: Option<PathBuf>,
+    salt: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Backend {
+    fn new(
+        name: &'static str,
+        url: impl FnOnce(&Path, &str) -> String,
+        blobs: impl FnOnce(&Path, &str) -> Option<PathBuf>,
+    ) -> Backend {
+        let tmp = tempfile::tempdir().unwrap();
+        let salt = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        Backend {
+            name,
+            url: url(tmp.path(), &salt),
+            blobs: blobs(tmp.path(), &salt),
+            salt,
+            _tmp: tmp,
+        }
+    }
+
+    /// A copy of Mimic whose every key is this test's: a tool-path entry that exists nowhere
+    /// changes every action's `PATH`, and so its key.
+    fn mimic(&self) -> Workspace {
+        let ws = Workspace::mimic();
+        ws.write(
+            "cairn.toml",
+            &format!(
+                "[build]\ntool_path = [\"/nonexistent/{}\", \"/usr/local/bin\", \"/usr/bin\", \"/bin\"]\n",
+                self.salt
+            ),
+        );
+        ws
+    }
+}
+
+/// Reads a server address the test scripts exported; panics when it is missing but
+/// `CAIRN_TEST_REQUIRE_SERVERS` is set (CI), else says the backend is skipped.
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn server(var: &str, what: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if value.is_none() {
+        if std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
+            panic!("CAIRN_TEST_REQUIRE_SERVERS is set but {var} is not");
+        }
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped {what}: {var} is not set (scripts/test.sh starts it)");
+        }
+    }
+    value
+}
+
+/// The backends to test: always a directory; nginx (HTTP), buildbox-casd and BuildGrid (both
+/// REAPI gRPC) when the test scripts started them.
+fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::new(
+        "file",
+        |dir, _| url(dir),
+        |dir, _| Some(dir.join("cas")),
+    )];
+    if let (Some(http), Some(data)) = (
+        server("CAIRN_TEST_HTTP_CACHE", "the HTTP cache"),
+        server("CAIRN_TEST_HTTP_CACHE_DIR", "the HTTP cache"),
+    ) {
+        // A URL prefix of its own, so its blobs are found on disk.
+        all.push(Backend::new(
+            "http",
+            |_, salt| format!("{}/{salt}", http.trim_end_matches('/')),
+            |_, salt| Some(Path::new(&data).join(salt).join("cas")),
+        ));
+    }
+    if let Some(grpc) = server("CAIRN_TEST_GRPC_CACHE", "buildbox-casd") {
+        all.push(Backend::new(
+            "buildbox-casd",
+            |_, _| grpc.clone(),
+            |_, _| None,
+        ));
+    }
+    if let Some(grpc) = server("CAIRN_TEST_BUILDGRID", "BuildGrid") {
+        all.push(Backend::new("buildgrid", |_, _| grpc.clone(), |_, _| None));
+    }
+    all
 }
 
 /// Every file under `dir` (relative path → bytes), for comparing outputs of two machines.
@@ -45,24 +144,36 @@ fn outputs(ws: &Workspace) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn a_second_machine_gets_every_result_from_a_directory_remote() {
-    let remote = tempfile::tempdir().unwrap();
-    let ci = Workspace::mimic();
-    let remote_flag = format!("--remote={}", url(remote.path()));
+fn a_second_machine_gets_every_result_from_the_remote() {
+    for remote in backends() {
+        second_machine_gets_every_result(&remote);
+    }
+}
+
+fn second_machine_gets_every_result(remote: &Backend) {
+    let ci = remote.mimic();
+    let remote_flag = format!("--remote={}", remote.url);
     let first = ci.json_run(&["test", &remote_flag, "--remote-upload"], 0);
     assert_eq!(first.count("executed"), 13);
     let uploaded = first.json()["bytes_uploaded"].as_u64().unwrap();
     assert!(uploaded > 0, "{}", first.stdout);
 
     // The laptop names the remote in cairn.toml and has an empty store of its own.
-    let laptop = Workspace::mimic();
+    let laptop = remote.mimic();
+    let config = laptop.read("cairn.toml");
     laptop.write(
         "cairn.toml",
-        &format!("[remote]\nurl = \"{}\"\n", url(remote.path())),
+        &format!("{config}[remote]\nurl = \"{}\"\n", remote.url),
     );
     let hit = laptop.json_run(&["test"], 0);
-    assert_eq!(hit.count("executed"), 0, "{}", hit.stderr);
-    assert_eq!(hit.count("remote_cached"), 13, "{}", hit.stderr);
+    assert_eq!(hit.count("executed"), 0, "{}: {}", remote.name, hit.stderr);
+    assert_eq!(
+        hit.count("remote_cached"),
+        13,
+        "{}: {}",
+        remote.name,
+        hit.stderr
+    );
     assert!(hit.json()["bytes_downloaded"].as_u64().unwrap() > 0);
     assert_eq!(
         hit.json()["bytes_uploaded"],
@@ -84,10 +195,56 @@ fn a_second_machine_gets_every_result_from_a_directory_remote() {
 }
 
 #[test]
+fn a_large_output_is_streamed_both_ways() {
+    for remote in backends() {
+        large_output_round_trip(&remote);
+    }
+}
+
+fn large_output_round_trip(remote: &Backend) {
+    // 3 MiB: above the batch size, so gRPC servers get it through ByteStream in chunks.
+    let build = "action(name = \"big\", cmd = \"yes cairn-large-output | head -c 3145728 > $OUT\", outs = [\"big.txt\"])\n";
+    let ci = remote.mimic();
+    ci.write("big/BUILD.star", build);
+    let remote_flag = format!("--remote={}", remote.url);
+    let first = ci.json_run(&["build", "//big:big", &remote_flag, "--remote-upload"], 0);
+    assert_eq!(
+        first.count("executed"),
+        1,
+        "{}: {}",
+        remote.name,
+        first.stderr
+    );
+    assert!(first.json()["bytes_uploaded"].as_u64().unwrap() >= 3 << 20);
+    let laptop = remote.mimic();
+    laptop.write("big/BUILD.star", build);
+    let hit = laptop.json_run(&["build", "//big:big", &remote_flag], 0);
+    assert_eq!(
+        hit.count("remote_cached"),
+        1,
+        "{}: {}",
+        remote.name,
+        hit.stderr
+    );
+    assert!(hit.json()["bytes_downloaded"].as_u64().unwrap() >= 3 << 20);
+    assert_eq!(
+        std::fs::read(laptop.path("big/big.txt")).unwrap(),
+        std::fs::read(ci.path("big/big.txt")).unwrap(),
+        "{}",
+        remote.name
+    );
+}
+
+#[test]
 fn blobs_the_remote_holds_are_not_sent_again() {
-    let remote = tempfile::tempdir().unwrap();
-    let ws = Workspace::mimic();
-    let remote_flag = format!("--remote={}", url(remote.path()));
+    for remote in backends() {
+        not_sent_again(&remote);
+    }
+}
+
+fn not_sent_again(remote: &Backend) {
+    let ws = remote.mimic();
+    let remote_flag = format!("--remote={}", remote.url);
     let first = ws.json_run(&["test", &remote_flag, "--remote-upload"], 0);
     let first_bytes = first.json()["bytes_uploaded"].as_u64().unwrap();
     // A description the transforms ignore: they run again, their outputs are the same.
@@ -101,7 +258,8 @@ fn blobs_the_remote_holds_are_not_sent_again() {
     let second_bytes = second.json()["bytes_uploaded"].as_u64().unwrap();
     assert!(
         second_bytes > 0 && second_bytes < first_bytes / 2,
-        "uploaded {second_bytes} bytes after an edit, {first_bytes} at first"
+        "{}: uploaded {second_bytes} bytes after an edit, {first_bytes} at first",
+        remote.name
     );
 }
 
@@ -129,18 +287,33 @@ fn a_remote_that_is_gone_is_one_warning_and_a_local_build() {
 
 #[test]
 fn a_tampered_remote_blob_is_rejected_and_the_action_runs() {
-    let remote = tempfile::tempdir().unwrap();
-    let remote_flag = format!("--remote={}", url(remote.path()));
-    let ci = Workspace::mimic();
+    for remote in backends() {
+        tampered_blob_is_rejected(&remote);
+    }
+}
+
+fn tampered_blob_is_rejected(remote: &Backend) {
+    let Some(cas) = &remote.blobs else {
+        return; // A server whose storage the test cannot reach.
+    };
+    let remote_flag = format!("--remote={}", remote.url);
+    let ci = remote.mimic();
     ci.json_run(&["build", &remote_flag, "--remote-upload"], 0);
     // Same sizes, other bytes: only a digest check can tell.
-    for (rel, bytes) in files_under(&remote.path().join("cas")) {
+    let blobs = files_under(cas);
+    assert!(
+        !blobs.is_empty(),
+        "{}: nothing under {}",
+        remote.name,
+        cas.display()
+    );
+    for (rel, bytes) in blobs {
         let flipped: Vec<u8> = bytes.iter().map(|b| b ^ 0x20).collect();
-        std::fs::write(remote.path().join("cas").join(rel), flipped).unwrap();
+        std::fs::write(cas.join(rel), flipped).unwrap();
     }
-    let laptop = Workspace::mimic();
+    let laptop = remote.mimic();
     let run = laptop.json_run(&["build", &remote_flag], 0);
-    assert!(run.count("executed") > 0, "{}", run.stderr);
+    assert!(run.count("executed") > 0, "{}: {}", remote.name, run.stderr);
     assert_eq!(run.count("remote_cached"), 0);
     assert!(
         run.stderr.contains("served bytes hashing to"),
@@ -178,6 +351,11 @@ fn a_bad_remote_url_is_a_usage_error() {
         ("--remote=file://relative/dir", "absolute path"),
         ("--remote=ftp://host/x", "unknown scheme `ftp`"),
         ("--remote=shared", "expected `file:///dir`"),
+        (
+            "--remote=grpcs://127.0.0.1:1",
+            "does not speak `grpcs://` yet",
+        ),
+        ("--remote=http:///path", "needs a host"),
     ] {
         let run = ws.cairn(&["build", flag]);
         assert_eq!(run.code, 2, "{flag}: {}", run.stderr);

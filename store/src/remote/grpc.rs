@@ -1,0 +1,503 @@
+//! REAPI v2 over gRPC (`grpc://host:port`): Capabilities, the CAS (FindMissingBlobs,
+//! BatchUpdateBlobs / BatchReadBlobs for small blobs, ByteStream Write / Read for large ones,
+//! streamed in chunks: a large blob is never held whole) and the ActionCache. Every request
+//! names the instance and sets `digest_function`. Works with any REAPI server (buildbox-casd,
+//! BuildGrid, Buildbarn, bazel-remote, NativeLink). The calls are synchronous for the caller:
+//! the backend blocks on its own tokio runtime, so the engine never sees async code.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bazel_remote_apis::google::bytestream::byte_stream_client::ByteStreamClient;
+use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Capabilities, RemoteCache, RemoteError};
+use crate::digest::{DigestFunction, RemoteDigest};
+use crate::reapi;
+use reapi::action_cache_client::ActionCacheClient;
+use reapi::capabilities_client::CapabilitiesClient;
+use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+
+/// ByteStream chunks: well below gRPC's default 4 MiB message limit.
+const CHUNK: usize = 1 << 20;
+/// What "no limit" (`max_batch_total_size_bytes = 0`) means: gRPC's 4 MiB message limit
+/// still applies, less room for the rest of the request.
+const DEFAULT_BATCH: u64 = 4 << 20;
+/// Blobs up to this size go in a batch request (one blob's share of a batch, with headroom
+/// for the request's own fields).
+const BATCH_BLOB_MAX: u64 = 1 << 20;
+/// Digests per FindMissingBlobs request.
+const FIND_MISSING_CHUNK: usize = 5_000;
+
+/// An REAPI server.
+pub struct GrpcCache {
+    name: String,
+    instance: String,
+    runtime: tokio::runtime::Runtime,
+    channel: Channel,
+    headers: Vec<(
+        tonic::metadata::AsciiMetadataKey,
+        tonic::metadata::AsciiMetadataValue,
+    )>,
+    capabilities: OnceLock<Capabilities>,
+    uploads: AtomicU64,
+}
+
+impl std::fmt::Debug for GrpcCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may hold tokens: never print them.
+        f.debug_struct("GrpcCache")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl GrpcCache {
+    /// The server at `url` (`grpc://host:port`), for `instance`, each call given up after
+    /// `timeout`, sending `headers` (e.g. `authorization`) with every call. Connects lazily:
+    /// an unreachable server fails its first call, not this.
+    pub fn new(
+        url: &str,
+        instance: &str,
+        timeout: Duration,
+        headers: &[(String, String)],
+    ) -> Result<GrpcCache, String> {
+        let address = url
+            .strip_prefix("grpc://")
+            .ok_or_else(|| "expected `grpc://host:port`".to_string())?;
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-grpc")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the gRPC runtime: {e}"))?;
+        let channel = {
+            let _guard = runtime.enter();
+            endpoint.connect_lazy()
+        };
+        let mut parsed = Vec::new();
+        for (name, value) in headers {
+            let key = name
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|_| format!("header name `{name}` is not valid in gRPC metadata"))?;
+            let value = value.parse().map_err(|_| {
+                format!("the value of header `{name}` is not valid in gRPC metadata")
+            })?;
+            parsed.push((key, value));
+        }
+        Ok(GrpcCache {
+            name: url.to_string(),
+            instance: instance.to_string(),
+            runtime,
+            channel,
+            headers: parsed,
+            capabilities: OnceLock::new(),
+            uploads: AtomicU64::new(0),
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (key, value) in &self.headers {
+            request.metadata_mut().insert(key.clone(), value.clone());
+        }
+        request
+    }
+
+    fn failed(&self, call: &str, status: tonic::Status) -> RemoteError {
+        RemoteError::Unavailable {
+            backend: self.name.clone(),
+            why: format!("{call}: {:?}: {}", status.code(), status.message()),
+        }
+    }
+
+    fn protocol(&self, why: String) -> RemoteError {
+        RemoteError::Protocol {
+            backend: self.name.clone(),
+            why,
+        }
+    }
+
+    fn caps(&self) -> Result<Capabilities, RemoteError> {
+        if let Some(caps) = self.capabilities.get() {
+            return Ok(caps.clone());
+        }
+        let caps = self.read_capabilities()?;
+        Ok(self.capabilities.get_or_init(|| caps).clone())
+    }
+
+    fn read_capabilities(&self) -> Result<Capabilities, RemoteError> {
+        let mut client = CapabilitiesClient::new(self.channel.clone());
+        let request = self.request(reapi::GetCapabilitiesRequest {
+            instance_name: self.instance.clone(),
+        });
+        let server = self
+            .runtime
+            .block_on(client.get_capabilities(request))
+            .map_err(|s| self.failed("GetCapabilities", s))?
+            .into_inner();
+        let cache = server
+            .cache_capabilities
+            .ok_or_else(|| self.protocol("it offers no cache (no cache capabilities)".into()))?;
+        let offers = |f: DigestFunction| cache.digest_functions.contains(&f.to_reapi());
+        // BLAKE3 where offered (no re-encoding); else SHA-256, which an empty list means too
+        // (servers older than REAPI 2.2 list nothing).
+        let digest_function = if offers(DigestFunction::Blake3) {
+            DigestFunction::Blake3
+        } else if offers(DigestFunction::Sha256) || cache.digest_functions.is_empty() {
+            DigestFunction::Sha256
+        } else {
+            return Err(self.protocol("it accepts neither BLAKE3 nor SHA-256 digests".to_string()));
+        };
+        let max = u64::try_from(cache.max_batch_total_size_bytes).unwrap_or(0);
+        Ok(Capabilities {
+            digest_function,
+            max_batch_bytes: if max == 0 {
+                DEFAULT_BATCH
+            } else {
+                max.min(DEFAULT_BATCH)
+            },
+            zstd: cache
+                .supported_compressors
+                .contains(&(reapi::compressor::Value::Zstd as i32)),
+            update_enabled: cache
+                .action_cache_update_capabilities
+                .is_some_and(|c| c.update_enabled),
+        })
+    }
+
+    /// ByteStream resource names (REAPI: `{instance}/blobs/{hash}/{size}`, with the function
+    /// named for functions other than the 64-hex-digit default SHA-256).
+    fn blob_path(&self, digest: &RemoteDigest) -> String {
+        let function = match digest.function {
+            DigestFunction::Sha256 => String::new(),
+            other => format!("{}/", other.as_str()),
+        };
+        let instance = if self.instance.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.instance)
+        };
+        format!("{instance}blobs/{function}{}/{}", digest.hex(), digest.size)
+    }
+
+    fn upload_path(&self, digest: &RemoteDigest) -> String {
+        let instance = if self.instance.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.instance)
+        };
+        let function = match digest.function {
+            DigestFunction::Sha256 => String::new(),
+            other => format!("{}/", other.as_str()),
+        };
+        format!(
+            "{instance}uploads/{}/blobs/{function}{}/{}",
+            upload_id(self.uploads.fetch_add(1, Ordering::Relaxed)),
+            digest.hex(),
+            digest.size
+        )
+    }
+}
+
+/// A unique id for a ByteStream upload, shaped like a UUID (REAPI asks for one).
+fn upload_id(n: u64) -> String {
+    static PROCESS: OnceLock<[u8; 32]> = OnceLock::new();
+    let seed = PROCESS.get_or_init(|| {
+        let mut h = blake3::Hasher::new();
+        h.update(&std::process::id().to_le_bytes());
+        #[allow(clippy::disallowed_methods)] // Uniqueness, not build input.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.update(&now.to_le_bytes());
+        *h.finalize().as_bytes()
+    });
+    let mut h = blake3::Hasher::new_keyed(seed);
+    h.update(&n.to_le_bytes());
+    let hex = h.finalize().to_hex();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// WriteRequests produced by the calling thread, consumed by tonic.
+struct Chunks(tokio::sync::mpsc::Receiver<WriteRequest>);
+
+impl tonic::codegen::tokio_stream::Stream for Chunks {
+    type Item = WriteRequest;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WriteRequest>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+impl RemoteCache for GrpcCache {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Result<Capabilities, RemoteError> {
+        self.caps()
+    }
+
+    fn find_missing(&self, digests: &[RemoteDigest]) -> Result<Vec<RemoteDigest>, RemoteError> {
+        let function = self.caps()?.digest_function;
+        let mut client = ContentAddressableStorageClient::new(self.channel.clone());
+        let mut missing = Vec::new();
+        for chunk in digests.chunks(FIND_MISSING_CHUNK) {
+            let request = self.request(reapi::FindMissingBlobsRequest {
+                instance_name: self.instance.clone(),
+                blob_digests: chunk.iter().map(RemoteDigest::to_reapi).collect(),
+                digest_function: function.to_reapi(),
+            });
+            let response = self
+                .runtime
+                .block_on(client.find_missing_blobs(request))
+                .map_err(|s| self.failed("FindMissingBlobs", s))?
+                .into_inner();
+            for d in response.missing_blob_digests {
+                let digest = RemoteDigest::from_reapi(function, &d)
+                    .ok_or_else(|| self.protocol("FindMissingBlobs named a bad digest".into()))?;
+                missing.push(digest);
+            }
+        }
+        Ok(missing)
+    }
+
+    fn read_blob(&self, digest: &RemoteDigest, sink: &mut dyn Write) -> Result<bool, RemoteError> {
+        let io = |e: std::io::Error| {
+            RemoteError::Store(crate::StoreError::Io {
+                op: "write a downloaded blob",
+                path: std::path::PathBuf::new(),
+                source: e,
+            })
+        };
+        if digest.size <= BATCH_BLOB_MAX {
+            let mut client = ContentAddressableStorageClient::new(self.channel.clone());
+            let request = self.request(reapi::BatchReadBlobsRequest {
+                instance_name: self.instance.clone(),
+                digests: vec![digest.to_reapi()],
+                acceptable_compressors: vec![],
+                digest_function: digest.function.to_reapi(),
+            });
+            let response = self
+                .runtime
+                .block_on(client.batch_read_blobs(request))
+                .map_err(|s| self.failed("BatchReadBlobs", s))?
+                .into_inner();
+            let Some(blob) = response.responses.into_iter().next() else {
+                return Err(self.protocol("BatchReadBlobs answered nothing".into()));
+            };
+            match blob.status.map_or(0, |s| s.code) {
+                0 => {}
+                5 => return Ok(false), // NOT_FOUND
+                code => {
+                    return Err(self.protocol(format!("BatchReadBlobs of {digest}: status {code}")));
+                }
+            }
+            sink.write_all(&blob.data).map_err(io)?;
+            return Ok(true);
+        }
+        let mut client = ByteStreamClient::new(self.channel.clone());
+        let request = self.request(ReadRequest {
+            resource_name: self.blob_path(digest),
+            read_offset: 0,
+            read_limit: 0,
+        });
+        let mut stream = match self.runtime.block_on(client.read(request)) {
+            Ok(response) => response.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(false),
+            Err(s) => return Err(self.failed("ByteStream.Read", s)),
+        };
+        loop {
+            match self.runtime.block_on(stream.message()) {
+                Ok(Some(chunk)) => sink.write_all(&chunk.data).map_err(io)?,
+                Ok(None) => return Ok(true),
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(false),
+                Err(s) => return Err(self.failed("ByteStream.Read", s)),
+            }
+        }
+    }
+
+    fn write_blob(&self, digest: &RemoteDigest, source: &mut dyn Read) -> Result<(), RemoteError> {
+        let io = |e: std::io::Error| {
+            RemoteError::Store(crate::StoreError::Io {
+                op: "read a blob to upload",
+                path: std::path::PathBuf::new(),
+                source: e,
+            })
+        };
+        if digest.size <= BATCH_BLOB_MAX {
+            let mut data = Vec::with_capacity(digest.size as usize);
+            source.read_to_end(&mut data).map_err(io)?;
+            let mut client = ContentAddressableStorageClient::new(self.channel.clone());
+            let request = self.request(reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests: vec![reapi::batch_update_blobs_request::Request {
+                    digest: Some(digest.to_reapi()),
+                    data,
+                    compressor: 0,
+                }],
+                digest_function: digest.function.to_reapi(),
+            });
+            let response = self
+                .runtime
+                .block_on(client.batch_update_blobs(request))
+                .map_err(|s| self.failed("BatchUpdateBlobs", s))?
+                .into_inner();
+            for r in response.responses {
+                if let Some(status) = r.status.filter(|s| s.code != 0) {
+                    return Err(self.protocol(format!(
+                        "BatchUpdateBlobs refused {digest}: {}",
+                        status.message
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut client = ByteStreamClient::new(self.channel.clone());
+        let request = self.request(Chunks(rx));
+        let call = self
+            .runtime
+            .spawn(async move { client.write(request).await });
+        let resource = self.upload_path(digest);
+        let mut offset: u64 = 0;
+        let mut buf = vec![0u8; CHUNK];
+        let mut first = true;
+        loop {
+            let mut filled = 0;
+            while filled < CHUNK {
+                let n = source.read(&mut buf[filled..]).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            let last = offset + filled as u64 >= digest.size || filled == 0;
+            let chunk = WriteRequest {
+                // REAPI: the resource name on the first request only.
+                resource_name: if first {
+                    resource.clone()
+                } else {
+                    String::new()
+                },
+                write_offset: offset as i64,
+                finish_write: last,
+                data: buf[..filled].to_vec(),
+            };
+            first = false;
+            offset += filled as u64;
+            if tx.blocking_send(chunk).is_err() || last {
+                break;
+            }
+        }
+        drop(tx);
+        let response = self
+            .runtime
+            .block_on(call)
+            .map_err(|e| self.protocol(format!("ByteStream.Write did not finish: {e}")))?;
+        match response {
+            Ok(r) if r.get_ref().committed_size == digest.size as i64 => Ok(()),
+            Ok(r) => Err(self.protocol(format!(
+                "ByteStream.Write of {digest} committed {} bytes",
+                r.get_ref().committed_size
+            ))),
+            // A blob the server already holds may end the stream early, as committed.
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(s) => Err(self.failed("ByteStream.Write", s)),
+        }
+    }
+
+    fn get_action_result(
+        &self,
+        key: &RemoteDigest,
+    ) -> Result<Option<reapi::ActionResult>, RemoteError> {
+        let mut client = ActionCacheClient::new(self.channel.clone());
+        let request = self.request(reapi::GetActionResultRequest {
+            instance_name: self.instance.clone(),
+            action_digest: Some(key.to_reapi()),
+            inline_stdout: false,
+            inline_stderr: false,
+            inline_output_files: vec![],
+            digest_function: key.function.to_reapi(),
+        });
+        match self.runtime.block_on(client.get_action_result(request)) {
+            Ok(response) => Ok(Some(response.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(self.failed("GetActionResult", s)),
+        }
+    }
+
+    fn put_action_result(
+        &self,
+        key: &RemoteDigest,
+        result: &reapi::ActionResult,
+    ) -> Result<(), RemoteError> {
+        let mut client = ActionCacheClient::new(self.channel.clone());
+        let request = self.request(reapi::UpdateActionResultRequest {
+            instance_name: self.instance.clone(),
+            action_digest: Some(key.to_reapi()),
+            action_result: Some(result.clone()),
+            results_cache_policy: None,
+            digest_function: key.function.to_reapi(),
+        });
+        self.runtime
+            .block_on(client.update_action_result(request))
+            .map_err(|s| self.failed("UpdateActionResult", s))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_follow_reapi() {
+        let cache =
+            GrpcCache::new("grpc://127.0.0.1:1", "main", Duration::from_secs(1), &[]).unwrap();
+        let sha = RemoteDigest::of_bytes(DigestFunction::Sha256, b"x");
+        assert_eq!(cache.blob_path(&sha), format!("main/blobs/{}/1", sha.hex()));
+        let blake = RemoteDigest::of_bytes(DigestFunction::Blake3, b"x");
+        assert_eq!(
+            cache.blob_path(&blake),
+            format!("main/blobs/blake3/{}/1", blake.hex())
+        );
+        let upload = cache.upload_path(&sha);
+        let parts: Vec<&str> = upload.split('/').collect();
+        assert_eq!(parts[0..2], ["main", "uploads"]);
+        assert_eq!(parts[2].len(), 36, "a UUID-shaped id: {upload}");
+        assert_ne!(
+            upload,
+            cache.upload_path(&sha),
+            "each upload has its own id"
+        );
+        assert!(GrpcCache::new("http://x", "", Duration::from_secs(1), &[]).is_err());
+    }
+
+    #[test]
+    fn an_unreachable_server_fails_its_first_call() {
+        let cache = GrpcCache::new("grpc://127.0.0.1:1", "", Duration::from_secs(2), &[]).unwrap();
+        assert!(matches!(
+            cache.capabilities(),
+            Err(RemoteError::Unavailable { .. })
+        ));
+    }
+}
