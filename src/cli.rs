@@ -53,6 +53,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Error> {
+    // Needs no workspace.
+    if let Command::Store {
+        command: StoreCommand::Keygen { name, secret_file },
+    } = &args.command
+    {
+        return store::keygen(name, secret_file);
+    }
     let s = Session::open(opts, env, style)?;
     match &args.command {
         Command::Build {
@@ -94,6 +101,7 @@ fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Er
                 older_than,
             } => store::gc(&s, max_size.as_deref(), older_than.as_deref()),
             StoreCommand::Verify => store::verify(&s),
+            StoreCommand::Keygen { .. } => unreachable!("handled before the workspace is opened"),
         },
     }
 }
@@ -291,10 +299,56 @@ impl<'a> Session<'a> {
         Ok(label)
     }
 
+    /// The remotes (see `remote_list`) and how their results are signed and trusted:
+    /// `signing_key` (a file, or `env:VAR` holding the key) and `trusted_keys`.
+    pub fn remote_setup(
+        &self,
+    ) -> Result<
+        (
+            Vec<crate::engine::lookup::Remote>,
+            crate::engine::lookup::Trust,
+        ),
+        Error,
+    > {
+        let config = &self.ws.config.remote;
+        let mut trust = crate::engine::lookup::Trust::default();
+        if let Some(source) = &config.signing_key {
+            let text = match source.strip_prefix("env:") {
+                Some(var) => self.env.vars.get(var).cloned().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "`signing_key` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set"
+                    ))
+                })?,
+                None => {
+                    let path = self.ws.root.join(source);
+                    std::fs::read_to_string(&path).map_err(|e| {
+                        Error::Usage(format!(
+                            "Cannot read the signing key `{}` (`signing_key` in cairn.toml): {e}",
+                            path.display()
+                        ))
+                    })?
+                }
+            };
+            let key: cairn_store::SigningKey = text
+                .parse()
+                .map_err(|e: cairn_store::KeyError| Error::Usage(e.to_string()))?;
+            trust.signer = Some(Arc::new(key));
+        }
+        if let Some(keys) = &config.trusted_keys {
+            let parsed = keys
+                .iter()
+                .map(|k| k.parse::<cairn_store::PublicKey>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Usage(format!("In `trusted_keys` of cairn.toml: {e}")))?;
+            trust.trusted = Some(Arc::new(parsed));
+        }
+        Ok((self.remote_list()?, trust))
+    }
+
     /// The remote caches of this invocation: `--remote URL`, else `[remote] url`, unless
     /// `--no-remote`; uploading with `--remote-upload`, `[remote] upload`, else when `CI` is
     /// set.
-    pub fn remotes(&self) -> Result<Vec<crate::engine::lookup::Remote>, Error> {
+    fn remote_list(&self) -> Result<Vec<crate::engine::lookup::Remote>, Error> {
         let choice = &self.opts.remote;
         let config = &self.ws.config.remote;
         let url = match (&choice.url, choice.disabled) {

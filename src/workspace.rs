@@ -80,6 +80,12 @@ pub(crate) struct RemoteConfig {
     pub timeout: Option<String>,
     /// The REAPI instance name (gRPC), default empty.
     pub instance_name: Option<String>,
+    /// The secret key uploaded results are signed with: a file (relative to the workspace
+    /// root), or `env:VAR` for a variable holding the key (`cairn store keygen` makes one).
+    pub signing_key: Option<String>,
+    /// Public keys (`name:base64`); when set, a remote result is used only with a valid
+    /// signature by one of them.
+    pub trusted_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

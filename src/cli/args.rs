@@ -184,4 +184,13 @@ pub(crate) enum StoreCommand {
     },
     /// Re-hash every blob; remove corrupt ones and the results that use them. Exit 1 if any.
     Verify,
+    /// Make a new ed25519 key for signing uploaded results: writes the secret key to PATH
+    /// (mode 0600) and prints the public key for `trusted_keys`, both as `NAME:base64`.
+    Keygen {
+        /// The key's name (e.g. `ci-1`), part of both keys.
+        name: String,
+        /// Where the secret key goes (never overwritten).
+        #[arg(long, value_name = "PATH")]
+        secret_file: PathBuf,
+    },
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
-use crate::engine::lookup::TrustAll;
 use crate::engine::memo::KeyMemo;
 use crate::engine::uptodate;
 use crate::engine::{
@@ -138,13 +137,8 @@ pub(crate) fn execute(
         cancel,
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
-    let cache = CacheChain::new(
-        &loaded.store,
-        &s.ws.root,
-        s.remotes()?,
-        Box::new(TrustAll),
-        &warn,
-    );
+    let (remotes, trust) = s.remote_setup()?;
+    let cache = CacheChain::new(&loaded.store, &s.ws.root, remotes, trust, &warn);
     let workspace_key = s.workspace_key();
     let began = Instant::now();
     let history = HistoryRecorder::new(

@@ -1,4 +1,4 @@
-//! `cairn store stats|gc|verify`.
+//! `cairn store stats|gc|verify|keygen`.
 
 use serde_json::json;
 
@@ -126,4 +126,41 @@ pub(crate) fn verify(s: &Session) -> Result<u8, Error> {
         ));
     }
     Ok(if r.corrupt.is_empty() { 0 } else { 1 })
+}
+
+/// `cairn store keygen NAME --secret-file PATH`: a new signing key. The secret goes to PATH
+/// (created mode 0600, never overwriting), the public key to stdout.
+pub(crate) fn keygen(name: &str, secret_file: &std::path::Path) -> Result<u8, Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if name.is_empty()
+        || name.contains(':')
+        || name.contains('/')
+        || name.contains(char::is_whitespace)
+    {
+        return Err(Error::Usage(format!(
+            "Invalid key name `{name}`: use letters, digits, `-`, `_` and `.` (it names the key in `trusted_keys`)"
+        )));
+    }
+    let key = cairn_store::SigningKey::generate(name).map_err(|e| Error::Io(e.to_string()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(secret_file)
+        .map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "it exists (a key is never overwritten)".to_string()
+            } else {
+                e.to_string()
+            };
+            Error::Usage(format!(
+                "Cannot write the secret key to `{}`: {why}",
+                secret_file.display()
+            ))
+        })?;
+    writeln!(file, "{}", key.to_secret_text())
+        .map_err(|e| Error::Io(format!("Cannot write `{}`: {e}", secret_file.display())))?;
+    report::print_stdout(&format!("{}\n", key.public()));
+    Ok(0)
 }

@@ -1,7 +1,8 @@
 //! The one cache chain: where a cache hit is decided. The local store first, then the
-//! configured remotes in order. A remote hit is checked (the trust hook), its blobs are
+//! configured remotes in order. A remote hit is checked (signatures), its blobs are
 //! downloaded into the local store and the result is written there (backfill), so the next
-//! lookup is a local hit. New results are stored locally and queued for upload in the
+//! lookup is a local hit. With trusted keys configured, a remote result counts only with a
+//! valid signature (`Trust`). New results are stored locally and queued for upload in the
 //! background (a build waits for uploads only in the bounded `finish`). The first failure of
 //! a remote is one warning; the remote is then left alone for the rest of the build (a
 //! circuit breaker), and the build goes on with what is left, never failing because of it.
@@ -14,8 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cairn_store::{
-    Capabilities, Digest, DigestFunction, RemoteCache, RemoteDigest, RemoteError, Sha256Map, Store,
-    StoreError, reapi,
+    Capabilities, Digest, DigestFunction, PublicKey, RemoteCache, RemoteDigest, RemoteError,
+    Sha256Map, SigningKey, Store, StoreError, reapi, strip_signatures,
 };
 use prost::Message;
 
@@ -42,19 +43,15 @@ pub(crate) enum Found {
     Miss,
 }
 
-/// Decides whether a result from a remote may be used (signatures, issue 14). The chain asks
-/// it about every remote hit before downloading anything.
-pub(crate) trait TrustPolicy: Send + Sync {
-    fn is_trusted(&self, remote: &str, key: &RemoteDigest, result: &reapi::ActionResult) -> bool;
-}
-
-/// Every remote result is used.
-pub(crate) struct TrustAll;
-
-impl TrustPolicy for TrustAll {
-    fn is_trusted(&self, _: &str, _: &RemoteDigest, _: &reapi::ActionResult) -> bool {
-        true
-    }
+/// Signatures (DESIGN.md "Signing"): what the chain signs uploads with, and whose signatures
+/// a remote result needs to be used.
+#[derive(Default, Clone)]
+pub(crate) struct Trust {
+    /// Signs every uploaded result.
+    pub signer: Option<Arc<SigningKey>>,
+    /// When set, a remote result is used only with a valid signature by one of these keys;
+    /// any other is a miss, counted `untrusted`.
+    pub trusted: Option<Arc<Vec<PublicKey>>>,
 }
 
 /// A remote of the chain and its state in this build.
@@ -82,7 +79,7 @@ pub(crate) struct CacheChain<'a> {
     /// Where sources are read from for upload.
     workspace_root: &'a Path,
     links: Arc<Vec<Link>>,
-    trust: Box<dyn TrustPolicy>,
+    trust: Trust,
     /// Told once per remote that fails.
     warn: &'a (dyn Fn(&str) + Sync),
     /// Warnings raised on the upload thread, shown by `finish` (the reporter is not `'static`).
@@ -113,14 +110,14 @@ impl<'a> CacheChain<'a> {
         workspace_root: &'a Path,
         warn: &'a (dyn Fn(&str) + Sync),
     ) -> CacheChain<'a> {
-        CacheChain::new(local, workspace_root, Vec::new(), Box::new(TrustAll), warn)
+        CacheChain::new(local, workspace_root, Vec::new(), Trust::default(), warn)
     }
 
     pub fn new(
         local: &'a Store,
         workspace_root: &'a Path,
         remotes: Vec<Remote>,
-        trust: Box<dyn TrustPolicy>,
+        trust: Trust,
         warn: &'a (dyn Fn(&str) + Sync),
     ) -> CacheChain<'a> {
         let links = remotes
@@ -300,19 +297,50 @@ impl<'a> CacheChain<'a> {
         let Some(result) = link.cache.get_action_result(&key)? else {
             return Ok(None);
         };
-        if !self.trust.is_trusted(link.cache.name(), &key, &result) {
+        // A signature entry is never an output: strip it whether or not it is checked.
+        let (unsigned, signatures) = strip_signatures(&result);
+        if let Some(trusted) = &self.trust.trusted
+            && !self.is_signed(link, function, &key, &unsigned, &signatures, trusted)
+        {
             self.untrusted.fetch_add(1, Ordering::SeqCst);
             return Ok(None);
         }
         let local = encoding::receive_result(
             function,
-            &result,
+            &unsigned,
             self.local,
             &mut |digest| self.fetch(link, digest),
             link.cache.name(),
         )?;
         self.local.put_action_result(&action.key, &local)?;
         Ok(Some(local))
+    }
+
+    /// Whether one of `signatures` (key name, signature blob) is a valid signature of
+    /// `unsigned` under `key` by a trusted key.
+    fn is_signed(
+        &self,
+        link: &Link,
+        function: DigestFunction,
+        key: &RemoteDigest,
+        unsigned: &reapi::ActionResult,
+        signatures: &[(String, reapi::Digest)],
+        trusted: &[PublicKey],
+    ) -> bool {
+        signatures.iter().any(|(name, digest)| {
+            let Some(public) = trusted.iter().find(|k| k.name() == name) else {
+                return false;
+            };
+            let Some(digest) =
+                RemoteDigest::from_reapi(function, digest).filter(|d| d.size <= 1024)
+            else {
+                return false;
+            };
+            let mut bytes = Vec::new();
+            matches!(link.cache.read_blob(&digest, &mut bytes), Ok(true))
+                && RemoteDigest::of_bytes(function, &bytes) == digest
+                && cairn_store::verify_signature(public, function, key, unsigned, &bytes)
+        })
     }
 
     /// One blob from the remote into the local store, verified against the remote's digest
@@ -391,6 +419,7 @@ impl<'a> CacheChain<'a> {
         let links = Arc::clone(&self.links);
         let store_root = self.local.root().to_path_buf();
         let workspace_root = self.workspace_root.to_path_buf();
+        let signer = self.trust.signer.clone();
         let uploaded = Arc::clone(&self.uploaded);
         let queued = Arc::clone(&self.queued);
         let warnings = Arc::clone(&self.late_warnings);
@@ -406,7 +435,7 @@ impl<'a> CacheChain<'a> {
                             if link.broken.load(Ordering::SeqCst) {
                                 continue;
                             }
-                            match send(store, sha, &workspace_root, link, &upload) {
+                            match send(store, sha, &workspace_root, signer.as_deref(), link, &upload) {
                                 Ok(bytes) => {
                                     uploaded.fetch_add(bytes, Ordering::SeqCst);
                                 }
@@ -437,6 +466,7 @@ fn send(
     store: &Store,
     sha: &Sha256Map,
     workspace_root: &Path,
+    signer: Option<&SigningKey>,
     link: &Link,
     upload: &Upload,
 ) -> Result<u64, RemoteError> {
@@ -451,8 +481,16 @@ fn send(
     let function = caps.digest_function;
     let (key, mut blobs) =
         encoding::action_blobs(function, &upload.action, sha, store, workspace_root)?;
-    let (result, result_blobs) = encoding::result_blobs(function, &upload.result, sha, store)?;
+    let (mut result, result_blobs) = encoding::result_blobs(function, &upload.result, sha, store)?;
     blobs.extend(result_blobs);
+    if let Some(signer) = signer {
+        let (signed, signature) = signer.sign(function, &key, &result);
+        blobs.push((
+            RemoteDigest::of_bytes(function, &signature),
+            Blob::Bytes(signature),
+        ));
+        result = signed;
+    }
     blobs.sort_by_key(|(d, _)| *d);
     blobs.dedup_by_key(|(d, _)| *d);
     let digests: Vec<RemoteDigest> = blobs.iter().map(|(d, _)| *d).collect();

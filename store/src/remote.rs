@@ -7,6 +7,7 @@
 mod dir;
 mod grpc;
 mod http;
+mod sign;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use dir::DirCache;
 pub use grpc::GrpcCache;
 pub use http::HttpCache;
+pub use sign::{KeyError, PublicKey, SIGNATURE_DIR, SigningKey, strip_signatures, verify};
 
 use crate::digest::{DigestFunction, RemoteDigest};
 use crate::error::StoreError;

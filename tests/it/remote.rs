@@ -203,9 +203,13 @@ fn a_large_output_is_streamed_both_ways() {
 
 fn large_output_round_trip(remote: &Backend) {
     // 3 MiB: above the batch size, so gRPC servers get it through ByteStream in chunks.
-    let build = "action(name = \"big\", cmd = \"yes cairn-large-output | head -c 3145728 > $OUT\", outs = [\"big.txt\"])\n";
+    // The salt makes the bytes this test's own: a server kept from an earlier run holds others.
+    let build = format!(
+        "action(name = \"big\", cmd = \"yes cairn-large-output-{} | head -c 3145728 > $OUT\", outs = [\"big.txt\"])\n",
+        remote.salt
+    );
     let ci = remote.mimic();
-    ci.write("big/BUILD.star", build);
+    ci.write("big/BUILD.star", &build);
     let remote_flag = format!("--remote={}", remote.url);
     let first = ci.json_run(&["build", "//big:big", &remote_flag, "--remote-upload"], 0);
     assert_eq!(
@@ -217,7 +221,7 @@ fn large_output_round_trip(remote: &Backend) {
     );
     assert!(first.json()["bytes_uploaded"].as_u64().unwrap() >= 3 << 20);
     let laptop = remote.mimic();
-    laptop.write("big/BUILD.star", build);
+    laptop.write("big/BUILD.star", &build);
     let hit = laptop.json_run(&["build", "//big:big", &remote_flag], 0);
     assert_eq!(
         hit.count("remote_cached"),
@@ -361,4 +365,155 @@ fn a_bad_remote_url_is_a_usage_error() {
         assert_eq!(run.code, 2, "{flag}: {}", run.stderr);
         assert!(run.stderr.contains(says), "{flag}: {}", run.stderr);
     }
+}
+
+/// `cairn store keygen NAME --secret-file PATH` in `dir`: the public key it prints.
+fn keygen(ws: &Workspace, name: &str, secret: &Path) -> String {
+    let run = ws.cairn(&[
+        "store",
+        "keygen",
+        name,
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout.trim().to_string()
+}
+
+/// A copy of Mimic using `remote`, with more `[remote]` settings.
+fn with_remote(remote: &Backend, settings: &str) -> Workspace {
+    let ws = remote.mimic();
+    let config = ws.read("cairn.toml");
+    ws.write(
+        "cairn.toml",
+        &format!("{config}[remote]\nurl = \"{}\"\n{settings}", remote.url),
+    );
+    ws
+}
+
+#[test]
+fn keygen_writes_a_private_secret_and_prints_the_public_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    let secret = ws.path("ci.key");
+    let public = keygen(&ws, "ci-1", &secret);
+    assert!(public.starts_with("ci-1:"), "{public}");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(ws.read("ci.key").starts_with("ci-1:"));
+    // Never overwritten; a bad name is a usage error.
+    let again = ws.cairn(&[
+        "store",
+        "keygen",
+        "ci-1",
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("never overwritten"),
+        "{}",
+        again.stderr
+    );
+    let bad = ws.cairn(&["store", "keygen", "a:b", "--secret-file", "/tmp/x"]);
+    assert_eq!(bad.code, 2);
+}
+
+#[test]
+fn only_results_signed_by_a_trusted_key_are_used() {
+    for remote in backends() {
+        signed_results(&remote);
+    }
+}
+
+fn signed_results(remote: &Backend) {
+    let keys = Workspace::new();
+    let ci_key = keys.path("ci.key");
+    let ci_public = keygen(&keys, "ci", &ci_key);
+    let other_public = keygen(&keys, "other", &keys.path("other.key"));
+
+    let ci = with_remote(
+        remote,
+        &format!("upload = true\nsigning_key = \"{}\"\n", ci_key.display()),
+    );
+    ci.json_run(&["test"], 0);
+
+    let trusting = with_remote(remote, &format!("trusted_keys = [\"{ci_public}\"]\n"));
+    let hit = trusting.json_run(&["test"], 0);
+    assert_eq!(
+        hit.count("remote_cached"),
+        13,
+        "{}: {}",
+        remote.name,
+        hit.stderr
+    );
+    assert_eq!(hit.count("untrusted"), 0);
+    assert!(
+        !trusting.path("apps/web/.cairn-signature").exists(),
+        "a signature is never an output"
+    );
+
+    let doubting = with_remote(remote, &format!("trusted_keys = [\"{other_public}\"]\n"));
+    let miss = doubting.json_run(&["test"], 0);
+    assert_eq!(miss.count("remote_cached"), 0, "{}", remote.name);
+    assert_eq!(
+        miss.count("untrusted"),
+        13,
+        "{}: {}",
+        remote.name,
+        miss.stderr
+    );
+    assert_eq!(miss.count("executed"), 13);
+}
+
+#[test]
+fn unsigned_and_moved_results_are_not_trusted() {
+    for remote in backends() {
+        unsigned_or_moved(&remote);
+    }
+}
+
+fn unsigned_or_moved(remote: &Backend) {
+    let keys = Workspace::new();
+    let ci_key = keys.path("ci.key");
+    let ci_public = keygen(&keys, "ci", &ci_key);
+    // Unsigned uploads (a laptop with upload on but no key) are not trusted.
+    let unsigned = with_remote(remote, "upload = true\n");
+    unsigned.json_run(&["build", "//packages/design-tokens:all"], 0);
+    let trusting = with_remote(remote, &format!("trusted_keys = [\"{ci_public}\"]\n"));
+    let run = trusting.json_run(&["build", "//packages/design-tokens:all"], 0);
+    assert_eq!(
+        run.count("remote_cached"),
+        0,
+        "{}: {}",
+        remote.name,
+        run.stderr
+    );
+    assert!(run.count("untrusted") > 0, "{}", remote.name);
+
+    // A signed result copied under another action's key is refused (needs the server's files).
+    let Some(cas) = &remote.blobs else {
+        return;
+    };
+    // CI signs, and trusts only its own key: the unsigned results above run again there and
+    // are replaced by signed ones.
+    let signed = with_remote(
+        remote,
+        &format!(
+            "upload = true\nsigning_key = \"{}\"\ntrusted_keys = [\"{ci_public}\"]\n",
+            ci_key.display()
+        ),
+    );
+    signed.json_run(&["test"], 0);
+    let ac = cas.parent().unwrap().join("ac");
+    let mut entries = files_under(&ac);
+    assert!(entries.len() >= 2, "{}", remote.name);
+    let (from, bytes) = entries.remove(0);
+    let (to, _) = entries.remove(0);
+    assert_ne!(from, to);
+    std::fs::write(ac.join(&to), bytes).unwrap();
+    let laptop = with_remote(remote, &format!("trusted_keys = [\"{ci_public}\"]\n"));
+    let run = laptop.json_run(&["test"], 0);
+    assert_eq!(run.count("untrusted"), 1, "{}: {}", remote.name, run.stderr);
+    assert!(run.count("executed") >= 1);
 }

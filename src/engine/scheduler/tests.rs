@@ -15,7 +15,7 @@ use cairn_store::{
 
 use super::*;
 use crate::action::PreparedAction;
-use crate::engine::lookup::{Remote, TrustAll, UPLOAD_FLUSH};
+use crate::engine::lookup::{Remote, Trust, UPLOAD_FLUSH};
 use crate::exec::{ExecError, ExecFailure, ExecOutcome};
 use crate::graph::{Location, Target};
 use crate::workspace::WorkspacePath;
@@ -348,7 +348,7 @@ impl Fixture {
         let states = FileStates::default();
         let reporter = Collect::default();
         let warn = |text: &str| reporter.warning(text);
-        let cache = CacheChain::new(&store, &self.root, remotes, Box::new(TrustAll), &warn);
+        let cache = CacheChain::new(&store, &self.root, remotes, Trust::default(), &warn);
         let tools = ToolResolver::new(vec!["/bin".into(), "/usr/bin".into()], None);
         let host_env = BTreeMap::new();
         let ctx = BuildContext {
