@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use cairn_store::FileInfo;
 
-use super::outputs::{FileMap, outputs_of};
+use super::outputs::FileMap;
 use super::scheduler::BuildContext;
 use crate::action::PreparedAction;
 use crate::exec::ExecOutcome;
@@ -32,15 +32,7 @@ pub(super) fn check_reproducible(
             return Some("failed when re-run for --check: it did not run".to_string());
         }
     };
-    let fresh = match outputs_of(
-        ctx.cache.store(),
-        ctx.states,
-        ctx.workspace_root,
-        &action.key,
-        &action.working_dir,
-        &result,
-        false,
-    ) {
+    let fresh = match ctx.outputs_of(&action.key, &action.working_dir, &result, false) {
         Ok(f) => f,
         Err(e) => return Some(format!("could not read its re-run outputs: {e}")),
     };

@@ -70,6 +70,27 @@ pub(crate) fn outputs_of(
     Ok(provided)
 }
 
+impl super::BuildContext<'_> {
+    /// `outputs_of` for this build's store, file states and workspace.
+    pub(super) fn outputs_of(
+        &self,
+        key: &Digest,
+        working_dir: &str,
+        result: &reapi::ActionResult,
+        restore: bool,
+    ) -> Result<FileMap, StoreError> {
+        outputs_of(
+            self.cache.store(),
+            self.states,
+            self.workspace_root,
+            key,
+            working_dir,
+            result,
+            restore,
+        )
+    }
+}
+
 /// The recorded run time of a result: what restoring it saves.
 pub(crate) fn saved_ms_of(result: &reapi::ActionResult) -> u64 {
     result

@@ -13,7 +13,7 @@ use cairn_store::{Digest, FileInfo, StoreError};
 use super::check::check_reproducible;
 use super::lookup::{Found, Source};
 use super::memo::{Fingerprint, KeyMemo, Outcome};
-use super::outputs::{FileMap, outputs_of, saved_ms_of};
+use super::outputs::{FileMap, saved_ms_of};
 use super::scheduler::{BuildContext, Done, Job, Provided, Status, TargetReport};
 use crate::action::tools::first_word;
 use crate::action::{PreparedAction, Tool, prepare_action};
@@ -230,15 +230,7 @@ impl Step<'_> {
             }
         };
         let working_dir = &target.label.package;
-        let provided = match outputs_of(
-            ctx.cache.store(),
-            ctx.states,
-            ctx.workspace_root,
-            &key,
-            working_dir,
-            &result,
-            ctx.restore,
-        ) {
+        let provided = match ctx.outputs_of(&key, working_dir, &result, ctx.restore) {
             Ok(provided) => provided,
             Err(e) => {
                 self.unusable(&key, &e);
@@ -380,17 +372,10 @@ impl Step<'_> {
                 };
             }
         };
-        let provided = ctx.cache.store_result(action, &result).and_then(|()| {
-            outputs_of(
-                ctx.cache.store(),
-                ctx.states,
-                ctx.workspace_root,
-                &action.key,
-                &action.working_dir,
-                &result,
-                true,
-            )
-        });
+        let provided = ctx
+            .cache
+            .store_result(action, &result)
+            .and_then(|()| ctx.outputs_of(&action.key, &action.working_dir, &result, true));
         let provided = match provided {
             Ok(p) => p,
             Err(e) => {

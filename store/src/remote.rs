@@ -36,6 +36,17 @@ pub struct Capabilities {
     pub update_enabled: bool,
 }
 
+impl Capabilities {
+    /// A backend of files on a local or mounted disk: BLAKE3, no batch limit, no
+    /// compression, writable (the local store, a directory remote).
+    pub const BLAKE3_FILES: Capabilities = Capabilities {
+        digest_function: DigestFunction::Blake3,
+        max_batch_bytes: u64::MAX,
+        zstd: false,
+        update_enabled: true,
+    };
+}
+
 /// Why a backend could not answer. Every variant means "this backend cannot be trusted to
 /// work right now": the caller turns the first one into a warning and stops using it.
 #[derive(Debug, thiserror::Error)]
@@ -195,12 +206,7 @@ impl RemoteCache for Store {
     }
 
     fn capabilities(&self) -> Result<Capabilities, RemoteError> {
-        Ok(Capabilities {
-            digest_function: DigestFunction::Blake3,
-            max_batch_bytes: u64::MAX,
-            zstd: false,
-            update_enabled: true,
-        })
+        Ok(Capabilities::BLAKE3_FILES)
     }
 
     fn find_missing(&self, digests: &[RemoteDigest]) -> Result<Vec<RemoteDigest>, RemoteError> {

@@ -83,12 +83,7 @@ impl RemoteCache for DirCache {
                 io::Error::new(io::ErrorKind::NotFound, "no such directory"),
             ));
         }
-        Ok(Capabilities {
-            digest_function: DigestFunction::Blake3,
-            max_batch_bytes: u64::MAX,
-            zstd: false,
-            update_enabled: true,
-        })
+        Ok(Capabilities::BLAKE3_FILES)
     }
 
     fn find_missing(&self, digests: &[RemoteDigest]) -> Result<Vec<RemoteDigest>, RemoteError> {
