@@ -417,6 +417,7 @@ pub(crate) fn build_context<'a>(
         host_env: &s.env.vars,
         check: false,
         restore: true,
+        unsandboxed: false,
         recorder: None,
         tracer: None,
         cancel: None,

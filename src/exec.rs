@@ -65,6 +65,18 @@ pub(crate) enum ExecError {
     },
 }
 
+/// `ExecutedActionMetadata.worker` of a result produced with `--sandbox none`: such a result
+/// never serves a sandboxed build and is never uploaded.
+pub(crate) const UNSANDBOXED_WORKER: &str = "cairn-local (sandbox: none)";
+
+/// Whether `result` was produced without a sandbox.
+pub(crate) fn is_unsandboxed(result: &reapi::ActionResult) -> bool {
+    result
+        .execution_metadata
+        .as_ref()
+        .is_some_and(|m| m.worker == UNSANDBOXED_WORKER)
+}
+
 /// Runs prepared actions. An `Err` means the action could not be run at all (no sandbox, no
 /// shell); everything that happened once it ran is an `ExecOutcome`.
 pub(crate) trait Executor: Sync {

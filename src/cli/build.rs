@@ -153,6 +153,7 @@ pub(crate) fn execute(
     report::trace::span("load key memo", began);
     let context = BuildContext {
         check,
+        unsandboxed: mode == SandboxMode::None,
         recorder: Some(&history),
         tracer,
         cancel,

@@ -204,7 +204,8 @@ impl<'a> CacheChain<'a> {
         result: &reapi::ActionResult,
     ) -> Result<(), StoreError> {
         self.local.put_action_result(&action.key, result)?;
-        if self.links.iter().any(|l| l.upload) {
+        // DESIGN: a result produced without a sandbox is never uploaded.
+        if self.links.iter().any(|l| l.upload) && !crate::exec::is_unsandboxed(result) {
             self.queue_upload(action, result)?;
         }
         Ok(())

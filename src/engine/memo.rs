@@ -106,16 +106,19 @@ impl KeyMemo {
     }
 
     /// The fingerprint of an action's ingredients (the arguments of `prepare_action`, less
-    /// `pass_env`, which never enters a key).
+    /// `pass_env`, which never enters a key), and whether the build runs without a sandbox:
+    /// such a build's successes never make a sandboxed build's target up to date.
     pub fn fingerprint(
         target: &Target,
         srcs: &[FileInfo],
         dep_files: &BTreeMap<WorkspacePath, FileInfo>,
         tools: &[Tool],
         path_var: &str,
+        unsandboxed: bool,
     ) -> Fingerprint {
         let mut h = blake3::Hasher::new();
-        h.update(b"cairn key memo v3\0");
+        h.update(b"cairn key memo v4\0");
+        h.update(&[unsandboxed as u8]);
         h.update(&target.definition_digest());
         // `srcs` are the digests of the target's `srcs`, in that order (the paths are in the
         // serialized target).
@@ -243,7 +246,7 @@ mod tests {
 
     fn fingerprint(f: &ActionFixture, path_var: &str) -> Fingerprint {
         let srcs: Vec<FileInfo> = f.srcs.values().copied().collect();
-        KeyMemo::fingerprint(&f.target, &srcs, &f.deps, &f.tools, path_var)
+        KeyMemo::fingerprint(&f.target, &srcs, &f.deps, &f.tools, path_var, false)
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::outputs::{FileMap, saved_ms_of};
 use super::scheduler::{BuildContext, Done, Job, Provided, Status, TargetReport};
 use crate::action::tools::first_word;
 use crate::action::{PreparedAction, Tool, prepare_action};
-use crate::exec::{ExecError, ExecFailure, ExecOutcome};
+use crate::exec::{ExecError, ExecFailure, ExecOutcome, is_unsandboxed};
 use crate::graph::{Kind, Label, Target};
 use crate::workspace::WorkspacePath;
 
@@ -111,6 +111,7 @@ impl Step<'_> {
                 &self.dep_files,
                 &self.tools,
                 ctx.tools.path_var(),
+                ctx.unsandboxed,
             );
             (memo, fp)
         });
@@ -229,6 +230,11 @@ impl Step<'_> {
                 return None;
             }
         };
+        // DESIGN: a result produced without a sandbox never serves a sandboxed build (it may
+        // have read files it did not declare); running the action replaces it.
+        if !ctx.unsandboxed && is_unsandboxed(&result) {
+            return None;
+        }
         let working_dir = &target.label.package;
         let provided = match ctx.outputs_of(&key, working_dir, &result, ctx.restore) {
             Ok(provided) => provided,

@@ -48,6 +48,9 @@ pub(crate) struct BuildContext<'a> {
     pub check: bool,
     /// Whether cached outputs are written into the workspace (not in a dry run).
     pub restore: bool,
+    /// The build runs with `--sandbox none`: it may use any result, and its own serve only
+    /// builds like it.
+    pub unsandboxed: bool,
     /// Where outcomes are recorded: history for `cairn why`, or a dry run's findings.
     pub recorder: Option<&'a dyn Recorder>,
     /// `--trace FILE`.

@@ -306,7 +306,11 @@ impl Executor for LocalExecutor<'_> {
         result.stdout_digest = Some(cas.put_file(&stdout_path).map_err(capture_err)?.to_reapi());
         result.stderr_digest = Some(cas.put_file(&stderr_path).map_err(capture_err)?.to_reapi());
         result.execution_metadata = Some(reapi::ExecutedActionMetadata {
-            worker: "cairn-local".into(),
+            worker: if mode == SandboxMode::None {
+                super::UNSANDBOXED_WORKER.into()
+            } else {
+                "cairn-local".into()
+            },
             virtual_execution_duration: Some(bazel_remote_apis::google::protobuf::Duration {
                 seconds: (duration_ms / 1000) as i64,
                 nanos: ((duration_ms % 1000) * 1_000_000) as i32,

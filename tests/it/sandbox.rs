@@ -227,6 +227,46 @@ fn sandbox_none_is_explicit_and_shown() {
     assert_eq!(ws.read("x.txt"), "x\n");
 }
 
+#[test]
+fn a_result_from_sandbox_none_never_serves_a_sandboxed_build_nor_a_remote() {
+    // Issue 13: a test that reads an undeclared file passes without a sandbox; the next
+    // sandboxed run must run it (and fail), not report it cached.
+    let ws = with_secret();
+    ws.write(
+        "pkg/BUILD.star",
+        "test(name = \"peek\", cmd = \"cat ../secret.txt\")\n",
+    );
+    let remote = tempfile::tempdir().unwrap();
+    let remote_flag = format!("--remote=file://{}", remote.path().display());
+    let loose = ws.json_run(
+        &["test", "--sandbox", "none", &remote_flag, "--remote-upload"],
+        0,
+    );
+    assert_eq!(loose.statuses()["//pkg:peek"], "executed");
+    assert!(
+        !remote.path().join("ac").exists(),
+        "an unsandboxed result is never uploaded"
+    );
+    let again = ws.json_run(&["test", "--sandbox", "none"], 0);
+    assert_eq!(
+        again.statuses()["//pkg:peek"],
+        "cached",
+        "it serves builds like it"
+    );
+    let strict = ws.json_run(&["test", "--sandbox", "directory"], 1);
+    assert_eq!(
+        strict.statuses()["//pkg:peek"],
+        "failed",
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        !strict.stderr.contains("(cached) PASSED"),
+        "{}",
+        strict.stderr
+    );
+}
+
 /// Runs `cairn -C <ws> build --sandbox directory` (whose working directory is the sandbox's
 /// own path) with the environment given, asserting success.
 fn build_in_directory_sandbox(ws: &Workspace, env: &[(&str, &std::path::Path)]) {

@@ -362,6 +362,7 @@ impl Fixture {
             host_env: &host_env,
             check: false,
             restore: true,
+            unsandboxed: false,
             recorder: None,
             tracer: None,
             memo: None,
