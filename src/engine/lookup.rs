@@ -93,7 +93,9 @@ pub(crate) struct CacheChain<'a> {
 
 struct Uploader {
     jobs: mpsc::Sender<Upload>,
+    /// One message per upload thread that ended.
     done: mpsc::Receiver<()>,
+    threads: usize,
 }
 
 /// One result to send, with its action (encoded for each remote on the upload thread: for a
@@ -184,6 +186,9 @@ impl<'a> CacheChain<'a> {
                     });
                 }
                 Ok(None) => {}
+                // REAPI: a result whose blobs are gone is a miss; the action runs and its
+                // result is uploaded again.
+                Err(RemoteError::BlobGone { .. }) => {}
                 Err(RemoteError::Store(e)) => return Err(e),
                 Err(e) => self.trip(link, &e),
             }
@@ -219,9 +224,20 @@ impl<'a> CacheChain<'a> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(Uploader { jobs, done }) = uploader {
+        if let Some(Uploader {
+            jobs,
+            done,
+            threads,
+        }) = uploader
+        {
             drop(jobs);
-            let _ = done.recv_timeout(budget);
+            let deadline = std::time::Instant::now() + budget;
+            for _ in 0..threads {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if done.recv_timeout(left).is_err() {
+                    break;
+                }
+            }
         }
         let dropped = self.queued.load(Ordering::SeqCst) as u64;
         for text in self
@@ -373,9 +389,9 @@ impl<'a> CacheChain<'a> {
             return Err(e);
         }
         if !found {
-            return Err(RemoteError::Protocol {
+            return Err(RemoteError::BlobGone {
                 backend: link.cache.name().to_string(),
-                why: format!("a result names blob {digest}, which it does not hold"),
+                digest: digest.to_string(),
             });
         }
         match received {
@@ -416,49 +432,66 @@ impl<'a> CacheChain<'a> {
     /// is present on the remote.
     fn spawn_uploader(&self) -> Uploader {
         let (jobs, queue) = mpsc::channel::<Upload>();
+        let queue = Arc::new(Mutex::new(queue));
         let (finished, done) = mpsc::channel();
-        let links = Arc::clone(&self.links);
-        let store_root = self.local.root().to_path_buf();
-        let workspace_root = self.workspace_root.to_path_buf();
-        let signer = self.trust.signer.clone();
-        let uploaded = Arc::clone(&self.uploaded);
-        let queued = Arc::clone(&self.queued);
-        let warnings = Arc::clone(&self.late_warnings);
-        std::thread::Builder::new()
-            .name("upload results".into())
-            .spawn(move || {
-                // The thread must not borrow the build's store: it may outlive `finish`.
-                let store = Store::open(&store_root);
-                let sha = store.as_ref().ok().map(Store::sha256_map);
-                for upload in queue {
-                    if let (Ok(store), Some(sha)) = (&store, &sha) {
-                        for link in links.iter().filter(|l| l.upload) {
-                            if link.broken.load(Ordering::SeqCst) {
-                                continue;
-                            }
-                            match send(store, sha, &workspace_root, signer.as_deref(), link, &upload) {
-                                Ok(bytes) => {
-                                    uploaded.fetch_add(bytes, Ordering::SeqCst);
+        for n in 0..UPLOAD_THREADS {
+            let queue = Arc::clone(&queue);
+            let finished_here = finished.clone();
+            let links = Arc::clone(&self.links);
+            let store_root = self.local.root().to_path_buf();
+            let workspace_root = self.workspace_root.to_path_buf();
+            let signer = self.trust.signer.clone();
+            let uploaded = Arc::clone(&self.uploaded);
+            let queued = Arc::clone(&self.queued);
+            let warnings = Arc::clone(&self.late_warnings);
+            let spawned = std::thread::Builder::new()
+                .name(format!("upload results {n}"))
+                .spawn(move || {
+                    // The thread must not borrow the build's store: it may outlive `finish`.
+                    let store = Store::open(&store_root);
+                    let sha = store.as_ref().ok().map(Store::sha256_map);
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(upload) = next else {
+                            break;
+                        };
+                        if let (Ok(store), Some(sha)) = (&store, &sha) {
+                            for link in links.iter().filter(|l| l.upload) {
+                                if link.broken.load(Ordering::SeqCst) {
+                                    continue;
                                 }
-                                Err(e) => {
-                                    if !link.broken.swap(true, Ordering::SeqCst) {
-                                        warnings
-                                            .lock()
-                                            .unwrap_or_else(|p| p.into_inner())
-                                            .push(format!(
-                                                "uploading to remote cache failed ({e}); no more uploads in this build"
-                                            ));
+                                let signer = signer.as_deref();
+                                match send(store, sha, &workspace_root, signer, link, &upload) {
+                                    Ok(bytes) => {
+                                        uploaded.fetch_add(bytes, Ordering::SeqCst);
+                                    }
+                                    Err(e) => {
+                                        if !link.broken.swap(true, Ordering::SeqCst) {
+                                            warnings
+                                                .lock()
+                                                .unwrap_or_else(|p| p.into_inner())
+                                                .push(format!(
+                                                    "uploading to remote cache failed ({e}); no more uploads in this build"
+                                                ));
+                                        }
                                     }
                                 }
                             }
                         }
+                        queued.fetch_sub(1, Ordering::SeqCst);
                     }
-                    queued.fetch_sub(1, Ordering::SeqCst);
-                }
+                    let _ = finished_here.send(());
+                });
+            if spawned.is_err() {
+                // Fewer threads: the others still drain the queue.
                 let _ = finished.send(());
-            })
-            .expect("the upload thread starts");
-        Uploader { jobs, done }
+            }
+        }
+        Uploader {
+            jobs,
+            done,
+            threads: UPLOAD_THREADS,
+        }
     }
 }
 
@@ -496,11 +529,26 @@ fn send(
     blobs.dedup_by_key(|(d, _)| *d);
     let digests: Vec<RemoteDigest> = blobs.iter().map(|(d, _)| *d).collect();
     let mut sent = 0;
+    // Small blobs go in batches (one request for most results), large ones streamed.
+    let mut batch: Vec<(RemoteDigest, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0;
     for want in link.cache.find_missing(&digests)? {
         let Ok(index) = digests.binary_search(&want) else {
             continue;
         };
-        match &blobs[index].1 {
+        let blob = &blobs[index].1;
+        sent += want.size;
+        if want.size <= SMALL_BLOB {
+            batch_bytes += want.size;
+            batch.push((want, small_blob_bytes(store, blob)?));
+            if batch_bytes >= BATCH_BYTES {
+                link.cache.write_small_blobs(&batch)?;
+                batch.clear();
+                batch_bytes = 0;
+            }
+            continue;
+        }
+        match blob {
             Blob::Bytes(bytes) => link.cache.write_blob(&want, &mut bytes.as_slice())?,
             Blob::Store(local) => {
                 let reader = store.cas().open_blob(local)?;
@@ -517,12 +565,47 @@ fn send(
                     .write_blob(&want, &mut Verifying::new(file, *local))?
             }
         }
-        sent += want.size;
+    }
+    if !batch.is_empty() {
+        link.cache.write_small_blobs(&batch)?;
     }
     // REAPI: the result last, once every blob it names is present.
     link.cache.put_action_result(&key, &result)?;
     let _ = sha.flush();
     Ok(sent + result.encoded_len() as u64)
+}
+
+/// Blobs up to this size are sent in batches, read whole.
+const SMALL_BLOB: u64 = 1 << 20;
+/// A batch is sent once it holds this much.
+const BATCH_BYTES: u64 = 2 << 20;
+/// Threads sending results.
+const UPLOAD_THREADS: usize = 4;
+
+/// The bytes of a small blob to send, checked against its local digest (a workspace file
+/// edited since it was hashed is refused, never sent under the old digest).
+fn small_blob_bytes(store: &Store, blob: &Blob) -> Result<Vec<u8>, RemoteError> {
+    Ok(match blob {
+        Blob::Bytes(bytes) => bytes.clone(),
+        Blob::Store(local) => store.cas().get_bytes(local)?,
+        Blob::File(path, local) => {
+            let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+            let actual = Digest::of_bytes(&bytes);
+            if actual != *local {
+                return Err(StoreError::FileChanged {
+                    path: path.clone(),
+                    expected: *local,
+                    actual,
+                }
+                .into());
+            }
+            bytes
+        }
+    })
 }
 
 /// Reads a blob for sending and fails at its end if the bytes were not those of `digest`

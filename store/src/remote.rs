@@ -68,6 +68,15 @@ pub enum RemoteError {
         /// What was wrong.
         why: String,
     },
+    /// A result the backend holds names a blob it no longer has (evicted): a miss, not a
+    /// failing backend.
+    #[error("{backend} lost blob {digest}")]
+    BlobGone {
+        /// The backend, as configured.
+        backend: String,
+        /// The blob.
+        digest: String,
+    },
     /// The local side failed while moving data (the store could not write a blob).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -183,6 +192,16 @@ pub trait RemoteCache: Send + Sync {
     /// Stores the blob `digest`, whose bytes `source` yields (streamed: a large blob is never
     /// held in memory whole).
     fn write_blob(&self, digest: &RemoteDigest, source: &mut dyn Read) -> Result<(), RemoteError>;
+
+    /// Stores several small blobs, each given with its bytes (whole: for blobs up to about
+    /// 1 MiB). Backends with a batch call send them in as few requests as their limits
+    /// allow; the default stores them one by one.
+    fn write_small_blobs(&self, blobs: &[(RemoteDigest, Vec<u8>)]) -> Result<(), RemoteError> {
+        for (digest, bytes) in blobs {
+            self.write_blob(digest, &mut bytes.as_slice())?;
+        }
+        Ok(())
+    }
 
     /// The action result stored under `key`, if any.
     fn get_action_result(

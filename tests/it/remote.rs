@@ -517,3 +517,36 @@ fn unsigned_or_moved(remote: &Backend) {
     assert_eq!(run.count("untrusted"), 1, "{}: {}", remote.name, run.stderr);
     assert!(run.count("executed") >= 1);
 }
+
+#[test]
+fn a_result_whose_blobs_are_gone_is_a_miss_not_a_failure() {
+    for remote in backends() {
+        let Some(cas) = &remote.blobs else {
+            continue;
+        };
+        let remote_flag = format!("--remote={}", remote.url);
+        let ci = remote.mimic();
+        ci.json_run(&["test", &remote_flag, "--remote-upload"], 0);
+        // The server evicted every blob but kept the results.
+        std::fs::remove_dir_all(cas).unwrap();
+        let laptop = remote.mimic();
+        let run = laptop.json_run(&["test", &remote_flag, "--remote-upload"], 0);
+        assert_eq!(run.count("executed"), 13, "{}: {}", remote.name, run.stderr);
+        assert!(
+            !run.stderr.contains("warning"),
+            "{}: {}",
+            remote.name,
+            run.stderr
+        );
+        // Uploaded again: a third machine gets every result.
+        let third = remote.mimic();
+        let hit = third.json_run(&["test", &remote_flag], 0);
+        assert_eq!(
+            hit.count("remote_cached"),
+            13,
+            "{}: {}",
+            remote.name,
+            hit.stderr
+        );
+    }
+}

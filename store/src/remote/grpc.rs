@@ -33,6 +33,15 @@ const DEFAULT_BATCH: u64 = 4 << 20;
 const BATCH_BLOB_MAX: u64 = 1 << 20;
 /// Digests per FindMissingBlobs request.
 const FIND_MISSING_CHUNK: usize = 5_000;
+/// How many times a unary call is tried.
+const ATTEMPTS: u32 = 3;
+
+fn is_transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+    )
+}
 
 /// An REAPI server.
 pub struct GrpcCache {
@@ -114,6 +123,30 @@ impl GrpcCache {
         request
     }
 
+    /// One unary call, retried with backoff (100 ms, then 400 ms) while it fails with a status
+    /// REAPI calls transient: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED. What fails
+    /// after that is the caller's to report (and the cache chain's circuit breaker's).
+    fn unary<M, R, F, Fut>(&self, message: M, call: F) -> Result<R, tonic::Status>
+    where
+        M: Clone,
+        F: Fn(tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match self.runtime.block_on(call(self.request(message.clone()))) {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(s) if attempt < ATTEMPTS && is_transient(s.code()) => {
+                    std::thread::sleep(delay);
+                    delay *= 4;
+                    attempt += 1;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
     fn failed(&self, call: &str, status: tonic::Status) -> RemoteError {
         RemoteError::Unavailable {
             backend: self.name.clone(),
@@ -137,15 +170,16 @@ impl GrpcCache {
     }
 
     fn read_capabilities(&self) -> Result<Capabilities, RemoteError> {
-        let mut client = CapabilitiesClient::new(self.channel.clone());
-        let request = self.request(reapi::GetCapabilitiesRequest {
+        let client = CapabilitiesClient::new(self.channel.clone());
+        let message = reapi::GetCapabilitiesRequest {
             instance_name: self.instance.clone(),
-        });
+        };
         let server = self
-            .runtime
-            .block_on(client.get_capabilities(request))
-            .map_err(|s| self.failed("GetCapabilities", s))?
-            .into_inner();
+            .unary(message, |r| {
+                let mut c = client.clone();
+                async move { c.get_capabilities(r).await }
+            })
+            .map_err(|s| self.failed("GetCapabilities", s))?;
         let cache = server
             .cache_capabilities
             .ok_or_else(|| self.protocol("it offers no cache (no cache capabilities)".into()))?;
@@ -258,19 +292,20 @@ impl RemoteCache for GrpcCache {
 
     fn find_missing(&self, digests: &[RemoteDigest]) -> Result<Vec<RemoteDigest>, RemoteError> {
         let function = self.caps()?.digest_function;
-        let mut client = ContentAddressableStorageClient::new(self.channel.clone());
+        let client = ContentAddressableStorageClient::new(self.channel.clone());
         let mut missing = Vec::new();
         for chunk in digests.chunks(FIND_MISSING_CHUNK) {
-            let request = self.request(reapi::FindMissingBlobsRequest {
+            let message = reapi::FindMissingBlobsRequest {
                 instance_name: self.instance.clone(),
                 blob_digests: chunk.iter().map(RemoteDigest::to_reapi).collect(),
                 digest_function: function.to_reapi(),
-            });
+            };
             let response = self
-                .runtime
-                .block_on(client.find_missing_blobs(request))
-                .map_err(|s| self.failed("FindMissingBlobs", s))?
-                .into_inner();
+                .unary(message, |r| {
+                    let mut c = client.clone();
+                    async move { c.find_missing_blobs(r).await }
+                })
+                .map_err(|s| self.failed("FindMissingBlobs", s))?;
             for d in response.missing_blob_digests {
                 let digest = RemoteDigest::from_reapi(function, &d)
                     .ok_or_else(|| self.protocol("FindMissingBlobs named a bad digest".into()))?;
@@ -289,18 +324,19 @@ impl RemoteCache for GrpcCache {
             })
         };
         if digest.size <= BATCH_BLOB_MAX {
-            let mut client = ContentAddressableStorageClient::new(self.channel.clone());
-            let request = self.request(reapi::BatchReadBlobsRequest {
+            let client = ContentAddressableStorageClient::new(self.channel.clone());
+            let message = reapi::BatchReadBlobsRequest {
                 instance_name: self.instance.clone(),
                 digests: vec![digest.to_reapi()],
                 acceptable_compressors: vec![],
                 digest_function: digest.function.to_reapi(),
-            });
+            };
             let response = self
-                .runtime
-                .block_on(client.batch_read_blobs(request))
-                .map_err(|s| self.failed("BatchReadBlobs", s))?
-                .into_inner();
+                .unary(message, |r| {
+                    let mut c = client.clone();
+                    async move { c.batch_read_blobs(r).await }
+                })
+                .map_err(|s| self.failed("BatchReadBlobs", s))?;
             let Some(blob) = response.responses.into_iter().next() else {
                 return Err(self.protocol("BatchReadBlobs answered nothing".into()));
             };
@@ -346,8 +382,8 @@ impl RemoteCache for GrpcCache {
         if digest.size <= BATCH_BLOB_MAX {
             let mut data = Vec::with_capacity(digest.size as usize);
             source.read_to_end(&mut data).map_err(io)?;
-            let mut client = ContentAddressableStorageClient::new(self.channel.clone());
-            let request = self.request(reapi::BatchUpdateBlobsRequest {
+            let client = ContentAddressableStorageClient::new(self.channel.clone());
+            let message = reapi::BatchUpdateBlobsRequest {
                 instance_name: self.instance.clone(),
                 requests: vec![reapi::batch_update_blobs_request::Request {
                     digest: Some(digest.to_reapi()),
@@ -355,12 +391,13 @@ impl RemoteCache for GrpcCache {
                     compressor: 0,
                 }],
                 digest_function: digest.function.to_reapi(),
-            });
+            };
             let response = self
-                .runtime
-                .block_on(client.batch_update_blobs(request))
-                .map_err(|s| self.failed("BatchUpdateBlobs", s))?
-                .into_inner();
+                .unary(message, |r| {
+                    let mut c = client.clone();
+                    async move { c.batch_update_blobs(r).await }
+                })
+                .map_err(|s| self.failed("BatchUpdateBlobs", s))?;
             for r in response.responses {
                 if let Some(status) = r.status.filter(|s| s.code != 0) {
                     return Err(self.protocol(format!(
@@ -425,21 +462,74 @@ impl RemoteCache for GrpcCache {
         }
     }
 
+    fn write_small_blobs(&self, blobs: &[(RemoteDigest, Vec<u8>)]) -> Result<(), RemoteError> {
+        // REAPI: max_batch_total_size_bytes bounds the whole request; leave room for each
+        // entry's digest and framing.
+        let limit = self.caps()?.max_batch_bytes.saturating_sub(64 << 10).max(1);
+        let client = ContentAddressableStorageClient::new(self.channel.clone());
+        let mut start = 0;
+        while start < blobs.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < blobs.len() && (end == start || bytes + blobs[end].0.size + 200 <= limit) {
+                bytes += blobs[end].0.size + 200;
+                end += 1;
+            }
+            let Some(function) = blobs.get(start).map(|(d, _)| d.function) else {
+                break;
+            };
+            let message = reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests: blobs[start..end]
+                    .iter()
+                    .map(
+                        |(digest, data)| reapi::batch_update_blobs_request::Request {
+                            digest: Some(digest.to_reapi()),
+                            data: data.clone(),
+                            compressor: 0,
+                        },
+                    )
+                    .collect(),
+                digest_function: function.to_reapi(),
+            };
+            let response = self
+                .unary(message, |r| {
+                    let mut c = client.clone();
+                    async move { c.batch_update_blobs(r).await }
+                })
+                .map_err(|s| self.failed("BatchUpdateBlobs", s))?;
+            for r in response.responses {
+                if let Some(status) = r.status.filter(|s| s.code != 0) {
+                    return Err(self.protocol(format!(
+                        "BatchUpdateBlobs refused a blob: {}",
+                        status.message
+                    )));
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     fn get_action_result(
         &self,
         key: &RemoteDigest,
     ) -> Result<Option<reapi::ActionResult>, RemoteError> {
-        let mut client = ActionCacheClient::new(self.channel.clone());
-        let request = self.request(reapi::GetActionResultRequest {
+        let client = ActionCacheClient::new(self.channel.clone());
+        let message = reapi::GetActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(key.to_reapi()),
             inline_stdout: false,
             inline_stderr: false,
             inline_output_files: vec![],
             digest_function: key.function.to_reapi(),
+        };
+        let found = self.unary(message, |r| {
+            let mut c = client.clone();
+            async move { c.get_action_result(r).await }
         });
-        match self.runtime.block_on(client.get_action_result(request)) {
-            Ok(response) => Ok(Some(response.into_inner())),
+        match found {
+            Ok(result) => Ok(Some(result)),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(self.failed("GetActionResult", s)),
         }
@@ -450,17 +540,19 @@ impl RemoteCache for GrpcCache {
         key: &RemoteDigest,
         result: &reapi::ActionResult,
     ) -> Result<(), RemoteError> {
-        let mut client = ActionCacheClient::new(self.channel.clone());
-        let request = self.request(reapi::UpdateActionResultRequest {
+        let client = ActionCacheClient::new(self.channel.clone());
+        let message = reapi::UpdateActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(key.to_reapi()),
             action_result: Some(result.clone()),
             results_cache_policy: None,
             digest_function: key.function.to_reapi(),
-        });
-        self.runtime
-            .block_on(client.update_action_result(request))
-            .map_err(|s| self.failed("UpdateActionResult", s))?;
+        };
+        self.unary(message, |r| {
+            let mut c = client.clone();
+            async move { c.update_action_result(r).await }
+        })
+        .map_err(|s| self.failed("UpdateActionResult", s))?;
         Ok(())
     }
 }
