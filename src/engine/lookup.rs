@@ -368,6 +368,20 @@ impl<'a> CacheChain<'a> {
         {
             return Ok(local);
         }
+        if digest.size == 0 {
+            // The empty blob (an action's usual stdout and stderr) needs no round trip.
+            return self
+                .local
+                .cas()
+                .put_received(digest, &mut |_| Ok(()))
+                .map_err(|e| match e {
+                    StoreError::WrongRemoteBytes { .. } => RemoteError::Protocol {
+                        backend: link.cache.name().to_string(),
+                        why: format!("it names {digest} as the empty blob, which it is not"),
+                    },
+                    e => e.into(),
+                });
+        }
         let mut failure = None;
         let mut found = true;
         let received = self.local.cas().put_received(digest, &mut |sink| match link
