@@ -105,6 +105,9 @@ pub(crate) fn action_blobs(
             RemoteDigest::from(action.key)
         }
         DigestFunction::Sha256 => {
+            // One read of the SHA-256 table for all inputs, not one per file.
+            let locals: Vec<Digest> = files.keys().copied().collect();
+            sha.prefetch(&locals)?;
             let directories: HashMap<Digest, reapi::Directory> = std::iter::once(&tree.root_dir)
                 .chain(&tree.children)
                 .map(|d| (Digest::of_bytes(&d.encode_to_vec()), d.clone()))
