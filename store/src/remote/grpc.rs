@@ -382,31 +382,7 @@ impl RemoteCache for GrpcCache {
         if digest.size <= BATCH_BLOB_MAX {
             let mut data = Vec::with_capacity(digest.size as usize);
             source.read_to_end(&mut data).map_err(io)?;
-            let client = ContentAddressableStorageClient::new(self.channel.clone());
-            let message = reapi::BatchUpdateBlobsRequest {
-                instance_name: self.instance.clone(),
-                requests: vec![reapi::batch_update_blobs_request::Request {
-                    digest: Some(digest.to_reapi()),
-                    data,
-                    compressor: 0,
-                }],
-                digest_function: digest.function.to_reapi(),
-            };
-            let response = self
-                .unary(message, |r| {
-                    let mut c = client.clone();
-                    async move { c.batch_update_blobs(r).await }
-                })
-                .map_err(|s| self.failed("BatchUpdateBlobs", s))?;
-            for r in response.responses {
-                if let Some(status) = r.status.filter(|s| s.code != 0) {
-                    return Err(self.protocol(format!(
-                        "BatchUpdateBlobs refused {digest}: {}",
-                        status.message
-                    )));
-                }
-            }
-            return Ok(());
+            return self.write_small_blobs(&[(*digest, data)]);
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut client = ByteStreamClient::new(self.channel.clone());
