@@ -217,7 +217,8 @@ impl<'a> CacheChain<'a> {
     }
 
     /// Waits up to `budget` for queued uploads, then reports what moved. Uploads still
-    /// queued are dropped with one warning (the next build uploads them again).
+    /// queued are dropped with one warning (their results stay local: only executed results
+    /// are uploaded, so a later build does not send them either).
     pub fn finish(&self, budget: Duration) -> Traffic {
         let uploader = self
             .uploader
@@ -250,11 +251,12 @@ impl<'a> CacheChain<'a> {
         }
         if dropped > 0 {
             (self.warn)(&format!(
-                "{dropped} result upload{} did not finish within {}s and {} dropped (the next build sends {})",
+                "{dropped} result upload{} did not finish within {}s and {} dropped (the result{} stay{} in the local store only)",
                 if dropped == 1 { "" } else { "s" },
                 budget.as_secs(),
                 if dropped == 1 { "was" } else { "were" },
-                if dropped == 1 { "it" } else { "them" },
+                if dropped == 1 { "" } else { "s" },
+                if dropped == 1 { "s" } else { "" },
             ));
         }
         let _ = self.sha.flush();
