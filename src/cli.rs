@@ -345,6 +345,30 @@ impl<'a> Session<'a> {
         Ok((self.remote_list()?, trust))
     }
 
+    /// Whether this invocation has a remote cache (`--remote`, or `[remote] url` without
+    /// `--no-remote`).
+    pub fn has_remote(&self) -> bool {
+        !self.opts.remote.disabled
+            && (self.opts.remote.url.is_some() || self.ws.config.remote.url.is_some())
+    }
+
+    /// Which outputs of remote hits are downloaded: `--remote-download`, else `[remote]
+    /// download`, else all.
+    pub fn remote_download(&self) -> Result<crate::engine::lookup::Download, Error> {
+        use crate::engine::lookup::Download;
+        if let Some(download) = self.opts.remote.download {
+            return Ok(download);
+        }
+        match self.ws.config.remote.download.as_deref() {
+            None | Some("all") => Ok(Download::All),
+            Some("toplevel") => Ok(Download::Toplevel),
+            Some("minimal") => Ok(Download::Minimal),
+            Some(other) => Err(Error::Usage(format!(
+                "Invalid `download` in `[remote]` of cairn.toml: `{other}` (expected `all`, `toplevel` or `minimal`)"
+            ))),
+        }
+    }
+
     /// The remote caches of this invocation: `--remote URL`, else `[remote] url`, unless
     /// `--no-remote`; uploading with `--remote-upload`, `[remote] upload`, else when `CI` is
     /// set.

@@ -86,6 +86,8 @@ pub(crate) struct RemoteConfig {
     /// Public keys (`name:base64`); when set, a remote result is used only with a valid
     /// signature by one of them.
     pub trusted_keys: Option<Vec<String>>,
+    /// Which outputs of remote hits are downloaded: `all` (default), `toplevel`, `minimal`.
+    pub download: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

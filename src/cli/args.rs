@@ -64,8 +64,20 @@ pub(crate) struct Args {
     /// Never upload to the remote.
     #[arg(long, global = true)]
     pub no_remote_upload: bool,
+    /// Which outputs of remote hits are downloaded: all, those of the targets named
+    /// (toplevel), or only those an action run here reads (minimal). Default: cairn.toml's
+    /// `[remote] download`, else all.
+    #[arg(long, global = true, value_enum, value_name = "WHICH")]
+    pub remote_download: Option<DownloadArg>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DownloadArg {
+    All,
+    Toplevel,
+    Minimal,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
+use crate::engine::lookup::Download;
 use crate::engine::memo::KeyMemo;
 use crate::engine::uptodate;
 use crate::engine::{
@@ -38,7 +39,10 @@ pub(crate) fn build(
         uptodate::command_identity(&s.ws, &s.cwd_package, patterns, run_tests, mode.as_str());
     // The up-to-date record answers a repeated command whose inputs did not change; `--check`,
     // traces and reports want the build itself.
-    let replayable = !check && trace.is_none() && junit.is_none();
+    // With a remote and `--json`, the summary names each action's remote digest, which the
+    // record does not keep.
+    let replayable =
+        !check && trace.is_none() && junit.is_none() && !(s.opts.json && s.has_remote());
     let mut opened = None;
     if replayable {
         let store = s.open_store()?;
@@ -69,11 +73,15 @@ pub(crate) fn build(
         .map_err(AnalysisError::from)?
         .into_iter()
         .collect();
-    let outcome = execute(s, &loaded, roots, run_tests, check, tracer, None, false)?;
+    let download = s.remote_download()?;
+    let outcome = execute(
+        s, &loaded, roots, run_tests, check, tracer, None, false, download,
+    )?;
     let saving = Instant::now();
     let saved = s.save_states(&loaded);
     report::trace::span("save file states", saving);
-    if replayable && saved {
+    // Outputs left on the remote are not in place: such a build is no outcome to replay.
+    if replayable && saved && download == Download::All {
         uptodate::record(
             &s.ws,
             &loaded.store,
@@ -119,6 +127,7 @@ pub(crate) fn execute(
     tracer: Option<&Tracer>,
     cancel: Option<&std::sync::atomic::AtomicBool>,
     watch: bool,
+    download: Download,
 ) -> Result<BuildOutcome, Error> {
     // Shared with other builds; `store gc` waits for it.
     let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
@@ -138,7 +147,9 @@ pub(crate) fn execute(
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
     let (remotes, trust) = s.remote_setup()?;
-    let cache = CacheChain::new(&loaded.store, &s.ws.root, remotes, trust, &warn);
+    let cache = CacheChain::new(&loaded.store, &s.ws.root, remotes, trust, &warn)
+        .with_download(download)
+        .with_remote_digests(s.opts.json);
     let workspace_key = s.workspace_key();
     let began = Instant::now();
     let history = HistoryRecorder::new(
@@ -267,6 +278,7 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
             target.kind.as_str()
         )));
     }
+    // The command reads its dependencies' outputs in the workspace: they are downloaded.
     let outcome = execute(
         s,
         &loaded,
@@ -276,6 +288,7 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
         None,
         None,
         false,
+        Download::All,
     )?;
     s.save_states(&loaded);
     if !outcome.is_success() {

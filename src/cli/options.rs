@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::args::{Args, ColorArg, SandboxArg};
+use super::args::{Args, ColorArg, DownloadArg, SandboxArg};
+use crate::engine::lookup::Download;
 use crate::report::ColorChoice;
 use crate::workspace::SandboxMode;
 
@@ -33,6 +34,8 @@ pub(crate) struct RemoteChoice {
     pub disabled: bool,
     /// `--remote-upload` (true) or `--no-remote-upload` (false).
     pub upload: Option<bool>,
+    /// `--remote-download`.
+    pub download: Option<Download>,
 }
 
 impl Options {
@@ -63,6 +66,11 @@ impl Options {
                 } else {
                     None
                 },
+                download: args.remote_download.map(|d| match d {
+                    DownloadArg::All => Download::All,
+                    DownloadArg::Toplevel => Download::Toplevel,
+                    DownloadArg::Minimal => Download::Minimal,
+                }),
             },
         }
     }

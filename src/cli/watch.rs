@@ -36,6 +36,7 @@ pub(crate) fn watch(
     debounce_ms: u64,
     poll: bool,
 ) -> Result<u8, Error> {
+    s.remote_download()?;
     let store = s.open_store()?;
     let states = Arc::new(
         store
@@ -257,6 +258,8 @@ impl Watch<'_> {
 
         let cancel = AtomicBool::new(false);
         let mut interrupted = false;
+        // Checked when the watch started.
+        let download = s.remote_download().unwrap_or_default();
         let outcome = std::thread::scope(|scope| {
             let handle = scope.spawn(|| {
                 execute(
@@ -268,6 +271,7 @@ impl Watch<'_> {
                     None,
                     Some(&cancel),
                     true,
+                    download,
                 )
             });
             while !handle.is_finished() {

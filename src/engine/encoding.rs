@@ -140,8 +140,77 @@ pub(crate) fn action_blobs(
     Ok((key, blobs))
 }
 
+/// The output entry of a result sent to a SHA-256 remote that lists the local (BLAKE3)
+/// digest of every file blob the result names, one line `<sha256> <size> <blake3>` each,
+/// sorted. With it, a machine that does not download the outputs
+/// (`--remote-download minimal`) still knows their local digests, and so the keys of the
+/// actions that read them. It is an output file of the result, so a signature covers it; it
+/// is never written into a workspace. The claim is checked whenever a blob is downloaded.
+pub(crate) const DIGESTS_FILE: &str = ".cairn-digests";
+
+/// The manifest's bytes for `pairs` (remote digest, local digest).
+fn digests_manifest(pairs: &mut [(RemoteDigest, Digest)]) -> Vec<u8> {
+    pairs.sort();
+    let mut text = String::new();
+    let mut last = None;
+    for (remote, local) in pairs.iter() {
+        if last == Some(remote) {
+            continue;
+        }
+        last = Some(remote);
+        text.push_str(&format!(
+            "{} {} {}\n",
+            remote.hex(),
+            remote.size,
+            local.hex()
+        ));
+    }
+    text.into_bytes()
+}
+
+/// Reads a manifest (see [`DIGESTS_FILE`]): SHA-256 digest → local digest. `None` when any
+/// line is malformed (the outputs are then downloaded, as from a result without one).
+pub(crate) fn parse_digests_manifest(bytes: &[u8]) -> Option<HashMap<RemoteDigest, Digest>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut map = HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (Some(sha), Some(size), Some(local), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let size_bytes: i64 = size.parse().ok()?;
+        let as_reapi = |hash: &str| reapi::Digest {
+            hash: hash.to_string(),
+            size_bytes,
+        };
+        let remote = RemoteDigest::from_reapi(DigestFunction::Sha256, &as_reapi(sha))?;
+        let local = Digest::from_reapi(&as_reapi(local))?;
+        map.insert(remote, local);
+    }
+    Some(map)
+}
+
+/// Removes the manifest entry from a remote result; returns its digest when there was one.
+pub(crate) fn take_digests_manifest(
+    function: DigestFunction,
+    result: &mut reapi::ActionResult,
+) -> Option<RemoteDigest> {
+    let index = result
+        .output_files
+        .iter()
+        .position(|f| f.path == DIGESTS_FILE)?;
+    let entry = result.output_files.remove(index);
+    entry
+        .digest
+        .as_ref()
+        .and_then(|d| RemoteDigest::from_reapi(function, d))
+}
+
 /// A local result in the remote's digests, and every blob it names (output files, output
-/// trees and their files, stdout and stderr), all in the local store.
+/// trees and their files, stdout and stderr), all in the local store. For a SHA-256 remote
+/// the result also names a manifest of the local digests ([`DIGESTS_FILE`]).
 pub(crate) fn result_blobs(
     function: DigestFunction,
     result: &reapi::ActionResult,
@@ -156,15 +225,19 @@ pub(crate) fn result_blobs(
         d.and_then(Digest::from_reapi).ok_or_else(|| bad(what))
     };
     let mut blobs = Vec::new();
+    let mut pairs: Vec<(RemoteDigest, Digest)> = Vec::new();
     let mut remote = result.clone();
-    let translate = |local: Digest, blobs: &mut Vec<(RemoteDigest, Blob)>| {
+    let translate = |local: Digest,
+                     blobs: &mut Vec<(RemoteDigest, Blob)>,
+                     pairs: &mut Vec<(RemoteDigest, Digest)>| {
         let digest = remote_digest(function, sha, &local, BlobBytes::Cas)?;
         blobs.push((digest, Blob::Store(local)));
+        pairs.push((digest, local));
         Ok::<_, StoreError>(digest)
     };
     for file in &mut remote.output_files {
         let local = local_of(file.digest.as_ref(), &file.path)?;
-        file.digest = Some(translate(local, &mut blobs)?.to_reapi());
+        file.digest = Some(translate(local, &mut blobs, &mut pairs)?.to_reapi());
     }
     for dir in &mut remote.output_directories {
         let local = local_of(dir.tree_digest.as_ref(), &dir.path)?;
@@ -178,6 +251,7 @@ pub(crate) fn result_blobs(
         let (digest, encoded) = reencode_tree(function, &tree, &mut |local: &Digest| {
             let digest = remote_digest(function, sha, local, BlobBytes::Cas)?;
             files.push((digest, Blob::Store(*local)));
+            pairs.push((digest, *local));
             Ok(digest)
         })?;
         blobs.extend(files);
@@ -187,20 +261,34 @@ pub(crate) fn result_blobs(
     for log in [&mut remote.stdout_digest, &mut remote.stderr_digest] {
         if let Some(d) = log.as_ref() {
             let local = local_of(Some(d), "stdout/stderr")?;
-            *log = Some(translate(local, &mut blobs)?.to_reapi());
+            *log = Some(translate(local, &mut blobs, &mut pairs)?.to_reapi());
         }
+    }
+    if function == DigestFunction::Sha256 && !pairs.is_empty() {
+        let manifest = digests_manifest(&mut pairs);
+        let digest = RemoteDigest::of_bytes(function, &manifest);
+        blobs.push((digest, Blob::Bytes(manifest)));
+        remote.output_files.push(reapi::OutputFile {
+            path: DIGESTS_FILE.to_string(),
+            digest: Some(digest.to_reapi()),
+            ..Default::default()
+        });
     }
     Ok((remote, blobs))
 }
 
-/// A remote's result made local: every blob it names is fetched (`fetch` brings one into the
-/// local store, verified against the remote digest, and returns its local digest) and every
-/// digest replaced by the local one; output trees are rebuilt in the local encoding.
+/// A remote's result made local: every digest is replaced by the local one and output trees
+/// are rebuilt in the local encoding. `fetch` brings a blob into the local store (verified
+/// against the remote digest) and returns its local digest: trees are always fetched.
+/// `file` does the same for the blob of a file (an output, a file in a tree, stdout or
+/// stderr): it may fetch it too, or only name it (`--remote-download minimal`). The result
+/// must not hold a manifest entry any more (`take_digests_manifest`).
 pub(crate) fn receive_result(
     function: DigestFunction,
     result: &reapi::ActionResult,
     store: &Store,
     fetch: &mut dyn FnMut(&RemoteDigest) -> Result<Digest, RemoteError>,
+    file: &mut dyn FnMut(&RemoteDigest) -> Result<Digest, RemoteError>,
     backend: &str,
 ) -> Result<reapi::ActionResult, RemoteError> {
     let protocol = |why: String| RemoteError::Protocol {
@@ -212,13 +300,13 @@ pub(crate) fn receive_result(
             .ok_or_else(|| protocol("a result holds a malformed digest".into()))
     };
     let mut local = result.clone();
-    for file in &mut local.output_files {
-        let digest = fetch(&remote_of(file.digest.as_ref())?)?;
-        file.digest = Some(digest.to_reapi());
+    for output in &mut local.output_files {
+        let digest = file(&remote_of(output.digest.as_ref())?)?;
+        output.digest = Some(digest.to_reapi());
     }
     for log in [&mut local.stdout_digest, &mut local.stderr_digest] {
         if log.is_some() {
-            let digest = fetch(&remote_of(log.as_ref())?)?;
+            let digest = file(&remote_of(log.as_ref())?)?;
             *log = Some(digest.to_reapi());
         }
     }
@@ -228,7 +316,7 @@ pub(crate) fn receive_result(
         let bytes = store.cas().get_bytes(&stored)?;
         let tree = reapi::Tree::decode(bytes.as_slice())
             .map_err(|e| protocol(format!("tree {tree_digest} does not decode: {e}")))?;
-        let contents = receive_tree(function, &tree, fetch, &protocol)?;
+        let contents = receive_tree(function, &tree, file, &protocol)?;
         let rebuilt = MerkleTree::build_with_dirs(&contents.0, &contents.1, &contents.2);
         let digest = store
             .cas()
@@ -248,7 +336,7 @@ type Contents = (
 fn receive_tree(
     function: DigestFunction,
     tree: &reapi::Tree,
-    fetch: &mut dyn FnMut(&RemoteDigest) -> Result<Digest, RemoteError>,
+    file: &mut dyn FnMut(&RemoteDigest) -> Result<Digest, RemoteError>,
     protocol: &dyn Fn(String) -> RemoteError,
 ) -> Result<Contents, RemoteError> {
     // REAPI: children are named by the digest of their encoding, in the remote's function.
@@ -276,18 +364,18 @@ fn receive_tree(
                 format!("{prefix}/{name}")
             }
         };
-        for file in &dir.files {
-            let remote = file
+        for node in &dir.files {
+            let remote = node
                 .digest
                 .as_ref()
                 .and_then(|d| RemoteDigest::from_reapi(function, d))
-                .ok_or_else(|| protocol(format!("tree file `{}` has no digest", file.name)))?;
-            let digest = fetch(&remote)?;
+                .ok_or_else(|| protocol(format!("tree file `{}` has no digest", node.name)))?;
+            let digest = file(&remote)?;
             out.0.insert(
-                join(&file.name),
+                join(&node.name),
                 FileInfo {
                     digest,
-                    executable: file.is_executable,
+                    executable: node.is_executable,
                 },
             );
         }
@@ -377,25 +465,38 @@ mod tests {
             held.contains_key(&RemoteDigest::from_reapi(DigestFunction::Sha256, named).unwrap())
         );
 
+        // The manifest names the local digest of every file blob (two outputs, three files
+        // in the tree) and is not an output of the received result.
+        let mut remote = remote;
+        let manifest = take_digests_manifest(DigestFunction::Sha256, &mut remote)
+            .expect("a SHA-256 result carries a manifest");
+        let claimed = parse_digests_manifest(&held[&manifest]).unwrap();
+        assert_eq!(claimed.len(), 5);
+        for (sha256, local) in &claimed {
+            assert_eq!(here.cas().get_bytes(local).unwrap(), held[sha256]);
+        }
+
         // Another machine receives it: the same local result, trees rebuilt canonically.
         let there = Store::open(&dir.path().join("there")).unwrap();
-        let mut fetched = 0;
+        let fetched = std::cell::Cell::new(0);
+        let fetch = |digest: &RemoteDigest| {
+            fetched.set(fetched.get() + 1);
+            let bytes = held.get(digest).expect("the remote holds it").clone();
+            Ok(there
+                .cas()
+                .put_received(digest, &mut |sink| sink.write_all(&bytes))?)
+        };
         let received = receive_result(
             DigestFunction::Sha256,
             &remote,
             &there,
-            &mut |digest| {
-                fetched += 1;
-                let bytes = held.get(digest).expect("the remote holds it").clone();
-                Ok(there
-                    .cas()
-                    .put_received(digest, &mut |sink| sink.write_all(&bytes))?)
-            },
+            &mut { fetch },
+            &mut { fetch },
             "memory",
         )
         .unwrap();
         assert_eq!(received, result);
-        assert_eq!(fetched, 6, "file, stdout, tree and its three files");
+        assert_eq!(fetched.get(), 6, "file, stdout, tree and its three files");
         let contents = cairn_store::read_tree(
             there.cas(),
             &Digest::from_reapi(received.output_directories[0].tree_digest.as_ref().unwrap())
@@ -404,6 +505,49 @@ mod tests {
         .unwrap();
         assert_eq!(contents.files.len(), 3);
         assert_eq!(contents.symlinks["latest"], "a.js");
+
+        // A third machine only names the files (`--remote-download minimal`): it fetches the
+        // tree alone and gets the same local result.
+        let third = Store::open(&dir.path().join("third")).unwrap();
+        let trees = std::cell::Cell::new(0);
+        let received = receive_result(
+            DigestFunction::Sha256,
+            &remote,
+            &third,
+            &mut |digest| {
+                trees.set(trees.get() + 1);
+                let bytes = held[digest].clone();
+                Ok(third
+                    .cas()
+                    .put_received(digest, &mut |sink| sink.write_all(&bytes))?)
+            },
+            &mut |digest| Ok(claimed[digest]),
+            "memory",
+        )
+        .unwrap();
+        assert_eq!(received, result);
+        assert_eq!(trees.get(), 1);
+        let local = Digest::from_reapi(result.output_files[0].digest.as_ref().unwrap()).unwrap();
+        assert!(!third.cas().contains(&local), "no output bytes came");
+    }
+
+    #[test]
+    fn a_manifest_with_a_bad_line_is_not_used() {
+        let sha = RemoteDigest::of_bytes(DigestFunction::Sha256, b"x");
+        let local = Digest::of_bytes(b"x");
+        let good = format!("{} 1 {}\n", sha.hex(), local.hex());
+        assert_eq!(
+            parse_digests_manifest(good.as_bytes()).unwrap()[&sha],
+            local
+        );
+        for bad in [
+            format!("{good}{} 2 {}\n", sha.hex(), "zz"),
+            format!("{} -1 {}\n", sha.hex(), local.hex()),
+            format!("{} 1 {} extra\n", sha.hex(), local.hex()),
+            "\u{ff}".to_string(),
+        ] {
+            assert!(parse_digests_manifest(bad.as_bytes()).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

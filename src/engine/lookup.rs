@@ -8,6 +8,7 @@
 //! circuit breaker), and the build goes on with what is left, never failing because of it.
 //! The scheduler calls `lookup` and `store_result` and knows nothing about remotes.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -39,8 +40,25 @@ pub(crate) enum Found {
     Hit {
         result: reapi::ActionResult,
         source: Source,
+        /// Whether every blob the result names is in the local store. A remote hit that was
+        /// not downloaded (`--remote-download minimal`) is not: its outputs can be listed but
+        /// not restored, and it is not written to the local store.
+        complete: bool,
     },
     Miss,
+}
+
+/// Which outputs of remote hits are downloaded (`--remote-download`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Download {
+    /// Every remote hit's outputs (and it is backfilled into the local store).
+    #[default]
+    All,
+    /// Only those of the targets the command named.
+    Toplevel,
+    /// None: a remote hit is recorded, and its outputs fetched only when an action that
+    /// runs here reads them.
+    Minimal,
 }
 
 /// Signatures (DESIGN.md "Signing"): what the chain signs uploads with, and whose signatures
@@ -89,6 +107,14 @@ pub(crate) struct CacheChain<'a> {
     untrusted: AtomicU64,
     queued: Arc<AtomicUsize>,
     uploader: Mutex<Option<Uploader>>,
+    download: Download,
+    /// Blobs of remote hits that were not downloaded: local digest → the remote (index) and
+    /// its digest there, to fetch them when a local action reads them.
+    deferred: Mutex<HashMap<Digest, (usize, RemoteDigest)>>,
+    /// Whether the digest of each action on the first remote is wanted (`--json`).
+    report_keys: bool,
+    /// The first remote's digest of actions looked up there, by local key.
+    remote_keys: Mutex<HashMap<Digest, RemoteDigest>>,
 }
 
 struct Uploader {
@@ -144,7 +170,50 @@ impl<'a> CacheChain<'a> {
             untrusted: AtomicU64::new(0),
             queued: Arc::new(AtomicUsize::new(0)),
             uploader: Mutex::new(None),
+            download: Download::All,
+            deferred: Mutex::default(),
+            report_keys: false,
+            remote_keys: Mutex::default(),
         }
+    }
+
+    /// Sets which remote hits are downloaded (default: all).
+    pub fn with_download(mut self, download: Download) -> Self {
+        self.download = download;
+        self
+    }
+
+    /// Makes `remote_action_digest` answer (it costs the action's remote encoding).
+    pub fn with_remote_digests(mut self, wanted: bool) -> Self {
+        self.report_keys = wanted;
+        self
+    }
+
+    /// Whether `remote_action_digest` answers.
+    pub fn reports_remote_digests(&self) -> bool {
+        self.report_keys && self.has_remotes()
+    }
+
+    /// The digest under which the first working remote holds (or would hold) `action`.
+    pub fn remote_action_digest(&self, action: &PreparedAction) -> Option<RemoteDigest> {
+        if !self.reports_remote_digests() {
+            return None;
+        }
+        if let Some(known) = lock(&self.remote_keys).get(&action.key) {
+            return Some(*known);
+        }
+        let link = self.links.first()?;
+        let caps = self.usable(link)?;
+        let key = encoding::remote_key(
+            caps.digest_function,
+            action,
+            &self.sha,
+            self.local,
+            self.workspace_root,
+        )
+        .ok()?;
+        lock(&self.remote_keys).insert(action.key, key);
+        Some(key)
     }
 
     /// The local store.
@@ -163,26 +232,40 @@ impl<'a> CacheChain<'a> {
             Some(result) => Found::Hit {
                 result,
                 source: Source::Local,
+                complete: true,
             },
             None => Found::Miss,
         })
     }
 
     /// Looks `action` up: locally (unless `local_missed`: the caller already did), then in
-    /// each working remote in order. A remote hit is in the local store when this returns.
-    pub fn lookup(&self, action: &PreparedAction, local_missed: bool) -> Result<Found, StoreError> {
-        if !local_missed && let Found::Hit { result, source } = self.lookup_local(&action.key)? {
-            return Ok(Found::Hit { result, source });
+    /// each working remote in order. A remote hit is in the local store when this returns,
+    /// unless it is not downloaded: with `--remote-download minimal`, or `toplevel` for a
+    /// target the command did not name (`top_level`).
+    pub fn lookup(
+        &self,
+        action: &PreparedAction,
+        local_missed: bool,
+        top_level: bool,
+    ) -> Result<Found, StoreError> {
+        if !local_missed && let hit @ Found::Hit { .. } = self.lookup_local(&action.key)? {
+            return Ok(hit);
         }
+        let download = match self.download {
+            Download::All => true,
+            Download::Toplevel => top_level,
+            Download::Minimal => false,
+        };
         for (index, link) in self.links.iter().enumerate() {
             let Some(caps) = self.usable(link) else {
                 continue;
             };
-            match self.lookup_remote(link, &caps, action) {
-                Ok(Some(result)) => {
+            match self.lookup_remote(index, &caps, action, download) {
+                Ok(Some((result, complete))) => {
                     return Ok(Found::Hit {
                         result,
                         source: Source::Remote(index),
+                        complete,
                     });
                 }
                 Ok(None) => {}
@@ -304,35 +387,126 @@ impl<'a> CacheChain<'a> {
         }
     }
 
+    /// One remote's answer for `action`: its result made local, and whether it is complete
+    /// (downloaded and backfilled) or only named (`download` false: the blobs of files are
+    /// named by the local digests the result's manifest gives, and fetched later if needed).
     fn lookup_remote(
         &self,
-        link: &Link,
+        index: usize,
         caps: &Capabilities,
         action: &PreparedAction,
-    ) -> Result<Option<reapi::ActionResult>, RemoteError> {
+        download: bool,
+    ) -> Result<Option<(reapi::ActionResult, bool)>, RemoteError> {
+        let link = &self.links[index];
         let function = caps.digest_function;
         let key =
             encoding::remote_key(function, action, &self.sha, self.local, self.workspace_root)?;
+        if index == 0 && self.report_keys {
+            lock(&self.remote_keys).insert(action.key, key);
+        }
         let Some(result) = link.cache.get_action_result(&key)? else {
             return Ok(None);
         };
+        self.downloaded
+            .fetch_add(result.encoded_len() as u64, Ordering::SeqCst);
         // A signature entry is never an output: strip it whether or not it is checked.
-        let (unsigned, signatures) = strip_signatures(&result);
+        let (mut unsigned, signatures) = strip_signatures(&result);
         if let Some(trusted) = &self.trust.trusted
             && !self.is_signed(link, function, &key, &unsigned, &signatures, trusted)
         {
             self.untrusted.fetch_add(1, Ordering::SeqCst);
             return Ok(None);
         }
+        // Nor is the manifest (covered by the signature, so checked after it).
+        let manifest = encoding::take_digests_manifest(function, &mut unsigned);
+        let claimed = match manifest {
+            Some(digest) if !download => self.read_manifest(link, &digest)?,
+            _ => None,
+        };
+        let deferred = std::cell::RefCell::new(Vec::new());
+        let mut fetch = |digest: &RemoteDigest| self.fetch(link, digest);
+        let mut file = |digest: &RemoteDigest| {
+            let named = digest
+                .as_local()
+                .or_else(|| claimed.as_ref().and_then(|c| c.get(digest).copied()));
+            match named {
+                Some(local) if !download && digest.size > 0 => {
+                    if !self.local.cas().contains(&local) {
+                        deferred.borrow_mut().push((local, *digest));
+                    }
+                    Ok(local)
+                }
+                _ => self.fetch(link, digest),
+            }
+        };
         let local = encoding::receive_result(
             function,
             &unsigned,
             self.local,
-            &mut |digest| self.fetch(link, digest),
+            &mut fetch,
+            &mut file,
             link.cache.name(),
         )?;
-        self.local.put_action_result(&action.key, &local)?;
-        Ok(Some(local))
+        let deferred = deferred.into_inner();
+        if deferred.is_empty() {
+            self.local.put_action_result(&action.key, &local)?;
+            return Ok(Some((local, true)));
+        }
+        let mut known = lock(&self.deferred);
+        for (local, remote) in deferred {
+            if remote.function == DigestFunction::Sha256 {
+                self.sha.assume(&local, &remote);
+            }
+            known.insert(local, (index, remote));
+        }
+        Ok(Some((local, false)))
+    }
+
+    /// A result's manifest of local digests (see `encoding::DIGESTS_FILE`); `None` when it
+    /// does not parse (its outputs are then downloaded).
+    fn read_manifest(
+        &self,
+        link: &Link,
+        digest: &RemoteDigest,
+    ) -> Result<Option<HashMap<RemoteDigest, Digest>>, RemoteError> {
+        let local = self.fetch(link, digest)?;
+        let bytes = self.local.cas().get_bytes(&local)?;
+        Ok(encoding::parse_digests_manifest(&bytes))
+    }
+
+    /// Fetches every input of `action` that a remote hit left undownloaded, before the action
+    /// runs here. Each blob is verified against the remote's digest and must have the local
+    /// digest the remote's manifest claimed.
+    pub fn fetch_inputs(&self, action: &PreparedAction) -> Result<(), RemoteError> {
+        let wanted: Vec<(Digest, usize, RemoteDigest)> = {
+            let deferred = lock(&self.deferred);
+            if deferred.is_empty() {
+                return Ok(());
+            }
+            action
+                .inputs
+                .values()
+                .filter_map(|info| {
+                    deferred
+                        .get(&info.digest)
+                        .map(|(index, remote)| (info.digest, *index, *remote))
+                })
+                .filter(|(local, _, _)| !self.local.cas().contains(local))
+                .collect()
+        };
+        for (local, index, remote) in wanted {
+            let link = &self.links[index];
+            let got = self.fetch(link, &remote)?;
+            if got != local {
+                return Err(RemoteError::Protocol {
+                    backend: link.cache.name().to_string(),
+                    why: format!(
+                        "blob {remote} holds {got} locally, not {local} as the result's manifest said"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether one of `signatures` (key name, signature blob) is a valid signature of
@@ -589,6 +763,11 @@ fn send(
     link.cache.put_action_result(&key, &result)?;
     let _ = sha.flush();
     Ok(sent + result.encoded_len() as u64)
+}
+
+/// A mutex's data, even if a thread panicked holding it (every update here is one call).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Blobs up to this size are sent in batches, read whole.

@@ -36,8 +36,16 @@ pub(crate) enum TargetError {
     MissingTool { name: String, tool_path: String },
     #[error("cannot store or restore its outputs: {0}")]
     Outputs(#[source] StoreError),
+    #[error("cannot fetch its inputs from the remote cache: {0}")]
+    Inputs(#[source] cairn_store::RemoteError),
     #[error(transparent)]
     Exec(#[from] ExecError),
+}
+
+impl From<cairn_store::RemoteError> for TargetError {
+    fn from(e: cairn_store::RemoteError) -> Self {
+        TargetError::Inputs(e)
+    }
 }
 
 /// Runs one target: the scheduler's unit of work.
@@ -78,6 +86,7 @@ pub(super) fn run_target(ctx: &BuildContext, job: Job) -> Done {
         srcs,
         dep_files,
         tools,
+        top_level: job.top_level,
     };
     step.run()
 }
@@ -92,6 +101,8 @@ struct Step<'a> {
     srcs: Vec<FileInfo>,
     dep_files: FileMap,
     tools: Vec<Tool>,
+    /// Named by the command (`--remote-download toplevel` downloads its outputs).
+    top_level: bool,
 }
 
 /// Where a target's outcome is memoised (when the key memo is in use).
@@ -142,7 +153,7 @@ impl Step<'_> {
         let local_missed = local_missed == Some(action.key);
         if !local_missed || ctx.cache.has_remotes() {
             let looking = Instant::now();
-            let found = ctx.cache.lookup(&action, local_missed);
+            let found = ctx.cache.lookup(&action, local_missed, self.top_level);
             trace(ctx, "cache lookup", &target.label, looking);
             if let Some(done) = self.use_found(found, action.key, Some(&action), remember) {
                 return done;
@@ -222,8 +233,12 @@ impl Step<'_> {
     ) -> Option<Done> {
         let ctx = self.ctx;
         let target = self.target;
-        let (result, source) = match found {
-            Ok(Found::Hit { result, source }) => (result, source),
+        let (result, source, complete) = match found {
+            Ok(Found::Hit {
+                result,
+                source,
+                complete,
+            }) => (result, source, complete),
             Ok(Found::Miss) => return None,
             Err(e) => {
                 self.unusable(&key, &e);
@@ -236,7 +251,9 @@ impl Step<'_> {
             return None;
         }
         let working_dir = &target.label.package;
-        let provided = match ctx.outputs_of(&key, working_dir, &result, ctx.restore) {
+        // Outputs not downloaded are listed (their digests are known) but not restored.
+        let restore = ctx.restore && complete;
+        let provided = match ctx.outputs_of(&key, working_dir, &result, restore) {
             Ok(provided) => provided,
             Err(e) => {
                 self.unusable(&key, &e);
@@ -298,16 +315,27 @@ impl Step<'_> {
                 },
             );
         }
-        if let Some(recorder) = ctx.recorder
+        let needs_action = ctx.cache.reports_remote_digests()
+            || ctx
+                .recorder
+                .is_some_and(|r| !r.is_recorded(target, key, status));
+        let prepared;
+        let action = match action {
+            Some(action) => Some(action),
+            None if needs_action => {
+                prepared = self.prepare();
+                Some(&prepared)
+            }
+            None => None,
+        };
+        if let (Some(recorder), Some(action)) = (ctx.recorder, action)
             && !recorder.is_recorded(target, key, status)
         {
-            match action {
-                Some(action) => recorder.record(target, key, status, action),
-                None => recorder.record(target, key, status, &self.prepare()),
-            }
+            recorder.record(target, key, status, action);
         }
         let report = TargetReport {
             saved_ms,
+            remote_action_digest: action.and_then(|a| ctx.cache.remote_action_digest(a)),
             ..TargetReport::new(target, status, Some(key), self.started)
         };
         ctx.reporter.target_finished(&report);
@@ -324,6 +352,9 @@ impl Step<'_> {
     fn execute(&self, action: &PreparedAction, remember: Remember) -> Done {
         let ctx = self.ctx;
         let target = self.target;
+        if let Err(e) = ctx.cache.fetch_inputs(action) {
+            return failed(ctx, target, Some(action.key), self.started, &e.into());
+        }
         let (outcome, attempts) = execute_with_retries(ctx, target, action);
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -367,6 +398,7 @@ impl Step<'_> {
                 let report = TargetReport {
                     failure: Some(failure),
                     attempts,
+                    remote_action_digest: ctx.cache.remote_action_digest(action),
                     ..TargetReport::new(target, Status::Failed, Some(action.key), self.started)
                 };
                 ctx.reporter.target_finished(&report);
@@ -411,6 +443,7 @@ impl Step<'_> {
         }
         let report = TargetReport {
             attempts,
+            remote_action_digest: ctx.cache.remote_action_digest(action),
             ..TargetReport::new(target, status, Some(action.key), self.started)
         };
         ctx.reporter.target_finished(&report);

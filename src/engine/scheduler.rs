@@ -64,6 +64,8 @@ pub(crate) struct BuildContext<'a> {
 pub(super) struct Job {
     pub label: Label,
     pub deps: Vec<Provided>,
+    /// Named by the command (not only needed by a target it named).
+    pub top_level: bool,
 }
 
 pub(super) struct Done {
@@ -77,7 +79,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
     let graph = shared.graph;
     let reporter = shared.reporter;
     let start = Instant::now();
-    let roots = options.roots.iter().cloned().collect();
+    let roots: std::collections::BTreeSet<Label> = options.roots.iter().cloned().collect();
     let order: Vec<Label> = graph
         .closure_in_order(&roots)
         .into_iter()
@@ -116,7 +118,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
     };
     std::thread::scope(|scope| {
         for worker in 0..options.jobs.max(1) {
-            let (state, wake, in_build) = (&state, &wake, &in_build);
+            let (state, wake, in_build, roots) = (&state, &wake, &in_build, &roots);
             scope.spawn(move || {
                 Tracer::set_track(worker + 1);
                 let mut walk = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -146,7 +148,15 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
                     walk.running += 1;
                     drop(walk);
                     let began = Instant::now();
-                    let done = run_target(shared, Job { label, deps });
+                    let top_level = roots.contains(&label);
+                    let done = run_target(
+                        shared,
+                        Job {
+                            label,
+                            deps,
+                            top_level,
+                        },
+                    );
                     if let Some(t) = shared.tracer {
                         t.span("target", "walk", began, serde_json::Value::Null);
                     }

@@ -160,6 +160,7 @@ pub(crate) fn replay(
             failure: None,
             blocked_by: None,
             saved_ms: t.saved_ms,
+            remote_action_digest: None,
         });
     }
     Some(BuildOutcome {

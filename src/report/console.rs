@@ -399,6 +399,9 @@ pub(crate) fn json_summary(outcome: &BuildOutcome) -> serde_json::Value {
             if r.attempts > 1 {
                 t["attempts"] = json!(r.attempts);
             }
+            if let Some(digest) = &r.remote_action_digest {
+                t["remote_action_digest"] = json!(digest.to_string());
+            }
             t
         })
         .collect();

@@ -63,6 +63,9 @@ pub(crate) struct TargetReport {
     pub blocked_by: Option<Label>,
     /// The recorded run time of a cached result (what the cache saved).
     pub saved_ms: u64,
+    /// The digest under which the (first) remote holds the action, when one is configured
+    /// and `--json` asked for it.
+    pub remote_action_digest: Option<cairn_store::RemoteDigest>,
 }
 
 impl TargetReport {
@@ -79,6 +82,7 @@ impl TargetReport {
             failure: None,
             blocked_by: None,
             saved_ms: 0,
+            remote_action_digest: None,
         }
     }
 }

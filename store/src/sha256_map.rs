@@ -40,6 +40,9 @@ struct State {
     memo: HashMap<Digest, [u8; 32]>,
     /// Mappings computed since the last flush, not yet in the table.
     unsaved: Vec<(Digest, [u8; 32])>,
+    /// Mappings a remote claimed for blobs not downloaded (see [`Sha256Map::assume`]): used
+    /// to name them, never written to the table.
+    assumed: HashMap<Digest, [u8; 32]>,
 }
 
 impl<'a> Sha256Map<'a> {
@@ -112,14 +115,18 @@ impl<'a> Sha256Map<'a> {
     }
 
     fn known_or_err(&self, digest: &Digest) -> Result<Option<RemoteDigest>> {
-        if let Some(sha256) = self.state().memo.get(digest) {
-            return Ok(Some(sha256_digest(digest, *sha256)));
+        {
+            let state = self.state();
+            if let Some(sha256) = state.memo.get(digest).or_else(|| state.assumed.get(digest)) {
+                return Ok(Some(sha256_digest(digest, *sha256)));
+            }
         }
         self.prefetch(std::slice::from_ref(digest))?;
-        Ok(self
-            .state()
+        let state = self.state();
+        Ok(state
             .memo
             .get(digest)
+            .or_else(|| state.assumed.get(digest))
             .map(|sha256| sha256_digest(digest, *sha256)))
     }
 
@@ -131,7 +138,7 @@ impl<'a> Sha256Map<'a> {
             let state = self.state();
             digests
                 .iter()
-                .filter(|d| !state.memo.contains_key(d))
+                .filter(|d| !state.memo.contains_key(d) && !state.assumed.contains_key(d))
                 .copied()
                 .collect()
         };
@@ -151,6 +158,16 @@ impl<'a> Sha256Map<'a> {
         if state.memo.insert(*digest, sha256.hash).is_none() {
             state.unsaved.push((*digest, sha256.hash));
         }
+    }
+
+    /// Takes a remote's word that the blob it names `sha256` has the local digest `digest`,
+    /// for a blob not downloaded (`--remote-download minimal`): later digests of actions that
+    /// read it can then be computed without its bytes. Kept in memory only: the table holds
+    /// only mappings computed from bytes (a blob received later is verified and
+    /// [`Sha256Map::remember`]ed as usual).
+    pub fn assume(&self, digest: &Digest, sha256: &RemoteDigest) {
+        debug_assert_eq!(sha256.function, DigestFunction::Sha256);
+        self.state().assumed.insert(*digest, sha256.hash);
     }
 
     /// Writes every mapping computed since the last flush to the store's table, in one

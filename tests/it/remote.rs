@@ -135,6 +135,7 @@ fn outputs(ws: &Workspace) -> Vec<(String, Vec<u8>)> {
         "packages/design-tokens/dist",
     ]
     .iter()
+    .filter(|d| ws.path(d).exists())
     .flat_map(|d| {
         files_under(&ws.path(d))
             .into_iter()
@@ -549,4 +550,74 @@ fn a_result_whose_blobs_are_gone_is_a_miss_not_a_failure() {
             hit.stderr
         );
     }
+}
+
+#[test]
+fn minimal_downloads_fetch_only_what_a_local_action_reads() {
+    for remote in backends() {
+        minimal_downloads(&remote);
+    }
+}
+
+fn minimal_downloads(remote: &Backend) {
+    let ci = remote.mimic();
+    let remote_flag = format!("--remote={}", remote.url);
+    ci.json_run(&["test", &remote_flag, "--remote-upload"], 0);
+
+    // A fresh machine runs every test without the outputs: all remote hits, none in place.
+    let fresh = remote.mimic();
+    let minimal = fresh.json_run(&["test", &remote_flag, "--remote-download=minimal"], 0);
+    assert_eq!(
+        minimal.count("executed"),
+        0,
+        "{}: {}",
+        remote.name,
+        minimal.stderr
+    );
+    assert_eq!(minimal.count("remote_cached"), 13, "{}", remote.name);
+    assert!(
+        outputs(&fresh).is_empty(),
+        "{}: nothing restored",
+        remote.name
+    );
+    let targets = minimal.json()["targets"].as_array().unwrap().clone();
+    for t in &targets {
+        let digest = t["remote_action_digest"].as_str().unwrap_or_default();
+        assert!(
+            digest.starts_with("sha256:") || digest.starts_with("blake3:"),
+            "{}: {t}",
+            remote.name
+        );
+    }
+
+    // A leaf edit runs the app here: it reads the tokens' outputs, fetched first.
+    let app = fresh.path("apps/web/src/app.js");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{text}\n// edited\n")).unwrap();
+    let edit = fresh.json_run(&["test", &remote_flag, "--remote-download=minimal"], 0);
+    assert!(
+        edit.count("executed") >= 1,
+        "{}: {}",
+        remote.name,
+        edit.stderr
+    );
+
+    // With `all`, every output is downloaded and identical to the CI machine's (but the
+    // edited app's).
+    let all = fresh.json_run(&["test", &remote_flag], 0);
+    assert_eq!(all.count("executed"), 0, "{}: {}", remote.name, all.stderr);
+    let want: Vec<_> = outputs(&ci)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("apps/web"))
+        .collect();
+    let got: Vec<_> = outputs(&fresh)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("apps/web"))
+        .collect();
+    assert_eq!(got, want, "{}", remote.name);
+    assert!(
+        fresh.path("apps/web/dist/app.js").exists(),
+        "{}",
+        remote.name
+    );
 }
