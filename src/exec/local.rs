@@ -19,7 +19,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_store::{Digest, FileInfo, MerkleTree, Store, StoreError, capture_dir, reapi};
-use prost::Message;
 
 use super::base::{SandboxBase, sandbox_prefix};
 use super::sandbox::{self, NamespaceSpec, SandboxMode};
@@ -113,10 +112,9 @@ impl Executor for LocalExecutor<'_> {
         // REAPI: the Action and its Command live in the CAS beside the inputs, so the store
         // holds everything needed to re-run or explain this action later.
         let cas = self.store.cas();
-        cas.put_bytes(&action.command.encode_to_vec())
+        cas.put_bytes(&action.encoded_command)
             .map_err(sandbox_err)?;
-        cas.put_bytes(&action.action.encode_to_vec())
-            .map_err(sandbox_err)?;
+        cas.put_bytes(&action.encoded_action).map_err(sandbox_err)?;
 
         // Inputs: what the CAS holds (dependency outputs) is written from it, sources are
         // copied from the workspace; both are verified against the digest in the key on the
