@@ -348,8 +348,17 @@ impl<'a> Session<'a> {
     /// Whether this invocation has a remote cache (`--remote`, or `[remote] url` without
     /// `--no-remote`).
     pub fn has_remote(&self) -> bool {
-        !self.opts.remote.disabled
-            && (self.opts.remote.url.is_some() || self.ws.config.remote.url.is_some())
+        self.remote_url().is_some()
+    }
+
+    /// The remote cache's URL: `--remote URL`, else `[remote] url`, unless `--no-remote`.
+    fn remote_url(&self) -> Option<&String> {
+        let choice = &self.opts.remote;
+        match (&choice.url, choice.disabled) {
+            (_, true) => None,
+            (Some(url), false) => Some(url),
+            (None, false) => self.ws.config.remote.url.as_ref(),
+        }
     }
 
     /// Which outputs of remote hits are downloaded: `--remote-download`, else `[remote]
@@ -375,12 +384,7 @@ impl<'a> Session<'a> {
     fn remote_list(&self) -> Result<Vec<crate::engine::lookup::Remote>, Error> {
         let choice = &self.opts.remote;
         let config = &self.ws.config.remote;
-        let url = match (&choice.url, choice.disabled) {
-            (_, true) => None,
-            (Some(url), false) => Some(url),
-            (None, false) => config.url.as_ref(),
-        };
-        let Some(url) = url else {
+        let Some(url) = self.remote_url() else {
             return Ok(Vec::new());
         };
         let mut options = cairn_store::RemoteOptions {
