@@ -416,6 +416,16 @@ impl<'a> Session<'a> {
         Ok(vec![crate::engine::lookup::Remote { cache, upload }])
     }
 
+    /// How many targets may wait on the remote at once beyond `-j`: `--remote-jobs`, else
+    /// `[remote] jobs`, else 32 (a lookup is a round trip, not a core).
+    pub fn remote_jobs(&self) -> usize {
+        self.opts
+            .remote
+            .jobs
+            .or(self.ws.config.remote.jobs)
+            .unwrap_or(DEFAULT_REMOTE_JOBS)
+    }
+
     pub fn jobs(&self) -> usize {
         self.opts
             .jobs
@@ -423,6 +433,8 @@ impl<'a> Session<'a> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 }
+
+const DEFAULT_REMOTE_JOBS: usize = 32;
 
 /// The build context shared by build, run, watch and the dry run of `why`: callers set what
 /// differs (check, recorder, restore, tracer, cancellation) with struct update syntax.

@@ -6,6 +6,7 @@ pub(crate) mod base;
 pub(crate) mod dry;
 pub(crate) mod local;
 pub(crate) mod sandbox;
+pub(crate) mod slots;
 
 use std::path::PathBuf;
 
@@ -81,4 +82,8 @@ pub(crate) fn is_unsandboxed(result: &reapi::ActionResult) -> bool {
 /// shell); everything that happened once it ran is an `ExecOutcome`.
 pub(crate) trait Executor: Sync {
     fn execute(&self, label: &Label, action: &PreparedAction) -> Result<ExecOutcome, ExecError>;
+
+    /// A target failed without `--keep-going`: actions not yet started are not started
+    /// (they end `Cancelled`); running ones finish.
+    fn stop_starting(&self) {}
 }

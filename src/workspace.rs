@@ -88,6 +88,8 @@ pub(crate) struct RemoteConfig {
     pub trusted_keys: Option<Vec<String>>,
     /// Which outputs of remote hits are downloaded: `all` (default), `toplevel`, `minimal`.
     pub download: Option<String>,
+    /// How many targets may wait on the remote at once, beyond `-j` (default 32).
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

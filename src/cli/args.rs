@@ -69,6 +69,10 @@ pub(crate) struct Args {
     /// `[remote] download`, else all.
     #[arg(long, global = true, value_enum, value_name = "WHICH")]
     pub remote_download: Option<DownloadArg>,
+    /// How many targets may wait on the remote at once (lookups, downloads), beyond `-j`
+    /// (default: cairn.toml's `[remote] jobs`, else 32).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub remote_jobs: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
 }

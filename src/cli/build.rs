@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::exec::base::SandboxBase;
 use crate::exec::local::LocalExecutor;
 use crate::exec::sandbox::SandboxMode;
+use crate::exec::slots::Slots;
 use crate::graph::Label;
 use crate::report::{self, ConsoleReporter, Reporter, Tracer, junit::junit_xml};
 use crate::workspace::WorkspacePath;
@@ -144,6 +145,7 @@ pub(crate) fn execute(
         on_fallback: &warn,
         effective: OnceLock::new(),
         cancel,
+        slots: Slots::new(s.jobs()),
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
     let (remotes, trust) = s.remote_setup()?;
@@ -178,6 +180,11 @@ pub(crate) fn execute(
             roots,
             run_tests,
             jobs: s.jobs(),
+            lookahead: if cache.has_remotes() {
+                s.remote_jobs()
+            } else {
+                0
+            },
             keep_going: s.opts.keep_going,
         },
     );

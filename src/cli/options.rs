@@ -36,6 +36,8 @@ pub(crate) struct RemoteChoice {
     pub upload: Option<bool>,
     /// `--remote-download`.
     pub download: Option<Download>,
+    /// `--remote-jobs`.
+    pub jobs: Option<usize>,
 }
 
 impl Options {
@@ -71,6 +73,7 @@ impl Options {
                     DownloadArg::Toplevel => Download::Toplevel,
                     DownloadArg::Minimal => Download::Minimal,
                 }),
+                jobs: args.remote_jobs,
             },
         }
     }

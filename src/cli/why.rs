@@ -33,6 +33,7 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
             roots: vec![label.clone()],
             run_tests: true,
             jobs: s.jobs(),
+            lookahead: 0,
             keep_going: true,
         },
     );

@@ -25,7 +25,12 @@ use crate::workspace::WorkspacePath;
 pub(crate) struct BuildOptions {
     pub roots: Vec<Label>,
     pub run_tests: bool,
+    /// How many actions run here at once (the executor holds that bound too).
     pub jobs: usize,
+    /// How many targets beyond `jobs` the walk has in flight: with a remote cache they spend
+    /// their time in lookups (network round trips), not on a core, and wait for one of the
+    /// executor's `jobs` slots only when they must run here.
+    pub lookahead: usize,
     pub keep_going: bool,
 }
 
@@ -117,7 +122,7 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
     };
     std::thread::scope(|scope| {
-        for worker in 0..options.jobs.max(1) {
+        for worker in 0..options.jobs.max(1) + options.lookahead {
             let (state, wake, in_build, roots) = (&state, &wake, &in_build, &roots);
             scope.spawn(move || {
                 Tracer::set_track(worker + 1);
@@ -162,7 +167,11 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
                     }
                     walk = state.lock().unwrap_or_else(|p| p.into_inner());
                     walk.running -= 1;
+                    let stopping = !walk.stop;
                     walk.complete(graph, done, in_build, options.keep_going);
+                    if stopping && walk.stop {
+                        shared.executor.stop_starting();
+                    }
                     // This worker takes the next ready target itself; idle ones are woken
                     // only for the rest, or to finish (a wake-up is a system call).
                     if walk.idle > 0 && (walk.ready.len() > 1 || walk.running == 0 || walk.stop) {

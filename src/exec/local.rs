@@ -22,6 +22,7 @@ use cairn_store::{Digest, FileInfo, MerkleTree, Store, StoreError, capture_dir, 
 
 use super::base::{SandboxBase, sandbox_prefix};
 use super::sandbox::{self, NamespaceSpec, SandboxMode};
+use super::slots::Slots;
 use super::{ExecError, ExecFailure, ExecOutcome, Executor};
 use crate::action::{ActionKind, PreparedAction};
 use crate::graph::Label;
@@ -47,6 +48,8 @@ pub(crate) struct LocalExecutor<'a> {
     pub effective: OnceLock<SandboxMode>,
     /// Set to kill running actions (Ctrl-C, or a newer edit in watch mode).
     pub cancel: Option<&'a AtomicBool>,
+    /// `-j`: how many actions run here at once.
+    pub slots: Slots,
 }
 
 impl LocalExecutor<'_> {
@@ -81,6 +84,9 @@ impl LocalExecutor<'_> {
 
 impl Executor for LocalExecutor<'_> {
     fn execute(&self, label: &Label, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
+        let Some(_slot) = self.slots.acquire(self.cancel) else {
+            return Ok(ExecOutcome::Cancelled);
+        };
         let start = Instant::now();
         let sandbox_err = |source: StoreError| ExecError::Sandbox {
             label: label.clone(),
@@ -319,6 +325,10 @@ impl Executor for LocalExecutor<'_> {
             result,
             remotely: false,
         })
+    }
+
+    fn stop_starting(&self) {
+        self.slots.close();
     }
 }
 

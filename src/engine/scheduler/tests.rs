@@ -375,6 +375,7 @@ impl Fixture {
                 roots,
                 run_tests: true,
                 jobs: 2,
+                lookahead: 0,
                 keep_going: true,
             },
         );
