@@ -23,6 +23,7 @@ use prost::Message;
 
 use super::encoding::{self, Blob};
 use crate::action::PreparedAction;
+use crate::graph::Label;
 use crate::report::Traffic;
 
 /// Where a hit came from.
@@ -108,13 +109,25 @@ pub(crate) struct CacheChain<'a> {
     queued: Arc<AtomicUsize>,
     uploader: Mutex<Option<Uploader>>,
     download: Download,
-    /// Blobs of remote hits that were not downloaded: local digest → the remote (index) and
-    /// its digest there, to fetch them when a local action reads them.
-    deferred: Mutex<HashMap<Digest, (usize, RemoteDigest)>>,
+    /// Blobs of remote hits that were not downloaded: local digest → the remote (index), its
+    /// digest there and the key of the action that produced it, to fetch them when a local
+    /// action reads them.
+    deferred: Mutex<HashMap<Digest, (usize, RemoteDigest, Digest)>>,
+    /// The actions of remote hits with blobs not downloaded, by key: run here when those blobs
+    /// are needed and the remote no longer has them.
+    producers: Mutex<HashMap<Digest, Arc<Producer>>>,
     /// Whether the digest of each action on the first remote is wanted (`--json`).
     report_keys: bool,
     /// The first remote's digest of actions looked up there, by local key.
     remote_keys: Mutex<HashMap<Digest, RemoteDigest>>,
+}
+
+/// A target whose remote hit left outputs undownloaded, and its action, to run here if the
+/// remote loses them before they are needed.
+#[derive(Debug)]
+pub(crate) struct Producer {
+    pub label: Label,
+    pub action: PreparedAction,
 }
 
 struct Uploader {
@@ -172,6 +185,7 @@ impl<'a> CacheChain<'a> {
             uploader: Mutex::new(None),
             download: Download::All,
             deferred: Mutex::default(),
+            producers: Mutex::default(),
             report_keys: false,
             remote_keys: Mutex::default(),
         }
@@ -244,6 +258,7 @@ impl<'a> CacheChain<'a> {
     /// target the command did not name (`top_level`).
     pub fn lookup(
         &self,
+        label: &Label,
         action: &PreparedAction,
         local_missed: bool,
         top_level: bool,
@@ -260,7 +275,7 @@ impl<'a> CacheChain<'a> {
             let Some(caps) = self.usable(link) else {
                 continue;
             };
-            match self.lookup_remote(index, &caps, action, download) {
+            match self.lookup_remote(index, &caps, label, action, download) {
                 Ok(Some((result, complete))) => {
                     return Ok(Found::Hit {
                         result,
@@ -394,6 +409,7 @@ impl<'a> CacheChain<'a> {
         &self,
         index: usize,
         caps: &Capabilities,
+        label: &Label,
         action: &PreparedAction,
         download: bool,
     ) -> Result<Option<(reapi::ActionResult, bool)>, RemoteError> {
@@ -457,8 +473,14 @@ impl<'a> CacheChain<'a> {
             if remote.function == DigestFunction::Sha256 {
                 self.sha.assume(&local, &remote);
             }
-            known.insert(local, (index, remote));
+            known.insert(local, (index, remote, action.key));
         }
+        drop(known);
+        let producer = Producer {
+            label: label.clone(),
+            action: action.clone(),
+        };
+        lock(&self.producers).insert(action.key, Arc::new(producer));
         Ok(Some((local, false)))
     }
 
@@ -476,12 +498,14 @@ impl<'a> CacheChain<'a> {
 
     /// Fetches every input of `action` that a remote hit left undownloaded, before the action
     /// runs here. Each blob is verified against the remote's digest and must have the local
-    /// digest the remote's manifest claimed.
-    pub fn fetch_inputs(&self, action: &PreparedAction) -> Result<(), RemoteError> {
-        let wanted: Vec<(Digest, usize, RemoteDigest)> = {
+    /// digest the result's manifest claimed. Returns the producers of the blobs the remote
+    /// could not give (expired, or the remote failed): they must run here, never fail the
+    /// build (a remote that fails is also tripped, with its one warning).
+    pub fn fetch_inputs(&self, action: &PreparedAction) -> Result<Vec<Arc<Producer>>, StoreError> {
+        let wanted: Vec<(Digest, usize, RemoteDigest, Digest)> = {
             let deferred = lock(&self.deferred);
             if deferred.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             action
                 .inputs
@@ -489,24 +513,47 @@ impl<'a> CacheChain<'a> {
                 .filter_map(|info| {
                     deferred
                         .get(&info.digest)
-                        .map(|(index, remote)| (info.digest, *index, *remote))
+                        .map(|(index, remote, producer)| (info.digest, *index, *remote, *producer))
                 })
-                .filter(|(local, _, _)| !self.local.cas().contains(local))
+                .filter(|(local, ..)| !self.local.cas().contains(local))
                 .collect()
         };
-        for (local, index, remote) in wanted {
+        let mut lost: Vec<Digest> = Vec::new();
+        for (local, index, remote, producer) in wanted {
+            if lost.contains(&producer) {
+                continue;
+            }
             let link = &self.links[index];
-            let got = self.fetch(link, &remote)?;
-            if got != local {
-                return Err(RemoteError::Protocol {
-                    backend: link.cache.name().to_string(),
-                    why: format!(
-                        "blob {remote} holds {got} locally, not {local} as the result's manifest said"
-                    ),
-                });
+            let fetched = if link.broken.load(Ordering::SeqCst) {
+                Err(None)
+            } else {
+                match self.fetch(link, &remote) {
+                    Ok(got) if got == local => Ok(()),
+                    Ok(got) => Err(Some(RemoteError::Protocol {
+                        backend: link.cache.name().to_string(),
+                        why: format!(
+                            "blob {remote} holds {got} locally, not {local} as the result's manifest said"
+                        ),
+                    })),
+                    Err(RemoteError::Store(e)) => return Err(e),
+                    Err(e) => Err(Some(e)),
+                }
+            };
+            match fetched {
+                Ok(()) => {}
+                // Expired: this remote simply no longer has it.
+                Err(Some(RemoteError::BlobGone { .. })) | Err(None) => lost.push(producer),
+                Err(Some(e)) => {
+                    self.trip(link, &e);
+                    lost.push(producer);
+                }
             }
         }
-        Ok(())
+        let producers = lock(&self.producers);
+        Ok(lost
+            .iter()
+            .filter_map(|key| producers.get(key).cloned())
+            .collect())
     }
 
     /// Whether one of `signatures` (key name, signature blob) is a valid signature of

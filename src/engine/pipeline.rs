@@ -36,16 +36,15 @@ pub(crate) enum TargetError {
     MissingTool { name: String, tool_path: String },
     #[error("cannot store or restore its outputs: {0}")]
     Outputs(#[source] StoreError),
-    #[error("cannot fetch its inputs from the remote cache: {0}")]
-    Inputs(#[source] cairn_store::RemoteError),
+    #[error("cannot put its inputs in place: {0}")]
+    Inputs(#[source] StoreError),
+    /// A dependency whose outputs the remote lost ran here and did not give them back.
+    #[error(
+        "its input from `{producer}` is gone from the remote cache, and running `{producer}` here {why}"
+    )]
+    Rerun { producer: Label, why: String },
     #[error(transparent)]
     Exec(#[from] ExecError),
-}
-
-impl From<cairn_store::RemoteError> for TargetError {
-    fn from(e: cairn_store::RemoteError) -> Self {
-        TargetError::Inputs(e)
-    }
 }
 
 /// Runs one target: the scheduler's unit of work.
@@ -153,7 +152,9 @@ impl Step<'_> {
         let local_missed = local_missed == Some(action.key);
         if !local_missed || ctx.cache.has_remotes() {
             let looking = Instant::now();
-            let found = ctx.cache.lookup(&action, local_missed, self.top_level);
+            let found = ctx
+                .cache
+                .lookup(&target.label, &action, local_missed, self.top_level);
             trace(ctx, "cache lookup", &target.label, looking);
             if let Some(done) = self.use_found(found, action.key, Some(&action), remember) {
                 return done;
@@ -352,8 +353,10 @@ impl Step<'_> {
     fn execute(&self, action: &PreparedAction, remember: Remember) -> Done {
         let ctx = self.ctx;
         let target = self.target;
-        if let Err(e) = ctx.cache.fetch_inputs(action) {
-            return failed(ctx, target, Some(action.key), self.started, &e.into());
+        match self.inputs_in_place(action) {
+            Ok(true) => {}
+            Ok(false) => return self.cancelled(action),
+            Err(e) => return failed(ctx, target, Some(action.key), self.started, &e),
         }
         let (outcome, attempts) = execute_with_retries(ctx, target, action);
         let outcome = match outcome {
@@ -364,20 +367,7 @@ impl Step<'_> {
         };
         let (result, remotely) = match outcome {
             ExecOutcome::Success { result, remotely } => (result, remotely),
-            ExecOutcome::Cancelled => {
-                // Killed by cancellation: nothing recorded, nothing reported, dependents wait.
-                return Done {
-                    label: target.label.clone(),
-                    report: Some(TargetReport::new(
-                        target,
-                        Status::Skipped,
-                        Some(action.key),
-                        self.started,
-                    )),
-                    provided: Provided::default(),
-                    ok: false,
-                };
-            }
+            ExecOutcome::Cancelled => return self.cancelled(action),
             ExecOutcome::NotRun => {
                 // A dry run: the outputs are unknown, and so are the keys of dependents (which
                 // still get computed, with what is known).
@@ -453,6 +443,75 @@ impl Step<'_> {
             provided: Arc::new(provided),
             ok: true,
         }
+    }
+}
+
+impl Step<'_> {
+    /// Killed by cancellation: nothing recorded, nothing reported, dependents wait.
+    fn cancelled(&self, action: &PreparedAction) -> Done {
+        Done {
+            label: self.target.label.clone(),
+            report: Some(TargetReport::new(
+                self.target,
+                Status::Skipped,
+                Some(action.key),
+                self.started,
+            )),
+            provided: Provided::default(),
+            ok: false,
+        }
+    }
+
+    /// Puts every input of `action` in the local store before it runs here: fetches what
+    /// remote hits left undownloaded (`--remote-download`), and runs here the dependencies
+    /// whose outputs the remote no longer has (expired, or the remote failed), so a lost blob
+    /// never fails a build. `Ok(false)`: cancelled meanwhile.
+    fn inputs_in_place(&self, action: &PreparedAction) -> Result<bool, TargetError> {
+        let ctx = self.ctx;
+        let lost = ctx
+            .cache
+            .fetch_inputs(action)
+            .map_err(TargetError::Inputs)?;
+        if lost.is_empty() {
+            return Ok(true);
+        }
+        for producer in &lost {
+            ctx.reporter.warning(&format!(
+                "the outputs of `{}` are gone from the remote cache; running it here",
+                producer.label
+            ));
+            if !self.inputs_in_place(&producer.action)? {
+                return Ok(false);
+            }
+            let rerun = |why: String| TargetError::Rerun {
+                producer: producer.label.clone(),
+                why,
+            };
+            match ctx.executor.execute(&producer.label, &producer.action)? {
+                ExecOutcome::Success { result, .. } => ctx
+                    .cache
+                    .store_result(&producer.action, &result)
+                    .map_err(TargetError::Inputs)?,
+                ExecOutcome::Cancelled => return Ok(false),
+                ExecOutcome::NotRun => return Ok(true),
+                ExecOutcome::Failed(f) | ExecOutcome::TimedOut(f) => {
+                    return Err(rerun(format!("failed: {}", f.message)));
+                }
+            }
+        }
+        // Run again, a reproducible action gives the very blobs the remote had named.
+        if let Some(producer) = ctx
+            .cache
+            .fetch_inputs(action)
+            .map_err(TargetError::Inputs)?
+            .first()
+        {
+            return Err(TargetError::Rerun {
+                producer: producer.label.clone(),
+                why: "gave other outputs than the remote's result named (it is not reproducible; build with `--remote-download=all`)".to_string(),
+            });
+        }
+        Ok(true)
     }
 }
 

@@ -621,3 +621,232 @@ fn minimal_downloads(remote: &Backend) {
         remote.name
     );
 }
+
+/// A TCP relay in front of a real server, to kill "the server" mid-build from the client's
+/// point of view: `kill` resets every open connection and closes the port, as a crashed
+/// server would (the server itself is shared with tests running at once).
+struct Relay {
+    addr: std::net::SocketAddr,
+    dead: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: String) -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let relay = Relay {
+            addr: listener.local_addr().unwrap(),
+            dead: Default::default(),
+            open: Default::default(),
+        };
+        let (dead, open) = (relay.dead.clone(), relay.open.clone());
+        std::thread::spawn(move || {
+            while !dead.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut open = open.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+            // The listener is dropped here: new connections are refused.
+        });
+        relay
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().iter() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by the relay's.
+fn through(url: &str, relay: &Relay) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("{scheme}://{}{path}", relay.addr)
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    rest.split('/').next().unwrap().to_string()
+}
+
+#[test]
+fn a_remote_killed_mid_build_is_one_warning_and_the_rest_built_locally() {
+    for remote in backends() {
+        killed_mid_build(&remote);
+    }
+}
+
+fn killed_mid_build(remote: &Backend) {
+    // A chain t1 → … → t8: CI has uploaded t1..t4; the second machine gets those from the
+    // remote, then the remote dies while it builds t5.
+    let chain: String = (1..=8)
+        .map(|i| {
+            let dep = if i > 1 {
+                format!("deps = [\":t{}\"], ", i - 1)
+            } else {
+                String::new()
+            };
+            format!(
+                "action(name = \"t{i}\", {dep}outs = [\"t{i}.txt\"], cmd = \"sleep 0.4; (cat $DEPS; echo {i} {salt}) > $OUT\")\n",
+                salt = remote.salt
+            )
+        })
+        .collect();
+    let ci = Workspace::new();
+    ci.write("BUILD.star", &chain);
+    let remote_flag = format!("--remote={}", remote.url);
+    let uploaded = ci.json_run(&["build", ":t4", &remote_flag, "--remote-upload"], 0);
+    assert_eq!(uploaded.count("executed"), 4);
+
+    let laptop = Workspace::new();
+    laptop.write("BUILD.star", &chain);
+    let relay = (remote.name != "file").then(|| Relay::start(host_port(&remote.url)));
+    let url = match &relay {
+        Some(relay) => through(&remote.url, relay),
+        None => remote.url.clone(),
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("-C")
+        .arg(laptop.root())
+        .args(["build", ":t8", "--json", "--remote-upload"])
+        .arg(format!("--remote={url}"))
+        .env("CAIRN_STORE", laptop.store())
+        .env("NO_COLOR", "1")
+        .env_remove("CI")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // t4's output in the workspace: the remote hits are done and t5 is running.
+    let began = std::time::Instant::now();
+    while !laptop.path("t4.txt").exists() {
+        assert!(
+            began.elapsed().as_secs() < 60,
+            "{}: t4 never arrived",
+            remote.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    match &relay {
+        Some(relay) => relay.kill(),
+        None => {
+            // A shared directory that goes away (an unmounted share): a file where it was.
+            let dir = url.strip_prefix("file://").unwrap();
+            std::fs::rename(dir, format!("{dir}.gone")).unwrap();
+            std::fs::write(dir, "").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}: {stderr}", remote.name);
+    assert_eq!(
+        stderr.matches("remote cache failed").count(),
+        1,
+        "{}: {stderr}",
+        remote.name
+    );
+    let run = crate::util::Run {
+        code: 0,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: stderr.into_owned(),
+    };
+    let statuses = run.statuses();
+    for i in 1..=8 {
+        let want = if i <= 4 { "remote_cached" } else { "executed" };
+        assert_eq!(
+            statuses[&format!("//:t{i}")],
+            want,
+            "{}: {}",
+            remote.name,
+            run.stderr
+        );
+    }
+    let want: String = (1..=8).map(|i| format!("{i} {}\n", remote.salt)).collect();
+    assert_eq!(laptop.read("t8.txt"), want);
+}
+
+#[test]
+fn an_input_gone_from_the_remote_is_rebuilt_here_not_a_failure() {
+    for remote in backends() {
+        let Some(cas) = &remote.blobs else {
+            continue; // A server whose storage the test cannot reach.
+        };
+        input_gone(&remote, cas);
+    }
+}
+
+fn input_gone(remote: &Backend, cas: &Path) {
+    let remote_flag = format!("--remote={}", remote.url);
+    let ci = remote.mimic();
+    ci.json_run(&["test", &remote_flag, "--remote-upload"], 0);
+    // The server evicts one output of the web tokens (the result and the rest stay).
+    let css = std::fs::read(ci.path("packages/design-tokens/dist/web/tokens.css")).unwrap();
+    let evicted: Vec<_> = files_under(cas)
+        .into_iter()
+        .filter(|(_, bytes)| *bytes == css)
+        .collect();
+    assert!(
+        !evicted.is_empty(),
+        "{}: no blob of tokens.css",
+        remote.name
+    );
+    for (rel, _) in evicted {
+        std::fs::remove_file(cas.join(rel)).unwrap();
+    }
+
+    // A fresh machine takes the tokens' result without its bytes, then needs them for the
+    // edited app: the transform runs here instead of the build failing.
+    let laptop = remote.mimic();
+    let app = laptop.path("apps/web/src/app.js");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{text}\n// edited\n")).unwrap();
+    let run = laptop.json_run(
+        &[
+            "test",
+            &remote_flag,
+            "--remote-download=minimal",
+            "--remote-upload",
+        ],
+        0,
+    );
+    assert_eq!(
+        run.stderr
+            .matches("the outputs of `//packages/design-tokens:tokens_web` are gone from the remote cache; running it here")
+            .count(),
+        1,
+        "{}: {}",
+        remote.name,
+        run.stderr
+    );
+    assert_eq!(run.statuses()["//apps/web:build"], "executed");
+    assert!(laptop.path("apps/web/dist/app.js").exists());
+
+    // Run again, the transform gave the same bytes, and uploaded them: a third machine gets
+    // every unedited result from the remote, byte-identical to CI's.
+    let third = remote.mimic();
+    let all = third.json_run(&["test", &remote_flag], 0);
+    assert_eq!(all.count("executed"), 0, "{}: {}", remote.name, all.stderr);
+    assert_eq!(outputs(&third), outputs(&ci), "{}", remote.name);
+}
