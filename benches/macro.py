@@ -15,6 +15,10 @@ dir with its own empty store (CAIRN_STORE), and measures wall-clock time (median
   h  load + analysis alone: `cairn graph --format json //...`, warm analysis cache; cold after
      editing every BUILD.star; and with a fresh, empty store
 
+With --remote URL (a running REAPI server, HTTP cache or file:// directory), the remote-cache
+scenarios of issue 14 run too (r-cold, r-upload, r-local, r-hit, r-min: see bench_remote);
+--remote-only runs only those.
+
 Every scenario except (f) and (h) runs `cairn test //...` (build and test every package), the
 same work as `turbo run build test`. (a) and (d) rebuild everything, so they run --heavy-runs
 times (default: --runs when N <= 200, else 1). Edits are unique (a counter), so an edit never
@@ -41,6 +45,8 @@ Examples:
     python3 benches/macro.py --packages 100,1000 --runs 5 --json bench.json
     python3 benches/macro.py --packages 100 --runs 3 --vs-turbo
     python3 benches/macro.py --smoke
+    scripts/test-servers/buildbox_install.sh && scripts/test-servers/buildbox_start.sh 50052
+    python3 benches/macro.py --packages 1000 --runs 3 --remote grpc://127.0.0.1:50052 --remote-only
 """
 
 from __future__ import annotations
@@ -517,6 +523,85 @@ def bench_cairn(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, full: boo
     )
 
 
+# --------------------------------------------------------------------------- remote
+
+
+def fresh_copy(ws: gen_workspace.Workspace, dest: str) -> gen_workspace.Workspace:
+    """A second checkout of `ws` (what a fresh CI machine clones): its sources, no outputs."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(ws.root, dest, ignore=shutil.ignore_patterns("out"), symlinks=True)
+    return gen_workspace.Workspace(dest, ws.seed, ws.packages)
+
+
+def bench_remote(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, url: str) -> None:
+    """The remote-cache scenarios (issue 14), against the server at `url`:
+
+      r-cold    cold build, no remote (the baseline of r-upload)
+      r-upload  cold build uploading every result (`--remote-upload`): CI's first run
+      r-local   full local hit: `cairn clean` (untimed), then `cairn test //...`
+      r-hit     full remote hit: a fresh copy of the workspace, an empty store
+      r-min     the same with `--remote-download minimal` (a fresh CI machine that only tests)
+
+    Each cold round first edits the tokens' value, so every action is new to the remote too;
+    the two cold kinds alternate, so drift on the machine hits both alike."""
+    ws, ed = cairn.ws, Editor(cairn.ws)
+    targets = ws.targets
+    remote = ["--remote", url]
+    cold = {"r-cold": [], "r-upload": []}
+    notes = {"r-cold": {}, "r-upload": {}}
+    for i in range(heavy):
+        for sc in ("r-cold", "r-upload"):
+            ed.tokens_value()
+            ed.remove_outputs()
+            store = cairn.store + ".%s%d" % (sc, i)
+            shutil.rmtree(store, ignore_errors=True)
+            extra = remote + ["--remote-upload"] if sc == "r-upload" else []
+            r = run(cairn.argv(*extra, "--json", "test", "//...", runs_actions=True),
+                    cairn.env(store))
+            s = json.loads(r.stdout)
+            cold[sc].append(r.wall_ms)
+            b.expect("cairn %s N=%d executed" % (sc, n), len(executed_targets(s)), targets)
+            notes[sc] = {"bytes_uploaded": s.get("bytes_uploaded", 0), "store": store}
+    for sc, title in (("r-cold", "cold build, no remote"),
+                      ("r-upload", "cold build, uploading")):
+        b.add(Result(sc, title, n, "cairn", "ms", cold[sc], [targets] * heavy, notes[sc]))
+    uploaded = notes["r-upload"]["store"]
+
+    # The full local hit, on the store and workspace that uploaded.
+    samples = []
+    for _ in range(runs):
+        run(cairn.argv("clean"), cairn.env(uploaded))
+        r = run(cairn.argv("--json", "test", "//...", runs_actions=True), cairn.env(uploaded))
+        s = json.loads(r.stdout)
+        samples.append(r.wall_ms)
+        b.expect("cairn r-local N=%d executed" % n, len(executed_targets(s)), 0)
+    b.add(Result("r-local", "full local hit after clean", n, "cairn", "ms", samples, [0] * runs))
+
+    for sc, title, extra in (
+        ("r-hit", "full remote hit, fresh store + checkout", []),
+        ("r-min", "same, --remote-download minimal", ["--remote-download", "minimal"]),
+    ):
+        samples, got = [], {}
+        for i in range(runs):
+            copy = fresh_copy(ws, cairn.ws.root + ".%s%d" % (sc, i))
+            store = cairn.store + ".%s%d" % (sc, i)
+            shutil.rmtree(store, ignore_errors=True)
+            other = Cairn(cairn.binary, copy, store, cairn.jobs, cairn.sandbox)
+            r = run(other.argv(*remote, *extra, "--json", "test", "//...", runs_actions=True),
+                    other.env())
+            s = json.loads(r.stdout)
+            samples.append(r.wall_ms)
+            counts = s.get("counts", {})
+            b.expect("cairn %s N=%d executed" % (sc, n), len(executed_targets(s)), 0)
+            b.expect("cairn %s N=%d remote_cached" % (sc, n), counts.get("remote_cached"),
+                     targets)
+            got = {"bytes_downloaded": s.get("bytes_downloaded", 0),
+                   "cairn_wall_ms": s.get("wall_ms")}
+            shutil.rmtree(copy.root, ignore_errors=True)
+            shutil.rmtree(store, ignore_errors=True)
+        b.add(Result(sc, title, n, "cairn", "ms", samples, [0] * runs, got))
+
+
 def _evaluated(stderr: str):
     m = re.search(r"loaded (\d+) packages: (\d+) evaluated", stderr)
     return int(m.group(2)) if m else None
@@ -731,7 +816,8 @@ def table(b: Bench, with_turbo: bool) -> str:
         rows[0] += ["turbo", "exec", "cairn/turbo"]
     rows[0].append("notes")
     keyed = {(r.scenario, r.packages, r.tool): r for r in b.results}
-    order = ["a-directory", "a", "b", "c", "d", "e", "f", "g", "h-warm", "h-cold", "h-fresh"]
+    order = ["a-directory", "a", "b", "c", "d", "e", "f", "g", "h-warm", "h-cold", "h-fresh",
+             "r-cold", "r-upload", "r-local", "r-hit", "r-min"]
     ns = sorted({r.packages for r in b.results})
     for sc in order:
         for n in ns:
@@ -819,6 +905,11 @@ def main(argv: list[str] | None = None) -> int:
                              "cairn run of the same day without repeating it)")
     parser.add_argument("--noop-5000", action="store_true",
                         help="also measure the no-op (and its RSS) at N = 5000")
+    parser.add_argument("--remote", metavar="URL",
+                        help="also run the remote-cache scenarios (r-*) against URL, e.g. "
+                             "grpc://127.0.0.1:50052 (scripts/test-servers/buildbox_start.sh)")
+    parser.add_argument("--remote-only", action="store_true",
+                        help="with --remote: skip the local scenarios (a-h)")
     parser.add_argument("--json", metavar="OUT.json", help="write all results as JSON")
     parser.add_argument("--scratch",
                         help="parent dir of the temp workspaces and stores (default $TMPDIR); "
@@ -869,7 +960,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 cairn = Cairn(cairn_bin, ws, os.path.join(scratch, "store-%d" % n), args.jobs,
                               args.sandbox)
-                bench_cairn(b, cairn, n, args.runs, heavy_runs(n), full)
+                if not args.remote_only:
+                    bench_cairn(b, cairn, n, args.runs, heavy_runs(n), full)
+                if args.remote and full:
+                    bench_remote(b, cairn, n, args.runs, heavy_runs(n), args.remote)
         if turbo_bin:
             for n, full in plan:
                 if not full:

@@ -604,15 +604,34 @@ impl Cas {
 
 /// Reads `reader` to its end in chunks of at most 256 KiB, giving each to `each`.
 pub(crate) fn feed_chunks(reader: &mut impl Read, each: &mut impl FnMut(&[u8])) -> io::Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => each(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    with_read_buffer(|buf| {
+        loop {
+            match reader.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => each(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+    })
+}
+
+/// Runs `f` with this thread's 256 KiB read buffer: zeroing a fresh one for every blob read
+/// cost more than the read itself for the small files a build is made of.
+pub(crate) fn with_read_buffer<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.is_empty() {
+                buf.resize(256 * 1024, 0);
+            }
+            f(&mut buf)
+        }
+        // Re-entered (a reader that itself reads a blob): a buffer of its own.
+        Err(_) => f(&mut vec![0u8; 256 * 1024]),
+    })
 }
 
 /// Copies `src` to `dest`, a new file in a directory no one else writes to (an action's

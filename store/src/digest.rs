@@ -48,14 +48,15 @@ impl Digest {
         if len >= MMAP_THRESHOLD {
             hasher.update_mmap_rayon(path)?;
         } else {
-            let mut buf = [0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
+            crate::cas::with_read_buffer(|buf| -> io::Result<()> {
+                loop {
+                    let n = file.read(buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    hasher.update(&buf[..n]);
                 }
-                hasher.update(&buf[..n]);
-            }
+            })?;
         }
         Ok(Digest {
             hash: *hasher.finalize().as_bytes(),
