@@ -597,8 +597,8 @@ def bench_remote(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, url: str
                      targets)
             got = {"bytes_downloaded": s.get("bytes_downloaded", 0),
                    "cairn_wall_ms": s.get("wall_ms")}
-            shutil.rmtree(copy.root, ignore_errors=True)
-            shutil.rmtree(store, ignore_errors=True)
+            # Kept until the end: deleting here would slow the next run's file creation
+            # (ext4 without a journal skips recently freed inodes: see BENCHMARKS.md).
         b.add(Result(sc, title, n, "cairn", "ms", samples, [0] * runs, got))
 
 

@@ -31,7 +31,9 @@ else
 fi
 if "$servers/buildgrid_install.sh" && grid=$("$servers/buildgrid_start.sh" "${CAIRN_TEST_BUILDGRID_PORT:-50051}"); then
   stops+=(buildgrid_stop.sh)
-  export CAIRN_TEST_BUILDGRID="$grid"
+  # BuildGrid's venv also has an independent REAPI client (grpcio + the REAPI protos), which
+  # reads back what cairn uploads (tests/reapi_readback.py).
+  export CAIRN_TEST_BUILDGRID="$grid" CAIRN_TEST_REAPI_PYTHON="$REMOTE_STATE_DIR/venv-buildgrid/bin/python"
 else
   echo "BuildGrid is unavailable: its gRPC tests are skipped" >&2
 fi

@@ -850,3 +850,67 @@ fn input_gone(remote: &Backend, cas: &Path) {
     assert_eq!(all.count("executed"), 0, "{}: {}", remote.name, all.stderr);
     assert_eq!(outputs(&third), outputs(&ci), "{}", remote.name);
 }
+
+#[test]
+fn what_cairn_uploads_reads_back_with_an_independent_reapi_client() {
+    let Some(python) = server(
+        "CAIRN_TEST_REAPI_PYTHON",
+        "the independent REAPI read-back (BuildGrid's venv python)",
+    ) else {
+        return;
+    };
+    for remote in backends()
+        .into_iter()
+        .filter(|b| b.url.starts_with("grpc://"))
+    {
+        // Mimic, and a workspace with an output directory (a Tree) and a nested file.
+        let mimic = remote.mimic();
+        let dirs = Workspace::new();
+        dirs.write(
+            "BUILD.star",
+            &format!(
+                "action(name = \"site\", out_dirs = [\"site\"], cmd = \"mkdir -p site/a && echo {salt} > site/a/one && echo 2 > site/two\")\n\
+                 action(name = \"use\", deps = [\":site\"], srcs = [\"in.txt\"], cmd = \"cat $DEPS in.txt > $OUT\", outs = [\"all.txt\"])\n\
+                 test(name = \"t\", deps = [\":use\"], cmd = \"grep -q {salt} all.txt\")\n",
+                salt = remote.salt
+            ),
+        );
+        dirs.write("in.txt", "input\n");
+        for ws in [&mimic, &dirs] {
+            let run = ws.json_run(
+                &[
+                    "test",
+                    &format!("--remote={}", remote.url),
+                    "--remote-upload",
+                ],
+                0,
+            );
+            let digests: Vec<String> = run.json()["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|t| t["remote_action_digest"].as_str().map(String::from))
+                .collect();
+            assert!(!digests.is_empty(), "{}: {}", remote.name, run.stdout);
+            let out = std::process::Command::new(&python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/reapi_readback.py"
+                ))
+                .arg(format!("--server={}", remote.url))
+                .arg(format!("--workspace={}", ws.root().display()))
+                .args(&digests)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{}: {}{stdout}",
+                remote.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(stdout.lines().count(), digests.len(), "{stdout}");
+        }
+        assert!(dirs.path("site/a/one").exists());
+    }
+}
