@@ -688,9 +688,21 @@ impl<'a> CacheChain<'a> {
                     let store = Store::open(&store_root);
                     let sha = store.as_ref().ok().map(Store::sha256_map);
                     loop {
-                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(upload) = next else {
-                            break;
+                        // Whatever is queued goes together (up to a bound): one
+                        // FindMissingBlobs and one batch of small blobs for all of them.
+                        let uploads = {
+                            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                            let Ok(first) = queue.recv() else {
+                                break;
+                            };
+                            let mut uploads = vec![first];
+                            while uploads.len() < UPLOADS_PER_BATCH {
+                                match queue.try_recv() {
+                                    Ok(upload) => uploads.push(upload),
+                                    Err(_) => break,
+                                }
+                            }
+                            uploads
                         };
                         if let (Ok(store), Some(sha)) = (&store, &sha) {
                             for link in links.iter().filter(|l| l.upload) {
@@ -698,7 +710,7 @@ impl<'a> CacheChain<'a> {
                                     continue;
                                 }
                                 let signer = signer.as_deref();
-                                match send(store, sha, &workspace_root, signer, link, &upload) {
+                                match send(store, sha, &workspace_root, signer, link, &uploads) {
                                     Ok(bytes) => {
                                         uploaded.fetch_add(bytes, Ordering::SeqCst);
                                     }
@@ -715,7 +727,7 @@ impl<'a> CacheChain<'a> {
                                 }
                             }
                         }
-                        queued.fetch_sub(1, Ordering::SeqCst);
+                        queued.fetch_sub(uploads.len(), Ordering::SeqCst);
                     }
                     let _ = finished_here.send(());
                 });
@@ -732,14 +744,15 @@ impl<'a> CacheChain<'a> {
     }
 }
 
-/// Sends one result: the blobs the remote lacks, then the result. Returns the bytes sent.
+/// Sends results: the blobs the remote lacks (asked for all of them at once), then each
+/// result. Returns the bytes sent.
 fn send(
     store: &Store,
     sha: &Sha256Map,
     workspace_root: &Path,
     signer: Option<&SigningKey>,
     link: &Link,
-    upload: &Upload,
+    uploads: &[Upload],
 ) -> Result<u64, RemoteError> {
     let caps = match link.capabilities.get() {
         Some(Some(caps)) => caps.clone(),
@@ -750,17 +763,24 @@ fn send(
         return Ok(0);
     }
     let function = caps.digest_function;
-    let (key, mut blobs) =
-        encoding::action_blobs(function, &upload.action, sha, store, workspace_root)?;
-    let (mut result, result_blobs) = encoding::result_blobs(function, &upload.result, sha, store)?;
-    blobs.extend(result_blobs);
-    if let Some(signer) = signer {
-        let (signed, signature) = signer.sign(function, &key, &result);
-        blobs.push((
-            RemoteDigest::of_bytes(function, &signature),
-            Blob::Bytes(signature),
-        ));
-        result = signed;
+    let mut blobs = Vec::new();
+    let mut results = Vec::with_capacity(uploads.len());
+    for upload in uploads {
+        let (key, action_blobs) =
+            encoding::action_blobs(function, &upload.action, sha, store, workspace_root)?;
+        let (mut result, result_blobs) =
+            encoding::result_blobs(function, &upload.result, sha, store)?;
+        blobs.extend(action_blobs);
+        blobs.extend(result_blobs);
+        if let Some(signer) = signer {
+            let (signed, signature) = signer.sign(function, &key, &result);
+            blobs.push((
+                RemoteDigest::of_bytes(function, &signature),
+                Blob::Bytes(signature),
+            ));
+            result = signed;
+        }
+        results.push((key, result));
     }
     blobs.sort_by_key(|(d, _)| *d);
     blobs.dedup_by_key(|(d, _)| *d);
@@ -806,10 +826,13 @@ fn send(
     if !batch.is_empty() {
         link.cache.write_small_blobs(&batch)?;
     }
-    // REAPI: the result last, once every blob it names is present.
-    link.cache.put_action_result(&key, &result)?;
+    // REAPI: each result last, once every blob it names is present.
+    for (key, result) in &results {
+        link.cache.put_action_result(key, result)?;
+        sent += result.encoded_len() as u64;
+    }
     let _ = sha.flush();
-    Ok(sent + result.encoded_len() as u64)
+    Ok(sent)
 }
 
 /// A mutex's data, even if a thread panicked holding it (every update here is one call).
@@ -823,6 +846,8 @@ const SMALL_BLOB: u64 = 1 << 20;
 const BATCH_BYTES: u64 = 2 << 20;
 /// Threads sending results.
 const UPLOAD_THREADS: usize = 4;
+/// At most this many queued results are sent together.
+const UPLOADS_PER_BATCH: usize = 64;
 
 /// The bytes of a small blob to send, checked against its local digest (a workspace file
 /// edited since it was hashed is refused, never sent under the old digest).
