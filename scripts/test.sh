@@ -17,9 +17,15 @@ stops=()
 stop_servers() { for s in "${stops[@]}"; do "$servers/$s" || true; done; }
 trap stop_servers EXIT
 rm -rf "$REMOTE_STATE_DIR/nginx/data"
+# nginx also serves the cache over HTTPS and, as a TLS-terminating proxy requiring a client
+# certificate, gRPC over TLS in front of buildbox-casd (certificates made by openssl).
+export NGINX_TLS_PORT="${CAIRN_TEST_HTTPS_PORT:-18443}" NGINX_GRPCS_PORT="${CAIRN_TEST_GRPCS_PORT:-18444}"
+export NGINX_GRPC_UPSTREAM="127.0.0.1:${CAIRN_TEST_GRPC_PORT:-50052}"
 if "$servers/nginx_install.sh" && http=$("$servers/nginx_start.sh" "${CAIRN_TEST_HTTP_PORT:-18080}"); then
   stops+=(nginx_stop.sh)
   export CAIRN_TEST_HTTP_CACHE="$http" CAIRN_TEST_HTTP_CACHE_DIR="$REMOTE_STATE_DIR/nginx/data"
+  export CAIRN_TEST_HTTPS_CACHE="https://127.0.0.1:$NGINX_TLS_PORT" CAIRN_TEST_GRPCS="grpcs://127.0.0.1:$NGINX_GRPCS_PORT"
+  export CAIRN_TEST_TLS_DIR="$REMOTE_STATE_DIR/nginx/tls"
 else
   echo "nginx is unavailable: the HTTP-cache tests are skipped" >&2
 fi

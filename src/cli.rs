@@ -399,6 +399,31 @@ impl<'a> Session<'a> {
             })?;
             options.timeout = std::time::Duration::from_millis(ms);
         }
+        let pem = |key: &str, path: &Option<String>| -> Result<Option<Vec<u8>>, Error> {
+            let Some(path) = path else {
+                return Ok(None);
+            };
+            let full = self.ws.root.join(path);
+            std::fs::read(&full).map(Some).map_err(|e| {
+                Error::Usage(format!(
+                    "Cannot read `{key}` of `[remote]` in cairn.toml ({}): {e}",
+                    full.display()
+                ))
+            })
+        };
+        options.tls.ca = pem("tls_ca", &config.tls_ca)?;
+        match (
+            pem("tls_client_cert", &config.tls_client_cert)?,
+            pem("tls_client_key", &config.tls_client_key)?,
+        ) {
+            (Some(cert), Some(key)) => options.tls.client = Some((cert, key)),
+            (None, None) => {}
+            _ => {
+                return Err(Error::Usage(
+                    "`tls_client_cert` and `tls_client_key` in `[remote]` of cairn.toml go together: set both or neither".to_string(),
+                ));
+            }
+        }
         for (name, value) in &config.headers {
             let value = match value.strip_prefix("env:") {
                 Some(var) => self.env.vars.get(var).cloned().ok_or_else(|| {

@@ -90,6 +90,13 @@ pub(crate) struct RemoteConfig {
     pub download: Option<String>,
     /// How many targets may wait on the remote at once, beyond `-j` (default 32).
     pub jobs: Option<usize>,
+    /// For `grpcs://` and `https://`: a PEM file of the only CA certificates to trust (a
+    /// self-hosted cache with its own CA; default: Mozilla's roots). Relative paths are
+    /// relative to the workspace root.
+    pub tls_ca: Option<String>,
+    /// A PEM client certificate (chain) and its key, for servers that ask for one.
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -36,8 +36,8 @@ pub use records::Record;
 pub use reencode::{Reencoded, reencode_action, reencode_tree};
 pub use remote::{
     Capabilities, DirCache, GrpcCache, HttpCache, KeyError, PublicKey, RemoteCache, RemoteError,
-    RemoteOptions, RemoteUrlError, SIGNATURE_DIR, SigningKey, open_remote, strip_signatures,
-    verify as verify_signature,
+    RemoteOptions, RemoteUrlError, SIGNATURE_DIR, SigningKey, TlsOptions, open_remote,
+    strip_signatures, verify as verify_signature,
 };
 pub use sha256_map::{BlobBytes, Sha256Map};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};

@@ -101,6 +101,17 @@ pub struct RemoteOptions {
     pub headers: Vec<(String, String)>,
     /// The REAPI instance name (gRPC only).
     pub instance_name: String,
+    /// TLS settings for `grpcs://` and `https://`.
+    pub tls: TlsOptions,
+}
+
+/// TLS beyond the defaults (Mozilla's root certificates, no client certificate), as PEM.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Trust only these CA certificates (a self-hosted cache with its own CA).
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate chain and its key, for servers that ask for one (mutual TLS).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for RemoteOptions {
@@ -109,14 +120,14 @@ impl Default for RemoteOptions {
             timeout: Duration::from_secs(60),
             headers: Vec::new(),
             instance_name: String::new(),
+            tls: TlsOptions::default(),
         }
     }
 }
 
 /// Opens the backend a remote URL names: `file:///dir` (a directory remote), `http://…` (a
-/// Bazel HTTP cache) or `grpc://host:port` (REAPI). `grpcs://` and `https://` (TLS) are
-/// recognised and refused until this build of cairn speaks them, so a configuration naming
-/// one fails loudly instead of silently building without a cache.
+/// Bazel HTTP cache) or `grpc://host:port` (REAPI); `https://` and `grpcs://` are the same over
+/// TLS (rustls: Mozilla's roots, or `options.tls`).
 pub fn open_remote(
     url: &str,
     options: &RemoteOptions,
@@ -138,36 +149,34 @@ pub fn open_remote(
             }
             Ok(Arc::new(DirCache::new(path)))
         }
-        "http" => {
+        "http" | "https" => {
             if rest.is_empty() || rest.starts_with('/') {
-                return Err(err(
-                    "an `http://` URL needs a host (`http://cache.example:8080`)",
-                ));
+                return Err(err(&format!(
+                    "an `{scheme}://` URL needs a host (`{scheme}://cache.example:8080`)"
+                )));
             }
-            Ok(Arc::new(HttpCache::new(
-                url,
-                options.timeout,
-                options.headers.clone(),
-            )))
+            let tls = (scheme == "https").then_some(&options.tls);
+            let cache = HttpCache::new(url, options.timeout, options.headers.clone(), tls)
+                .map_err(|why| err(&why))?;
+            Ok(Arc::new(cache))
         }
-        "grpc" => {
+        "grpc" | "grpcs" => {
             if rest.is_empty() {
-                return Err(err(
-                    "a `grpc://` URL needs a host and port (`grpc://cache:8980`)",
-                ));
+                return Err(err(&format!(
+                    "a `{scheme}://` URL needs a host and port (`{scheme}://cache:8980`)"
+                )));
             }
+            let tls = (scheme == "grpcs").then_some(&options.tls);
             let cache = GrpcCache::new(
                 url,
                 &options.instance_name,
                 options.timeout,
                 &options.headers,
+                tls,
             )
             .map_err(|why| err(&why))?;
             Ok(Arc::new(cache))
         }
-        "grpcs" | "https" => Err(err(&format!(
-            "this build of cairn has no TLS, so it does not speak `{scheme}://` yet (use `grpc://`, `http://` or `file:///dir`)"
-        ))),
         _ => Err(err(&format!("unknown scheme `{scheme}`"))),
     }
 }

@@ -356,10 +356,8 @@ fn a_bad_remote_url_is_a_usage_error() {
         ("--remote=file://relative/dir", "absolute path"),
         ("--remote=ftp://host/x", "unknown scheme `ftp`"),
         ("--remote=shared", "expected `file:///dir`"),
-        (
-            "--remote=grpcs://127.0.0.1:1",
-            "does not speak `grpcs://` yet",
-        ),
+        ("--remote=grpcs://", "needs a host and port"),
+        ("--remote=https://", "needs a host"),
         ("--remote=http:///path", "needs a host"),
     ] {
         let run = ws.cairn(&["build", flag]);
@@ -913,4 +911,108 @@ fn what_cairn_uploads_reads_back_with_an_independent_reapi_client() {
         }
         assert!(dirs.path("site/a/one").exists());
     }
+}
+
+/// `cairn.toml` of a Mimic copy that uses `url` with the test CA (and `client`, a certificate
+/// and key, when set).
+fn tls_workspace(
+    remote: &Backend,
+    url: &str,
+    ca: Option<&str>,
+    client: Option<(&str, &str)>,
+) -> Workspace {
+    let ws = remote.mimic();
+    let mut config = format!("{}[remote]\nurl = \"{url}\"\n", ws.read("cairn.toml"));
+    if let Some(ca) = ca {
+        config.push_str(&format!("tls_ca = \"{ca}\"\n"));
+    }
+    if let Some((cert, key)) = client {
+        config.push_str(&format!(
+            "tls_client_cert = \"{cert}\"\ntls_client_key = \"{key}\"\n"
+        ));
+    }
+    ws.write("cairn.toml", &config);
+    ws
+}
+
+#[test]
+fn tls_remotes_with_a_private_ca_and_a_client_certificate() {
+    // nginx started by the test scripts: the HTTP cache over HTTPS, and gRPC over TLS in front
+    // of buildbox-casd (requiring a client certificate), both with the scripts' own CA.
+    let (Some(https), Some(grpcs), Some(tls)) = (
+        server("CAIRN_TEST_HTTPS_CACHE", "the HTTPS cache"),
+        server("CAIRN_TEST_GRPCS", "gRPC over TLS"),
+        server("CAIRN_TEST_TLS_DIR", "the test CA"),
+    ) else {
+        return;
+    };
+    let pem = |name: &str| format!("{tls}/{name}");
+    let (ca, cert, key) = (pem("ca.pem"), pem("client.pem"), pem("client.key"));
+    for (name, url, client) in [
+        ("https", format!("{https}/tls"), None),
+        ("grpcs", grpcs.clone(), Some((cert.as_str(), key.as_str()))),
+    ] {
+        let remote = Backend::new(
+            if name == "https" { "https" } else { "grpcs" },
+            |_, _| String::new(),
+            |_, _| None,
+        );
+        let url = if name == "https" {
+            format!("{url}/{}", remote.salt)
+        } else {
+            url
+        };
+        let ci = tls_workspace(&remote, &url, Some(&ca), client);
+        let run = ci.json_run(&["test", "--remote-upload"], 0);
+        assert_eq!(run.count("executed"), 13, "{name}: {}", run.stderr);
+        assert!(!run.stderr.contains("warning"), "{name}: {}", run.stderr);
+        assert!(run.json()["bytes_uploaded"].as_u64().unwrap() > 0);
+        let laptop = tls_workspace(&remote, &url, Some(&ca), client);
+        let hit = laptop.json_run(&["test"], 0);
+        assert_eq!(hit.count("remote_cached"), 13, "{name}: {}", hit.stderr);
+        assert_eq!(outputs(&laptop), outputs(&ci), "{name}");
+
+        // Without the private CA the server's certificate is not trusted: one warning, and
+        // everything is built here.
+        let untrusting = tls_workspace(&remote, &url, None, client);
+        let run = untrusting.json_run(&["test"], 0);
+        assert_eq!(run.count("executed"), 13, "{name}: {}", run.stderr);
+        assert_eq!(
+            run.stderr.matches("remote cache failed").count(),
+            1,
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.to_lowercase().contains("certificate"),
+            "{name}: the warning says why: {}",
+            run.stderr
+        );
+    }
+    // The gRPC proxy requires a client certificate: without one, the handshake fails.
+    let remote = Backend::new("grpcs", |_, _| String::new(), |_, _| None);
+    let anonymous = tls_workspace(&remote, &grpcs, Some(&ca), None);
+    let run = anonymous.json_run(&["test"], 0);
+    assert_eq!(run.count("executed"), 13, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("remote cache failed").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("requires a client certificate"),
+        "{}",
+        run.stderr
+    );
+
+    // A client key without its certificate is a usage error.
+    let half = remote.mimic();
+    half.write(
+        "cairn.toml",
+        &format!("[remote]\nurl = \"{grpcs}\"\ntls_client_key = \"{key}\"\n"),
+    );
+    let run = half.cairn(&["build"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("go together"), "{}", run.stderr);
 }

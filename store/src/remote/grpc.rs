@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bazel_remote_apis::google::bytestream::byte_stream_client::ByteStreamClient;
 use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::{Capabilities, RemoteCache, RemoteError};
+use super::{Capabilities, RemoteCache, RemoteError, TlsOptions};
 use crate::digest::{DigestFunction, RemoteDigest};
 use crate::reapi;
 use reapi::action_cache_client::ActionCacheClient;
@@ -55,6 +55,8 @@ pub struct GrpcCache {
     )>,
     capabilities: OnceLock<Capabilities>,
     uploads: AtomicU64,
+    /// `grpcs://` with no client certificate set (for a hint when a proxy refuses us).
+    tls_without_client_cert: bool,
 }
 
 impl std::fmt::Debug for GrpcCache {
@@ -70,19 +72,36 @@ impl GrpcCache {
     /// The server at `url` (`grpc://host:port`), for `instance`, each call given up after
     /// `timeout`, sending `headers` (e.g. `authorization`) with every call. Connects lazily:
     /// an unreachable server fails its first call, not this.
+    /// `tls` is set for `grpcs://` (rustls: Mozilla's roots unless it names a CA).
     pub fn new(
         url: &str,
         instance: &str,
         timeout: Duration,
         headers: &[(String, String)],
+        tls: Option<&TlsOptions>,
     ) -> Result<GrpcCache, String> {
-        let address = url
-            .strip_prefix("grpc://")
-            .ok_or_else(|| "expected `grpc://host:port`".to_string())?;
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let (scheme, address) = match (url.strip_prefix("grpc://"), url.strip_prefix("grpcs://")) {
+            (Some(address), _) => ("http", address),
+            (_, Some(address)) => ("https", address),
+            _ => return Err("expected `grpc://host:port` or `grpcs://host:port`".to_string()),
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout);
+        if let Some(tls) = tls {
+            let mut config = ClientTlsConfig::new();
+            config = match &tls.ca {
+                Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+                None => config.with_webpki_roots(),
+            };
+            if let Some((cert, key)) = &tls.client {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-grpc")
@@ -112,6 +131,7 @@ impl GrpcCache {
             headers: parsed,
             capabilities: OnceLock::new(),
             uploads: AtomicU64::new(0),
+            tls_without_client_cert: tls.is_some_and(|t| t.client.is_none()),
         })
     }
 
@@ -148,9 +168,17 @@ impl GrpcCache {
     }
 
     fn failed(&self, call: &str, status: tonic::Status) -> RemoteError {
+        let message = status.message();
+        // An HTTP answer instead of gRPC: usually a proxy in front of the server turning the
+        // request away (nginx answers 400 when a client certificate is required).
+        let hint = if message.contains("status: 400") && self.tls_without_client_cert {
+            " (an HTTP 400 from a TLS proxy often means it requires a client certificate: set `tls_client_cert` and `tls_client_key`)"
+        } else {
+            ""
+        };
         RemoteError::Unavailable {
             backend: self.name.clone(),
-            why: format!("{call}: {:?}: {}", status.code(), status.message()),
+            why: format!("{call}: {:?}: {message}{hint}", status.code()),
         }
     }
 
@@ -539,8 +567,14 @@ mod tests {
 
     #[test]
     fn resource_names_follow_reapi() {
-        let cache =
-            GrpcCache::new("grpc://127.0.0.1:1", "main", Duration::from_secs(1), &[]).unwrap();
+        let cache = GrpcCache::new(
+            "grpc://127.0.0.1:1",
+            "main",
+            Duration::from_secs(1),
+            &[],
+            None,
+        )
+        .unwrap();
         let sha = RemoteDigest::of_bytes(DigestFunction::Sha256, b"x");
         assert_eq!(cache.blob_path(&sha), format!("main/blobs/{}/1", sha.hex()));
         let blake = RemoteDigest::of_bytes(DigestFunction::Blake3, b"x");
@@ -557,12 +591,13 @@ mod tests {
             cache.upload_path(&sha),
             "each upload has its own id"
         );
-        assert!(GrpcCache::new("http://x", "", Duration::from_secs(1), &[]).is_err());
+        assert!(GrpcCache::new("http://x", "", Duration::from_secs(1), &[], None).is_err());
     }
 
     #[test]
     fn an_unreachable_server_fails_its_first_call() {
-        let cache = GrpcCache::new("grpc://127.0.0.1:1", "", Duration::from_secs(2), &[]).unwrap();
+        let cache =
+            GrpcCache::new("grpc://127.0.0.1:1", "", Duration::from_secs(2), &[], None).unwrap();
         assert!(matches!(
             cache.capabilities(),
             Err(RemoteError::Unavailable { .. })

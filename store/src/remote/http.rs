@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prost::Message;
 
-use super::{Capabilities, RemoteCache, RemoteError};
+use super::{Capabilities, RemoteCache, RemoteError, TlsOptions};
 use crate::digest::{DigestFunction, RemoteDigest};
 use crate::reapi;
 
@@ -20,6 +20,34 @@ pub struct HttpCache {
     agent: ureq::Agent,
     /// Extra request headers (e.g. `Authorization`).
     headers: Vec<(String, String)>,
+}
+
+/// rustls with Mozilla's roots, or only the given CA; the client certificate if one is set.
+fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+    let certificates = |pem: &[u8], what: &str| -> Result<Vec<Certificate<'static>>, String> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            if let PemItem::Certificate(c) = item.map_err(|e| format!("{what}: {e}"))? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!("{what} holds no PEM certificate"));
+        }
+        Ok(certs)
+    };
+    let mut config = TlsConfig::builder();
+    if let Some(ca) = &tls.ca {
+        config = config.root_certs(RootCerts::new_with_certs(&certificates(ca, "the CA file")?));
+    }
+    if let Some((cert, key)) = &tls.client {
+        let chain = certificates(cert, "the client certificate")?;
+        let key = PrivateKey::from_pem(key)
+            .map_err(|e| format!("the client key is not a PEM private key: {e}"))?;
+        config = config.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(config.build())
 }
 
 impl std::fmt::Debug for HttpCache {
@@ -34,17 +62,24 @@ impl std::fmt::Debug for HttpCache {
 impl HttpCache {
     /// The cache at `url` (`http://host:port[/prefix]`), each request given up after
     /// `timeout`, sending `headers` with every request.
-    pub fn new(url: &str, timeout: Duration, headers: Vec<(String, String)>) -> HttpCache {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    /// `tls` is set for `https://`.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        headers: Vec<(String, String)>,
+        tls: Option<&TlsOptions>,
+    ) -> Result<HttpCache, String> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
-        HttpCache {
-            base: url.trim_end_matches('/').to_string(),
-            agent,
-            headers,
+            .timeout_global(Some(timeout));
+        if let Some(tls) = tls {
+            config = config.tls_config(tls_config(tls)?);
         }
+        Ok(HttpCache {
+            base: url.trim_end_matches('/').to_string(),
+            agent: config.build().into(),
+            headers,
+        })
     }
 
     fn url(&self, kind: &str, digest: &RemoteDigest) -> Result<String, RemoteError> {
