@@ -83,10 +83,12 @@ impl ActionFixture {
 
     /// Computes the action key, as every build does for every action it considers.
     pub fn key(&self) -> Digest {
+        let roots: Vec<&WorkspacePath> = self.deps.keys().collect();
         prepare_action(
             &self.target,
             &self.srcs,
             &self.deps,
+            &roots,
             &self.tools,
             "/usr/local/bin:/usr/bin:/bin",
             BTreeMap::new(),

@@ -58,6 +58,16 @@ pub(crate) enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// Linux refuses to start a program with one argument or environment string over
+    /// `MAX_ARG_STRLEN` (128 KiB): said before trying, naming the culprit.
+    #[error(
+        "Cannot start `{label}`: {what} is {size} bytes, over Linux's limit of 131072 for one environment variable or argument"
+    )]
+    TooLarge {
+        label: Label,
+        what: String,
+        size: usize,
+    },
     #[error("Cannot store the outputs of `{label}`: {source}")]
     Capture {
         label: Label,

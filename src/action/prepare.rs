@@ -103,6 +103,7 @@ pub(crate) fn prepare_action(
     target: &Target,
     srcs: &BTreeMap<WorkspacePath, FileInfo>,
     dep_files: &BTreeMap<WorkspacePath, FileInfo>,
+    dep_roots: &[&WorkspacePath],
     tools: &[Tool],
     path_var: &str,
     pass_env: BTreeMap<String, String>,
@@ -121,7 +122,10 @@ pub(crate) fn prepare_action(
     env.insert("SOURCE_DATE_EPOCH".into(), SOURCE_DATE_EPOCH.into());
     env.insert("PATH".into(), path_var.into());
     env.insert("SRCS".into(), rel(&mut srcs.keys()));
-    env.insert("DEPS".into(), rel(&mut dep_files.keys()));
+    // The roots, not every file: a dependency's output directory (a `node_modules` of
+    // thousands of files) is one word, so `$DEPS` stays far below Linux's 128 KiB limit for
+    // one environment string.
+    env.insert("DEPS".into(), rel(&mut dep_roots.iter().copied()));
     env.insert("OUTS".into(), rel(&mut target.outputs()));
     if let Some(first) = target.outputs().next() {
         env.insert("OUT".into(), first.relative_to(package));
@@ -342,7 +346,8 @@ mod tests {
         srcs: &BTreeMap<WorkspacePath, FileInfo>,
         deps: &BTreeMap<WorkspacePath, FileInfo>,
     ) -> PreparedAction {
-        prepare_action(t, srcs, deps, &[], "/usr/bin:/bin", BTreeMap::new())
+        let roots: Vec<&WorkspacePath> = deps.keys().collect();
+        prepare_action(t, srcs, deps, &roots, &[], "/usr/bin:/bin", BTreeMap::new())
     }
 
     fn tool(content: &str) -> Tool {
@@ -358,18 +363,35 @@ mod tests {
         let srcs = files(&[("apps/web/src/app.ts", "x")]);
         let none = BTreeMap::new();
         let t = target();
-        let a = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", BTreeMap::new());
-        let b = prepare_action(&t, &srcs, &none, &[tool("v2")], "/usr/bin", BTreeMap::new());
+        let a = prepare_action(
+            &t,
+            &srcs,
+            &none,
+            &[],
+            &[tool("v1")],
+            "/usr/bin",
+            BTreeMap::new(),
+        );
+        let b = prepare_action(
+            &t,
+            &srcs,
+            &none,
+            &[],
+            &[tool("v2")],
+            "/usr/bin",
+            BTreeMap::new(),
+        );
         let c = prepare_action(
             &t,
             &srcs,
             &none,
+            &[],
             &[tool("v1")],
             "/opt/bin:/usr/bin",
             BTreeMap::new(),
         );
         let ci: BTreeMap<String, String> = [("CI".to_string(), "true".to_string())].into();
-        let d = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", ci);
+        let d = prepare_action(&t, &srcs, &none, &[], &[tool("v1")], "/usr/bin", ci);
         assert_ne!(a.key, b.key);
         assert_ne!(a.key, c.key);
         assert_eq!(a.key, d.key);
@@ -381,7 +403,15 @@ mod tests {
         let srcs = files(&[("apps/web/src/app.ts", "x")]);
         let none = BTreeMap::new();
         let mut t = target();
-        let a = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", BTreeMap::new());
+        let a = prepare_action(
+            &t,
+            &srcs,
+            &none,
+            &[],
+            &[tool("v1")],
+            "/usr/bin",
+            BTreeMap::new(),
+        );
         let names: Vec<&str> = a
             .action
             .platform
@@ -404,7 +434,15 @@ mod tests {
         assert_eq!(command_platform, a.action.platform, "both carry it");
 
         t.platform.insert("pool".into(), "large".into());
-        let b = prepare_action(&t, &srcs, &none, &[tool("v1")], "/usr/bin", BTreeMap::new());
+        let b = prepare_action(
+            &t,
+            &srcs,
+            &none,
+            &[],
+            &[tool("v1")],
+            "/usr/bin",
+            BTreeMap::new(),
+        );
         assert_ne!(a.key, b.key, "a platform property changes the key");
         let props = &b.action.platform.as_ref().unwrap().properties;
         let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();

@@ -1,6 +1,5 @@
 //! `cairn build`, `cairn test`, `cairn run` and `cairn clean`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -308,24 +307,8 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
             .collect::<Vec<_>>()
             .join(" ")
     };
-    // What the dependencies provide: outputs of actions, files of filegroups and groups.
-    let mut dep_files: BTreeMap<String, ()> = BTreeMap::new();
-    let mut stack: Vec<&Label> = target.deps.iter().collect();
-    while let Some(dep) = stack.pop() {
-        let Some(t) = loaded.graph().get(dep) else {
-            continue;
-        };
-        if t.kind.runs() {
-            for out in t.outputs() {
-                dep_files.insert(out.relative_to(package), ());
-            }
-        } else {
-            for src in &t.srcs {
-                dep_files.insert(src.relative_to(package), ());
-            }
-            stack.extend(&t.deps);
-        }
-    }
+    // What the dependencies provide, named as in the action's `$DEPS`.
+    let deps = rel(&mut loaded.graph().dep_roots(&target).into_iter());
     let depth = if package.is_empty() {
         0
     } else {
@@ -345,7 +328,7 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
         .current_dir(s.ws.root.join(package))
         .env("SRCS", rel(&mut target.srcs.iter()))
         .env("OUTS", rel(&mut target.outputs()))
-        .env("DEPS", dep_files.into_keys().collect::<Vec<_>>().join(" "))
+        .env("DEPS", deps)
         .env("ROOT", root)
         .envs(&target.env)
         .status()

@@ -175,10 +175,12 @@ impl Step<'_> {
                     .map(|v| (name.clone(), v.clone()))
             })
             .collect();
+        let dep_roots: Vec<&WorkspacePath> = self.ctx.graph.dep_roots(target).into_iter().collect();
         prepare_action(
             target,
             &source_map(target, &self.srcs),
             &self.dep_files,
+            &dep_roots,
             &self.tools,
             self.ctx.tools.path_var(),
             pass_env,

@@ -87,6 +87,7 @@ impl Executor for LocalExecutor<'_> {
         let Some(_slot) = self.slots.acquire(self.cancel) else {
             return Ok(ExecOutcome::Cancelled);
         };
+        too_large(label, action)?;
         let start = Instant::now();
         let sandbox_err = |source: StoreError| ExecError::Sandbox {
             label: label.clone(),
@@ -330,6 +331,36 @@ impl Executor for LocalExecutor<'_> {
     fn stop_starting(&self) {
         self.slots.close();
     }
+}
+
+/// Linux's `MAX_ARG_STRLEN`: the longest single argument or `NAME=value` string `execve`
+/// takes.
+const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// Refuses an action whose command or one of whose environment variables `execve` would
+/// refuse with a bare E2BIG ("Argument list too long").
+fn too_large(label: &Label, action: &PreparedAction) -> Result<(), ExecError> {
+    let err = |what: String, size: usize| ExecError::TooLarge {
+        label: label.clone(),
+        what,
+        size,
+    };
+    // `umask 022; ` and the NUL.
+    let cmd = action.cmd.len() + 12;
+    if cmd > MAX_ARG_STRLEN {
+        return Err(err("its command".to_string(), cmd));
+    }
+    for (name, value) in action.env.iter().chain(&action.pass_env) {
+        let size = name.len() + value.len() + 2;
+        if size > MAX_ARG_STRLEN {
+            let what = match name.as_str() {
+                "SRCS" => "`$SRCS` (every source file, by path)".to_string(),
+                _ => format!("the environment variable `{name}`"),
+            };
+            return Err(err(what, size));
+        }
+    }
+    Ok(())
 }
 
 fn is_executable(path: &Path) -> bool {

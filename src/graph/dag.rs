@@ -151,6 +151,27 @@ impl Graph {
         self.targets.values()
     }
 
+    /// What `target`'s dependencies provide, as `$DEPS` names it: each action's declared
+    /// outputs (an output directory as the directory, however many files it holds), and the
+    /// files of filegroups, through to their own dependencies.
+    pub fn dep_roots(&self, target: &Target) -> BTreeSet<&WorkspacePath> {
+        let mut roots = BTreeSet::new();
+        let mut stack: Vec<&Label> = target.deps.iter().collect();
+        let mut seen = HashSet::default();
+        while let Some(dep) = stack.pop() {
+            let Some(t) = self.get(dep).filter(|_| seen.insert(dep)) else {
+                continue;
+            };
+            if t.kind.runs() {
+                roots.extend(t.outputs());
+            } else {
+                roots.extend(&t.srcs);
+                stack.extend(&t.deps);
+            }
+        }
+        roots
+    }
+
     pub fn rdeps(&self, label: &Label) -> &[Label] {
         self.rdeps.get(label).map(Vec::as_slice).unwrap_or(&[])
     }

@@ -147,7 +147,7 @@ fn out_dirs_are_captured_and_restored() {
     ws.write(
         "BUILD.star",
         "action(name = \"site\", out_dirs = [\"site\"], cmd = \"mkdir -p site/a && echo 1 > site/a/one && echo 2 > site/two && chmod +x site/two\")\n\
-         action(name = \"use\", deps = [\":site\"], cmd = \"cat $DEPS > $OUT\", outs = [\"all.txt\"])\n",
+         action(name = \"use\", deps = [\":site\"], cmd = \"find $DEPS -type f | sort | xargs cat > $OUT\", outs = [\"all.txt\"])\n",
     );
     ws.json_run(&["build"], 0);
     assert_eq!(ws.read("all.txt"), "1\n2\n");
@@ -195,5 +195,49 @@ fn no_op_build_does_not_rewrite_outputs() {
         std::fs::metadata(ws.path("o.txt")).unwrap().ino(),
         inode,
         "the output was rewritten"
+    );
+}
+
+#[test]
+fn deps_names_a_dependency_output_directory_once_however_many_files_it_holds() {
+    // A `node_modules`-sized tree: listing every file would put ~300 KB in `$DEPS`, past
+    // Linux's 128 KiB limit for one environment string (the action could not even start).
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = 'for i in $(seq 6000); do mkdir -p node_modules/package-with-a-long-name-$i && echo $i > node_modules/package-with-a-long-name-$i/index.js; done')\n\
+         action(name = \"use\", deps = [\":tree\"], srcs = [\"a.txt\"], cmd = 'echo \"$DEPS\" > $OUT; find $DEPS -type f | wc -l >> $OUT', outs = [\"deps.txt\"])\n",
+    );
+    ws.write("a.txt", "a\n");
+    ws.json_run(&["build"], 0);
+    assert_eq!(ws.read("deps.txt"), "node_modules\n6000\n");
+}
+
+#[test]
+fn an_environment_variable_too_large_to_start_names_itself() {
+    let ws = Workspace::new();
+    let names: Vec<String> = (0..2500)
+        .map(|i| format!("src/a-source-file-with-a-rather-long-name-number-{i:05}.txt"))
+        .collect();
+    for name in &names {
+        ws.write(name, "x\n");
+    }
+    ws.write(
+        "BUILD.star",
+        "action(name = \"many\", srcs = glob([\"src/*.txt\"]), cmd = \"cat $SRCS > $OUT\", outs = [\"all.txt\"])\n",
+    );
+    let run = ws.json_run(&["build"], 1);
+    assert!(
+        run.stderr
+            .contains("`$SRCS` (every source file, by path) is 147505 bytes")
+            && run.stderr.contains("over Linux's limit of 131072"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("Argument list too long").count(),
+        0,
+        "{}",
+        run.stderr
     );
 }
