@@ -4,5 +4,5 @@
 pub(crate) mod prepare;
 pub(crate) mod tools;
 
-pub(crate) use prepare::{ActionKind, PreparedAction, prepare_action};
+pub(crate) use prepare::{ActionKind, DepInputs, PreparedAction, prepare_action};
 pub(crate) use tools::{Tool, ToolResolver};

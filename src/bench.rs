@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use cairn_store::{Digest, FileInfo};
 
-use crate::action::{Tool, prepare_action};
+use crate::action::{DepInputs, Tool, prepare_action};
 use crate::graph::{Kind, Label, Location, Target};
 use crate::workspace::WorkspacePath;
 
@@ -84,11 +84,16 @@ impl ActionFixture {
     /// Computes the action key, as every build does for every action it considers.
     pub fn key(&self) -> Digest {
         let roots: Vec<&WorkspacePath> = self.deps.keys().collect();
+        let links = BTreeMap::new();
+        let deps = DepInputs {
+            files: &self.deps,
+            links: &links,
+            roots: &roots,
+        };
         prepare_action(
             &self.target,
             &self.srcs,
-            &self.deps,
-            &roots,
+            &deps,
             &self.tools,
             "/usr/local/bin:/usr/bin:/bin",
             BTreeMap::new(),

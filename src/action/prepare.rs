@@ -43,6 +43,8 @@ pub(crate) struct PreparedAction {
     pub env: BTreeMap<String, String>,
     /// Every input file by workspace path.
     pub inputs: BTreeMap<WorkspacePath, FileInfo>,
+    /// Every input symlink (from dependency output directories) → its relative target.
+    pub input_links: BTreeMap<WorkspacePath, String>,
     pub outs: Vec<WorkspacePath>,
     pub out_dirs: Vec<WorkspacePath>,
     pub timeout_ms: u64,
@@ -94,6 +96,16 @@ impl PreparedAction {
     }
 }
 
+/// What the dependencies give an action.
+pub(crate) struct DepInputs<'a> {
+    /// Their files by workspace path.
+    pub files: &'a BTreeMap<WorkspacePath, FileInfo>,
+    /// The symlinks of their output directories → their relative targets.
+    pub links: &'a BTreeMap<WorkspacePath, String>,
+    /// What `$DEPS` names (an output directory once, not its files).
+    pub roots: &'a [&'a WorkspacePath],
+}
+
 /// Builds the action of `target` from its source files and the files its dependencies provide
 /// (dependency outputs, by content digest: that is what gives early cutoff).
 /// `tools` are the resolved tools the action calls (their path and digest enter the key as
@@ -102,8 +114,7 @@ impl PreparedAction {
 pub(crate) fn prepare_action(
     target: &Target,
     srcs: &BTreeMap<WorkspacePath, FileInfo>,
-    dep_files: &BTreeMap<WorkspacePath, FileInfo>,
-    dep_roots: &[&WorkspacePath],
+    deps: &DepInputs,
     tools: &[Tool],
     path_var: &str,
     pass_env: BTreeMap<String, String>,
@@ -125,7 +136,7 @@ pub(crate) fn prepare_action(
     // The roots, not every file: a dependency's output directory (a `node_modules` of
     // thousands of files) is one word, so `$DEPS` stays far below Linux's 128 KiB limit for
     // one environment string.
-    env.insert("DEPS".into(), rel(&mut dep_roots.iter().copied()));
+    env.insert("DEPS".into(), rel(&mut deps.roots.iter().copied()));
     env.insert("OUTS".into(), rel(&mut target.outputs()));
     if let Some(first) = target.outputs().next() {
         env.insert("OUT".into(), first.relative_to(package));
@@ -148,7 +159,7 @@ pub(crate) fn prepare_action(
     }
 
     let mut inputs = srcs.clone();
-    inputs.extend(dep_files.iter().map(|(k, v)| (k.clone(), *v)));
+    inputs.extend(deps.files.iter().map(|(k, v)| (k.clone(), *v)));
     let tree_files: BTreeMap<String, FileInfo> = inputs
         .iter()
         .map(|(p, i)| (p.as_str().to_string(), *i))
@@ -159,7 +170,13 @@ pub(crate) fn prepare_action(
     } else {
         vec![package.to_string()]
     };
-    let tree = MerkleTree::build_with_dirs(&tree_files, &BTreeMap::new(), &dirs);
+    // Symlinks of dependency output directories are input symlinks (REAPI `SymlinkNode`s).
+    let tree_links: BTreeMap<String, String> = deps
+        .links
+        .iter()
+        .map(|(p, t)| (p.as_str().to_string(), t.clone()))
+        .collect();
+    let tree = MerkleTree::build_with_dirs(&tree_files, &tree_links, &dirs);
 
     let mut output_files: Vec<String> =
         target.outs.iter().map(|p| p.relative_to(package)).collect();
@@ -234,6 +251,7 @@ pub(crate) fn prepare_action(
         cmd: target.cmd.clone(),
         env,
         inputs,
+        input_links: deps.links.clone(),
         outs: target.outs.clone(),
         out_dirs: target.out_dirs.clone(),
         timeout_ms: target.timeout_ms,
@@ -313,6 +331,16 @@ fn fixed_output_key(digest: &Digest, output_paths: &[String], package: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_LINKS: BTreeMap<WorkspacePath, String> = BTreeMap::new();
+
+    fn no_deps(files: &BTreeMap<WorkspacePath, FileInfo>) -> DepInputs<'_> {
+        DepInputs {
+            files,
+            links: &NO_LINKS,
+            roots: &[],
+        }
+    }
     use crate::graph::{Label, Location};
 
     fn target() -> Target {
@@ -347,7 +375,13 @@ mod tests {
         deps: &BTreeMap<WorkspacePath, FileInfo>,
     ) -> PreparedAction {
         let roots: Vec<&WorkspacePath> = deps.keys().collect();
-        prepare_action(t, srcs, deps, &roots, &[], "/usr/bin:/bin", BTreeMap::new())
+        let links = BTreeMap::new();
+        let deps = DepInputs {
+            files: deps,
+            links: &links,
+            roots: &roots,
+        };
+        prepare_action(t, srcs, &deps, &[], "/usr/bin:/bin", BTreeMap::new())
     }
 
     fn tool(content: &str) -> Tool {
@@ -366,8 +400,7 @@ mod tests {
         let a = prepare_action(
             &t,
             &srcs,
-            &none,
-            &[],
+            &no_deps(&none),
             &[tool("v1")],
             "/usr/bin",
             BTreeMap::new(),
@@ -375,8 +408,7 @@ mod tests {
         let b = prepare_action(
             &t,
             &srcs,
-            &none,
-            &[],
+            &no_deps(&none),
             &[tool("v2")],
             "/usr/bin",
             BTreeMap::new(),
@@ -384,14 +416,13 @@ mod tests {
         let c = prepare_action(
             &t,
             &srcs,
-            &none,
-            &[],
+            &no_deps(&none),
             &[tool("v1")],
             "/opt/bin:/usr/bin",
             BTreeMap::new(),
         );
         let ci: BTreeMap<String, String> = [("CI".to_string(), "true".to_string())].into();
-        let d = prepare_action(&t, &srcs, &none, &[], &[tool("v1")], "/usr/bin", ci);
+        let d = prepare_action(&t, &srcs, &no_deps(&none), &[tool("v1")], "/usr/bin", ci);
         assert_ne!(a.key, b.key);
         assert_ne!(a.key, c.key);
         assert_eq!(a.key, d.key);
@@ -406,8 +437,7 @@ mod tests {
         let a = prepare_action(
             &t,
             &srcs,
-            &none,
-            &[],
+            &no_deps(&none),
             &[tool("v1")],
             "/usr/bin",
             BTreeMap::new(),
@@ -437,8 +467,7 @@ mod tests {
         let b = prepare_action(
             &t,
             &srcs,
-            &none,
-            &[],
+            &no_deps(&none),
             &[tool("v1")],
             "/usr/bin",
             BTreeMap::new(),

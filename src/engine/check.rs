@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use cairn_store::FileInfo;
 
-use super::outputs::FileMap;
+use super::outputs::Provides;
 use super::scheduler::BuildContext;
 use crate::action::PreparedAction;
 use crate::exec::ExecOutcome;
@@ -17,7 +17,7 @@ pub(super) fn check_reproducible(
     ctx: &BuildContext,
     target: &Target,
     action: &PreparedAction,
-    cached: &FileMap,
+    cached: &Provides,
 ) -> Option<String> {
     let outcome = match ctx.executor.execute(&target.label, action) {
         Ok(o) => o,
@@ -37,6 +37,19 @@ pub(super) fn check_reproducible(
         Err(e) => return Some(format!("could not read its re-run outputs: {e}")),
     };
     let mut differ = Vec::new();
+    let (cached_links, fresh_links) = (&cached.links, &fresh.links);
+    for path in cached_links
+        .keys()
+        .chain(fresh_links.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        let (a, b) = (cached_links.get(path), fresh_links.get(path));
+        if a != b {
+            let show = |t: Option<&String>| t.map_or("missing".to_string(), |t| format!("-> {t}"));
+            differ.push(format!("{path} ({} cached, {} now)", show(a), show(b)));
+        }
+    }
+    let (cached, fresh) = (&cached.files, &fresh.files);
     for path in cached.keys().chain(fresh.keys()).collect::<BTreeSet<_>>() {
         let (a, b) = (cached.get(path), fresh.get(path));
         if a.map(|i| i.digest) != b.map(|i| i.digest) {

@@ -12,13 +12,13 @@
 //! tools and the tool path. The memo is kept per cairn binary: a different binary (another
 //! version, or a rebuilt one whose action encoding may differ) starts with an empty memo.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use cairn_store::{Digest, FileInfo, Record, Store};
 use rustc_hash::FxHashMap;
 
+use super::outputs::Provides;
 use crate::action::Tool;
 use crate::graph::{Label, Target};
 use crate::workspace::WorkspacePath;
@@ -31,8 +31,8 @@ pub(crate) type Fingerprint = [u8; 32];
 pub(crate) struct Outcome {
     pub fingerprint: Fingerprint,
     pub key: Digest,
-    /// The files it provided (outputs), by workspace path.
-    pub outputs: BTreeMap<WorkspacePath, FileInfo>,
+    /// What it provided (its outputs' files and symlinks), by workspace path.
+    pub outputs: Provides,
     /// The recorded run time of its result (what the cache saves).
     pub saved_ms: u64,
     /// When this memo last had the result's use recorded in the store (ms since the epoch):
@@ -111,13 +111,13 @@ impl KeyMemo {
     pub fn fingerprint(
         target: &Target,
         srcs: &[FileInfo],
-        dep_files: &BTreeMap<WorkspacePath, FileInfo>,
+        deps: &Provides,
         tools: &[Tool],
         path_var: &str,
         unsandboxed: bool,
     ) -> Fingerprint {
         let mut h = blake3::Hasher::new();
-        h.update(b"cairn key memo v4\0");
+        h.update(b"cairn key memo v5\0");
         h.update(&[unsandboxed as u8]);
         h.update(&target.definition_digest());
         // `srcs` are the digests of the target's `srcs`, in that order (the paths are in the
@@ -126,11 +126,18 @@ impl KeyMemo {
         for info in srcs {
             hash_info(&mut h, info);
         }
-        h.update(&(dep_files.len() as u64).to_le_bytes());
-        for (path, info) in dep_files {
+        h.update(&(deps.files.len() as u64).to_le_bytes());
+        for (path, info) in &deps.files {
             h.update(path.as_str().as_bytes());
             h.update(b"\0");
             hash_info(&mut h, info);
+        }
+        h.update(&(deps.links.len() as u64).to_le_bytes());
+        for (path, target) in &deps.links {
+            h.update(path.as_str().as_bytes());
+            h.update(b"\0");
+            h.update(target.as_bytes());
+            h.update(b"\0");
         }
         h.update(&(tools.len() as u64).to_le_bytes());
         for tool in tools {
@@ -198,6 +205,8 @@ struct StoredEntry {
     key: ([u8; 32], u64),
     /// Path, hash, size, executable.
     outputs: Vec<(WorkspacePath, [u8; 32], u64, bool)>,
+    /// Path, target.
+    links: Vec<(WorkspacePath, String)>,
     saved_ms: u64,
     used_ms: i64,
 }
@@ -210,9 +219,11 @@ impl StoredEntry {
             key: (o.key.hash, o.key.size),
             outputs: o
                 .outputs
+                .files
                 .into_iter()
                 .map(|(path, info)| (path, info.digest.hash, info.digest.size, info.executable))
                 .collect(),
+            links: o.outputs.links.into_iter().collect(),
             saved_ms: o.saved_ms,
             used_ms: o.used_ms,
         }
@@ -220,7 +231,7 @@ impl StoredEntry {
 
     fn into_outcome(self) -> (String, Outcome) {
         let (hash, size) = self.key;
-        let outputs = self
+        let files = self
             .outputs
             .into_iter()
             .map(|(path, hash, size, executable)| {
@@ -228,6 +239,10 @@ impl StoredEntry {
                 (path, FileInfo { digest, executable })
             })
             .collect();
+        let outputs = Provides {
+            files,
+            links: self.links.into_iter().collect(),
+        };
         let outcome = Outcome {
             fingerprint: self.fingerprint,
             key: Digest { hash, size },
@@ -246,7 +261,11 @@ mod tests {
 
     fn fingerprint(f: &ActionFixture, path_var: &str) -> Fingerprint {
         let srcs: Vec<FileInfo> = f.srcs.values().copied().collect();
-        KeyMemo::fingerprint(&f.target, &srcs, &f.deps, &f.tools, path_var, false)
+        let deps = Provides {
+            files: f.deps.clone(),
+            links: Default::default(),
+        };
+        KeyMemo::fingerprint(&f.target, &srcs, &deps, &f.tools, path_var, false)
     }
 
     #[test]
@@ -282,7 +301,14 @@ mod tests {
         let outcome = Outcome {
             fingerprint: fp,
             key: f.key(),
-            outputs: f.deps.clone(),
+            outputs: Provides {
+                files: f.deps.clone(),
+                links: [(
+                    WorkspacePath::in_package("apps/web", "node_modules/.bin/tool").unwrap(),
+                    "../tool/cli.js".to_string(),
+                )]
+                .into(),
+            },
             saved_ms: 12,
             used_ms: 1_800_000_000_000,
         };

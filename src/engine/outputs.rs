@@ -14,8 +14,30 @@ use crate::workspace::WorkspacePath;
 /// Files by workspace path.
 pub(crate) type FileMap = BTreeMap<WorkspacePath, FileInfo>;
 
-/// The files of a result by workspace path (`working_dir` is the action's package); with
-/// `restore`, also written into the workspace at `root`.
+/// Symlinks by workspace path, each to its (relative) target.
+pub(crate) type LinkMap = BTreeMap<WorkspacePath, String>;
+
+/// What a target makes available to its dependents: files, and the symlinks its output
+/// directories hold (a `node_modules/.bin/esbuild`, an npm workspace link), which dependents'
+/// sandboxes get as symlinks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Provides {
+    pub files: FileMap,
+    pub links: LinkMap,
+}
+
+impl Provides {
+    /// Adds what `other` provides.
+    pub fn extend(&mut self, other: &Provides) {
+        self.files
+            .extend(other.files.iter().map(|(k, v)| (k.clone(), *v)));
+        self.links
+            .extend(other.links.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
+/// The files and symlinks of a result by workspace path (`working_dir` is the action's
+/// package); with `restore`, also written into the workspace at `root`.
 pub(crate) fn outputs_of(
     store: &Store,
     states: &FileStates,
@@ -24,13 +46,13 @@ pub(crate) fn outputs_of(
     working_dir: &str,
     result: &reapi::ActionResult,
     restore: bool,
-) -> Result<FileMap, StoreError> {
+) -> Result<Provides, StoreError> {
     let cas = store.cas();
     let bad = |what: &str| StoreError::BadTree {
         digest: *key,
         why: format!("action result has an invalid {what}"),
     };
-    let mut provided = BTreeMap::new();
+    let mut provided = Provides::default();
     for file in &result.output_files {
         let path =
             WorkspacePath::in_package(working_dir, &file.path).map_err(|_| bad("output path"))?;
@@ -46,7 +68,7 @@ pub(crate) fn outputs_of(
         if restore {
             restore_file(cas, states, &info, &path.to_host(root))?;
         }
-        provided.insert(path, info);
+        provided.files.insert(path, info);
     }
     for dir in &result.output_directories {
         let path =
@@ -60,11 +82,14 @@ pub(crate) fn outputs_of(
         if restore {
             restore_contents(cas, states, &contents, &path.to_host(root))?;
         }
-        for (rel, info) in contents.files {
-            provided.insert(
-                WorkspacePath::in_package(path.as_str(), &rel).map_err(|_| bad("tree entry"))?,
-                info,
-            );
+        let entry = |rel: &str| {
+            WorkspacePath::in_package(path.as_str(), rel).map_err(|_| bad("tree entry"))
+        };
+        for (rel, info) in &contents.files {
+            provided.files.insert(entry(rel)?, *info);
+        }
+        for (rel, target) in contents.symlinks {
+            provided.links.insert(entry(&rel)?, target);
         }
     }
     Ok(provided)
@@ -78,7 +103,7 @@ impl super::BuildContext<'_> {
         working_dir: &str,
         result: &reapi::ActionResult,
         restore: bool,
-    ) -> Result<FileMap, StoreError> {
+    ) -> Result<Provides, StoreError> {
         outputs_of(
             self.cache.store(),
             self.states,

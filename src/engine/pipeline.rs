@@ -13,10 +13,10 @@ use cairn_store::{Digest, FileInfo, StoreError};
 use super::check::check_reproducible;
 use super::lookup::{Found, Source};
 use super::memo::{Fingerprint, KeyMemo, Outcome};
-use super::outputs::{FileMap, saved_ms_of};
+use super::outputs::{FileMap, Provides, saved_ms_of};
 use super::scheduler::{BuildContext, Done, Job, Provided, Status, TargetReport};
 use crate::action::tools::first_word;
-use crate::action::{PreparedAction, Tool, prepare_action};
+use crate::action::{DepInputs, PreparedAction, Tool, prepare_action};
 use crate::exec::{ExecError, ExecFailure, ExecOutcome, is_unsandboxed};
 use crate::graph::{Kind, Label, Target};
 use crate::workspace::WorkspacePath;
@@ -51,9 +51,9 @@ pub(crate) enum TargetError {
 pub(super) fn run_target(ctx: &BuildContext, job: Job) -> Done {
     let target = ctx.graph.get(&job.label).expect("scheduled labels exist");
     let started = Instant::now();
-    let mut dep_files: FileMap = BTreeMap::new();
+    let mut dep_files = Provides::default();
     for d in &job.deps {
-        dep_files.extend(d.iter().map(|(k, v)| (k.clone(), *v)));
+        dep_files.extend(d);
     }
     let hashing = Instant::now();
     let srcs = hash_sources(ctx, target);
@@ -63,8 +63,8 @@ pub(super) fn run_target(ctx: &BuildContext, job: Job) -> Done {
         Err(e) => return failed(ctx, target, None, started, &e),
     };
     if !target.kind.runs() {
-        let mut all = source_map(target, &srcs);
-        all.extend(dep_files);
+        let mut all = dep_files;
+        all.files.extend(source_map(target, &srcs));
         return Done {
             label: job.label,
             report: None,
@@ -98,7 +98,8 @@ struct Step<'a> {
     preparing: Instant,
     /// The digests of `target.srcs`, in that order.
     srcs: Vec<FileInfo>,
-    dep_files: FileMap,
+    /// What the dependencies provide.
+    dep_files: Provides,
     tools: Vec<Tool>,
     /// Named by the command (`--remote-download toplevel` downloads its outputs).
     top_level: bool,
@@ -176,11 +177,15 @@ impl Step<'_> {
             })
             .collect();
         let dep_roots: Vec<&WorkspacePath> = self.ctx.graph.dep_roots(target).into_iter().collect();
+        let deps = DepInputs {
+            files: &self.dep_files.files,
+            links: &self.dep_files.links,
+            roots: &dep_roots,
+        };
         prepare_action(
             target,
             &source_map(target, &self.srcs),
-            &self.dep_files,
-            &dep_roots,
+            &deps,
             &self.tools,
             self.ctx.tools.path_var(),
             pass_env,
@@ -195,7 +200,7 @@ impl Step<'_> {
         if !ctx.restore || !self.target.out_dirs.is_empty() {
             return None;
         }
-        let in_place = known.outputs.iter().all(|(path, info)| {
+        let in_place = known.outputs.files.iter().all(|(path, info)| {
             match ctx.states.unchanged_in_workspace(path.as_str()) {
                 Some(found) => found == *info,
                 None => {
@@ -297,7 +302,7 @@ impl Step<'_> {
     fn cached(
         &self,
         key: Digest,
-        provided: FileMap,
+        provided: Provides,
         saved_ms: u64,
         status: Status,
         action: Option<&PreparedAction>,

@@ -9,7 +9,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use cairn_store::{FileInfo, FileStates};
+use cairn_store::FileStates;
 
 use super::Recorder;
 use super::lookup::CacheChain;
@@ -20,7 +20,6 @@ use crate::exec::Executor;
 use crate::graph::{Graph, Kind, Label};
 pub(crate) use crate::report::{BuildOutcome, Status, TargetReport, Traffic};
 use crate::report::{Reporter, Tracer};
-use crate::workspace::WorkspacePath;
 
 pub(crate) struct BuildOptions {
     pub roots: Vec<Label>,
@@ -34,8 +33,8 @@ pub(crate) struct BuildOptions {
     pub keep_going: bool,
 }
 
-/// Files a finished target makes available to its dependents.
-pub(super) type Provided = Arc<BTreeMap<WorkspacePath, FileInfo>>;
+/// What a finished target makes available to its dependents.
+pub(super) type Provided = Arc<super::outputs::Provides>;
 
 /// Everything a build reads, shared by the workers.
 pub(crate) struct BuildContext<'a> {

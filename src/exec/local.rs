@@ -146,6 +146,19 @@ impl Executor for LocalExecutor<'_> {
             };
             written.map_err(sandbox_err)?;
         }
+        // Symlinks of dependency output directories, as they were captured (relative). Without
+        // a sandbox they are in the workspace already.
+        if mode != SandboxMode::None {
+            for (path, target) in &action.input_links {
+                let host = path.to_host(&root);
+                if let Some(parent) = host.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| sandbox_err(io_err("create", parent, e)))?;
+                }
+                std::os::unix::fs::symlink(target, &host)
+                    .map_err(|e| sandbox_err(io_err("create symlink", &host, e)))?;
+            }
+        }
         let workdir = root.join(&action.working_dir);
         fs::create_dir_all(&workdir).map_err(|e| sandbox_err(io_err("create", &workdir, e)))?;
         for out in &action.outs {
@@ -460,7 +473,9 @@ fn check_outputs(root: &Path, action: &PreparedAction, mode: SandboxMode) -> Opt
             continue;
         };
         let rel = WorkspacePath::from_normalized(rel.to_string_lossy().into_owned());
-        let declared = outputs_contain(action, &rel) || action.inputs.contains_key(&rel);
+        let declared = outputs_contain(action, &rel)
+            || action.inputs.contains_key(&rel)
+            || action.input_links.contains_key(&rel);
         if !declared {
             extra.push(format!("`{rel}`"));
         }

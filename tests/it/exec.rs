@@ -241,3 +241,49 @@ fn an_environment_variable_too_large_to_start_names_itself() {
         run.stderr
     );
 }
+
+#[test]
+fn symlinks_in_a_dependency_output_directory_reach_dependents_sandboxes() {
+    // What npm makes: `node_modules/.bin/<tool>` links to the package's script, and a package
+    // may be a link to another (npm workspaces, pnpm's whole layout).
+    let tree = |target: &str| {
+        format!(
+            "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = \"mkdir -p node_modules/esb/bin node_modules/other/bin node_modules/.bin && printf '#!/bin/sh\\\\necho esb ran\\\\n' > node_modules/esb/bin/cli && printf '#!/bin/sh\\\\necho other ran\\\\n' > node_modules/other/bin/cli && chmod +x node_modules/*/bin/cli && ln -s {target} node_modules/.bin/esb && ln -s esb node_modules/alias\")\n\
+             action(name = \"use\", deps = [\":tree\"], cmd = \"node_modules/.bin/esb > $OUT && ls node_modules/alias/bin >> $OUT && readlink node_modules/.bin/esb >> $OUT\", outs = [\"out.txt\"])\n"
+        )
+    };
+    for sandbox in ["namespace", "directory"] {
+        if sandbox == "namespace" && !crate::util::namespaces_available() {
+            continue;
+        }
+        let ws = Workspace::new();
+        ws.write("BUILD.star", &tree("../esb/bin/cli"));
+        let run = ws.json_run(&["build", "--sandbox", sandbox], 0);
+        assert_eq!(run.count("executed"), 2, "{sandbox}: {}", run.stderr);
+        assert_eq!(
+            ws.read("out.txt"),
+            "esb ran\ncli\n../esb/bin/cli\n",
+            "{sandbox}"
+        );
+
+        // Cached, and restored from the store after a clean: the dependent stays cached.
+        assert_eq!(
+            ws.json_run(&["build", "--sandbox", sandbox], 0)
+                .count("executed"),
+            0
+        );
+        assert_eq!(ws.cairn(&["clean"]).code, 0);
+        let again = ws.json_run(&["build", "--sandbox", sandbox], 0);
+        assert_eq!(again.count("executed"), 0, "{sandbox}: {}", again.stderr);
+        assert_eq!(
+            std::fs::read_link(ws.path("node_modules/.bin/esb")).unwrap(),
+            std::path::Path::new("../esb/bin/cli")
+        );
+
+        // A link that points elsewhere is a new input: the dependent runs again.
+        ws.write("BUILD.star", &tree("../other/bin/cli"));
+        let moved = ws.json_run(&["build", "--sandbox", sandbox], 0);
+        assert_eq!(moved.statuses()["//:use"], "executed", "{sandbox}");
+        assert_eq!(ws.read("out.txt"), "other ran\ncli\n../other/bin/cli\n");
+    }
+}

@@ -1016,3 +1016,30 @@ fn tls_remotes_with_a_private_ca_and_a_client_certificate() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("go together"), "{}", run.stderr);
 }
+
+#[test]
+fn symlinks_in_output_directories_round_trip_through_every_remote() {
+    for remote in backends() {
+        let build = format!(
+            "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = \"mkdir -p node_modules/esb node_modules/.bin && printf '#!/bin/sh\\\\necho {salt}\\\\n' > node_modules/esb/cli && chmod +x node_modules/esb/cli && ln -s ../esb/cli node_modules/.bin/esb\")\n\
+             action(name = \"use\", deps = [\":tree\"], cmd = \"node_modules/.bin/esb > $OUT\", outs = [\"out.txt\"])\n",
+            salt = remote.salt
+        );
+        let remote_flag = format!("--remote={}", remote.url);
+        let ci = Workspace::new();
+        ci.write("BUILD.star", &build);
+        let first = ci.json_run(&["build", &remote_flag, "--remote-upload"], 0);
+        assert_eq!(first.count("executed"), 2, "{}: {}", remote.name, first.stderr);
+        let laptop = Workspace::new();
+        laptop.write("BUILD.star", &build);
+        let hit = laptop.json_run(&["build", &remote_flag], 0);
+        assert_eq!(hit.count("remote_cached"), 2, "{}: {}", remote.name, hit.stderr);
+        assert_eq!(
+            std::fs::read_link(laptop.path("node_modules/.bin/esb")).unwrap(),
+            Path::new("../esb/cli"),
+            "{}",
+            remote.name
+        );
+        assert_eq!(laptop.read("out.txt"), format!("{}\n", remote.salt));
+    }
+}
