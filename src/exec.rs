@@ -40,7 +40,9 @@ pub(crate) enum ExecOutcome {
 pub(crate) struct ExecFailure {
     pub exit_code: Option<i32>,
     pub message: String,
+    /// The last lines of stderr, or of a test's combined log (`tail_is_output`).
     pub stderr_tail: String,
+    pub tail_is_output: bool,
     pub log: Option<PathBuf>,
 }
 

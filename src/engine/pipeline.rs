@@ -577,6 +577,7 @@ fn failed_with(
             exit_code: None,
             message,
             stderr_tail: String::new(),
+            tail_is_output: false,
             log: None,
         }),
         ..TargetReport::new(target, Status::Failed, key, started)

@@ -183,7 +183,11 @@ impl Executor for LocalExecutor<'_> {
         let stderr_path = sandbox.path().join("stderr");
         let stdout = File::create(&stdout_path)
             .map_err(|e| sandbox_err(io_err("create", &stdout_path, e)))?;
+        // A test's stdout and stderr are one log, interleaved as written (pytest and most
+        // test runners report failures on stdout), as Bazel's test.log.
+        let combined = action.kind == ActionKind::Test;
         let stderr = File::create(&stderr_path)
+            .and_then(|f| if combined { stdout.try_clone() } else { Ok(f) })
             .map_err(|e| sandbox_err(io_err("create", &stderr_path, e)))?;
         let network = matches!(action.kind, ActionKind::FixedOutput(_));
         let new_root = sandbox.path().join("newroot");
@@ -233,14 +237,22 @@ impl Executor for LocalExecutor<'_> {
         let duration_ms = start.elapsed().as_millis() as u64;
 
         let exit_code = status.and_then(|s| s.code());
+        let logs = Logs {
+            stdout: &stdout_path,
+            stderr: &stderr_path,
+            combined,
+        };
         let failure = |message: String| {
-            let tail = tail_lines(&stderr_path, STDERR_TAIL_LINES);
-            let log = save_log(self.store, label, &action.key, &stdout_path, &stderr_path);
+            let tail = tail_lines(
+                if combined { &stdout_path } else { &stderr_path },
+                STDERR_TAIL_LINES,
+            );
             ExecFailure {
                 exit_code,
                 message,
                 stderr_tail: tail,
-                log,
+                tail_is_output: combined,
+                log: save_log(self.store, label, &action.key, &logs),
             }
         };
         if ended == Ended::Cancelled {
@@ -267,6 +279,10 @@ impl Executor for LocalExecutor<'_> {
         }
         if let Some(problem) = check_outputs(&root, action, mode) {
             return Ok(ExecOutcome::Failed(failure(problem)));
+        }
+        // Every test keeps its log, passing or not (its result holds it too, as stdout).
+        if combined {
+            save_log(self.store, label, &action.key, &logs);
         }
 
         let capture_err = |source: StoreError| ExecError::Capture {
@@ -519,13 +535,15 @@ fn tail_lines(path: &Path, n: usize) -> String {
 }
 
 /// Keeps a failed action's output as `<store>/logs/<package>/<name>-<key>.log`.
-fn save_log(
-    store: &Store,
-    label: &Label,
-    key: &Digest,
-    stdout: &Path,
-    stderr: &Path,
-) -> Option<PathBuf> {
+/// Where an action's output went: stdout and stderr, or (a test) one combined log.
+struct Logs<'a> {
+    stdout: &'a Path,
+    stderr: &'a Path,
+    combined: bool,
+}
+
+/// Keeps an action's output under the store's `logs/` (`<package>/<name>-<key>.log`).
+fn save_log(store: &Store, label: &Label, key: &Digest, logs: &Logs) -> Option<PathBuf> {
     let dir = store.logs_dir().join(if label.package.is_empty() {
         "_root"
     } else {
@@ -533,15 +551,18 @@ fn save_log(
     });
     fs::create_dir_all(&dir).ok()?;
     let path = dir.join(format!("{}-{}.log", label.name, key.short()));
+    let read =
+        |path: &Path| String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned();
     let mut text = String::new();
-    text.push_str(&format!("# {label}\n# --- stdout ---\n"));
-    text.push_str(&String::from_utf8_lossy(
-        &fs::read(stdout).unwrap_or_default(),
-    ));
-    text.push_str("\n# --- stderr ---\n");
-    text.push_str(&String::from_utf8_lossy(
-        &fs::read(stderr).unwrap_or_default(),
-    ));
+    if logs.combined {
+        text.push_str(&format!("# {label}\n# --- stdout and stderr ---\n"));
+        text.push_str(&read(logs.stdout));
+    } else {
+        text.push_str(&format!("# {label}\n# --- stdout ---\n"));
+        text.push_str(&read(logs.stdout));
+        text.push_str("\n# --- stderr ---\n");
+        text.push_str(&read(logs.stderr));
+    }
     fs::write(&path, text).ok()?;
     Some(path)
 }

@@ -277,7 +277,11 @@ impl ConsoleReporter {
                 text.push_str(&format!("\n  exit code: {code}"));
             }
             if !f.stderr_tail.trim().is_empty() {
-                text.push_str("\n  stderr (last lines):");
+                text.push_str(if f.tail_is_output {
+                    "\n  output (last lines):"
+                } else {
+                    "\n  stderr (last lines):"
+                });
                 for line in f.stderr_tail.lines() {
                     text.push_str(&format!("\n    {line}"));
                 }

@@ -287,3 +287,57 @@ fn symlinks_in_a_dependency_output_directory_reach_dependents_sandboxes() {
         assert_eq!(ws.read("out.txt"), "other ran\ncli\n../other/bin/cli\n");
     }
 }
+
+#[test]
+fn a_failing_test_shows_its_combined_output_and_every_test_keeps_its_log() {
+    // pytest reports failures on stdout: the tail must show them, interleaved with stderr.
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "test(name = \"py\", cmd = \"echo '___ test_add ___'; echo 'note on stderr' >&2; echo 'E   assert 1 == 2'; echo 'FAILED test_math.py::test_add'; exit 1\")\n\
+         test(name = \"ok\", cmd = \"echo '1 passed in 0.01s'\")\n",
+    );
+    let junit = ws.path("junit.xml");
+    let run = ws.json_run(
+        &["test", "--keep-going", "--junit", junit.to_str().unwrap()],
+        1,
+    );
+    let shown = run
+        .stderr
+        .split("output (last lines):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no output tail: {}", run.stderr));
+    let order = [
+        "___ test_add ___",
+        "note on stderr",
+        "E   assert 1 == 2",
+        "FAILED test_math.py::test_add",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|l| {
+            shown
+                .find(l)
+                .unwrap_or_else(|| panic!("{l}: {}", run.stderr))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", run.stderr);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("FAILED test_math.py::test_add") && xml.contains("E   assert 1 == 2"),
+        "{xml}"
+    );
+
+    // The passing test's log is kept too.
+    let logs: Vec<String> = walkdir::WalkDir::new(ws.store().join("logs"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("# //:ok") && l.contains("1 passed in 0.01s")),
+        "{logs:?}"
+    );
+}

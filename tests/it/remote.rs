@@ -1029,11 +1029,23 @@ fn symlinks_in_output_directories_round_trip_through_every_remote() {
         let ci = Workspace::new();
         ci.write("BUILD.star", &build);
         let first = ci.json_run(&["build", &remote_flag, "--remote-upload"], 0);
-        assert_eq!(first.count("executed"), 2, "{}: {}", remote.name, first.stderr);
+        assert_eq!(
+            first.count("executed"),
+            2,
+            "{}: {}",
+            remote.name,
+            first.stderr
+        );
         let laptop = Workspace::new();
         laptop.write("BUILD.star", &build);
         let hit = laptop.json_run(&["build", &remote_flag], 0);
-        assert_eq!(hit.count("remote_cached"), 2, "{}: {}", remote.name, hit.stderr);
+        assert_eq!(
+            hit.count("remote_cached"),
+            2,
+            "{}: {}",
+            remote.name,
+            hit.stderr
+        );
         assert_eq!(
             std::fs::read_link(laptop.path("node_modules/.bin/esb")).unwrap(),
             Path::new("../esb/cli"),

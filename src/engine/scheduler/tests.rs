@@ -59,6 +59,7 @@ impl Executor for MemoryExecutor {
                 exit_code: Some(1),
                 message: "exited with code 1".into(),
                 stderr_tail: String::new(),
+                tail_is_output: false,
                 log: None,
             }));
         }
