@@ -77,7 +77,56 @@ pub(crate) enum InputBytes<'a> {
     Dependency(&'a WorkspacePath),
 }
 
+/// `ExecutedActionMetadata.auxiliary_metadata` type of a fixed-output result's inputs digest.
+const FIXED_INPUTS_TYPE: &str = "type.cairn.build/FixedOutputInputs";
+
 impl PreparedAction {
+    /// What a fixed-output action was run from, beyond its declared digest: its input root
+    /// (sources, the lockfile, dependency outputs) and its command. Not its tools (a machine
+    /// with another `npm` gets the same answer) nor the platform.
+    pub fn inputs_digest(&self) -> Digest {
+        let part = |d: &Option<reapi::Digest>| {
+            d.as_ref()
+                .and_then(Digest::from_reapi)
+                .map_or([0; 32], |d| d.hash)
+        };
+        let mut bytes = part(&self.action.input_root_digest).to_vec();
+        bytes.extend(part(&self.action.command_digest));
+        Digest::of_bytes(&bytes)
+    }
+
+    /// Records `inputs_digest` in a fixed-output result (signed and uploaded with it).
+    pub fn record_inputs(&self, result: &mut reapi::ActionResult) {
+        let digest = self.inputs_digest();
+        let mut value = digest.hash.to_vec();
+        value.extend(digest.size.to_le_bytes());
+        let metadata = result
+            .execution_metadata
+            .get_or_insert_with(Default::default);
+        metadata
+            .auxiliary_metadata
+            .retain(|a| a.type_url != FIXED_INPUTS_TYPE);
+        metadata
+            .auxiliary_metadata
+            .push(bazel_remote_apis::google::protobuf::Any {
+                type_url: FIXED_INPUTS_TYPE.to_string(),
+                value,
+            });
+    }
+
+    /// Whether `result` was produced from this action's inputs (`record_inputs`); a result
+    /// that recorded none (an older cairn's) does not count.
+    pub fn same_inputs(&self, result: &reapi::ActionResult) -> bool {
+        let digest = self.inputs_digest();
+        let mut want = digest.hash.to_vec();
+        want.extend(digest.size.to_le_bytes());
+        result.execution_metadata.as_ref().is_some_and(|m| {
+            m.auxiliary_metadata
+                .iter()
+                .any(|a| a.type_url == FIXED_INPUTS_TYPE && a.value == want)
+        })
+    }
+
     /// Every declared output path (files and directories).
     pub fn outputs(&self) -> impl Iterator<Item = &WorkspacePath> {
         self.outs.iter().chain(&self.out_dirs)

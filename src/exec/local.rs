@@ -351,6 +351,9 @@ impl Executor for LocalExecutor<'_> {
             }),
             ..Default::default()
         });
+        if let ActionKind::FixedOutput(_) = action.kind {
+            action.record_inputs(&mut result);
+        }
         Ok(ExecOutcome::Success {
             result,
             remotely: false,

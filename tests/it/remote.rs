@@ -1055,3 +1055,41 @@ fn symlinks_in_output_directories_round_trip_through_every_remote() {
         assert_eq!(laptop.read("out.txt"), format!("{}\n", remote.salt));
     }
 }
+
+#[test]
+fn a_fixed_output_result_keeps_its_recorded_inputs_through_every_remote() {
+    // The inputs digest rides in the result's metadata: a server that kept it lets a fresh
+    // machine take the install without running it.
+    for remote in backends() {
+        let build = |digest: &str| {
+            format!(
+                "fixed_output(name = \"deps\", srcs = [\"lock.txt\"], cmd = \"cp lock.txt $OUT\", outs = [\"installed.txt\"], digest = \"{digest}\")\n"
+            )
+        };
+        let remote_flag = format!("--remote={}", remote.url);
+        let ci = Workspace::new();
+        ci.write("lock.txt", &format!("{}\n", remote.salt));
+        ci.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
+        let run = ci.cairn(&["build"]);
+        let actual = run
+            .stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("actual:"))
+            .unwrap_or_else(|| panic!("{}", run.stderr))
+            .trim()
+            .to_string();
+        ci.write("BUILD.star", &build(&actual));
+        ci.json_run(&["build", &remote_flag, "--remote-upload"], 0);
+        let laptop = Workspace::new();
+        laptop.write("lock.txt", &format!("{}\n", remote.salt));
+        laptop.write("BUILD.star", &build(&actual));
+        let hit = laptop.json_run(&["build", &remote_flag], 0);
+        assert_eq!(
+            hit.count("remote_cached"),
+            1,
+            "{}: {}",
+            remote.name,
+            hit.stderr
+        );
+    }
+}

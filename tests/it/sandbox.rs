@@ -118,12 +118,60 @@ fn no_network_except_in_fixed_output_actions_whose_digest_must_match() {
     let run = ws.json_run(&["build"], 0);
     assert_eq!(run.statuses()["//:fetch"], "executed");
     assert_eq!(ws.read("got.txt"), "hello from the host\n");
-    // Cached by the declared digest: a different command producing it is not re-run.
+    assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+    // Another command is run again and checked against the digest (same bytes: it passes).
     ws.write(
         "BUILD.star",
         &fetch(&actual).replace("timeout=5", "timeout=6"),
     );
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
     assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+}
+
+#[test]
+fn a_lockfile_edited_under_a_stale_digest_is_caught_here_not_on_a_fresh_machine() {
+    let ws = Workspace::new();
+    let deps = |digest: &str| {
+        format!(
+            "fixed_output(name = \"deps\", srcs = [\"lock.txt\"], cmd = \"cp lock.txt $OUT\", outs = [\"installed.txt\"], digest = \"{digest}\")\n"
+        )
+    };
+    let actual_of = |run: &crate::util::Run| {
+        run.stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("actual:"))
+            .unwrap_or_else(|| panic!("no actual digest in:\n{}", run.stderr))
+            .trim()
+            .to_string()
+    };
+    ws.write("lock.txt", "esbuild 0.28.2\n");
+    ws.write("BUILD.star", &deps(&format!("blake3:{}", "0".repeat(64))));
+    let v28 = actual_of(&ws.json_run(&["build"], 1));
+    ws.write("BUILD.star", &deps(&v28));
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+
+    // `npm install --package-lock-only esbuild@0.27.0`, digest not updated: the install runs
+    // again and its new output is refused, with the digest to paste.
+    ws.write("lock.txt", "esbuild 0.27.0\n");
+    let stale = ws.json_run(&["build"], 1);
+    assert_eq!(stale.statuses()["//:deps"], "failed", "{}", stale.stderr);
+    assert!(
+        stale.stderr.contains(&format!("expected: {v28}")),
+        "{}",
+        stale.stderr
+    );
+    let v27 = actual_of(&stale);
+    assert_ne!(v27, v28);
+    ws.write("BUILD.star", &deps(&v27));
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.read("installed.txt"), "esbuild 0.27.0\n");
+
+    // Back to the old lockfile and digest: its result is still in the store.
+    ws.write("lock.txt", "esbuild 0.28.2\n");
+    ws.write("BUILD.star", &deps(&v28));
+    let back = ws.json_run(&["build"], 0);
+    assert_eq!(back.count("cached"), 1, "{}", back.stderr);
+    assert_eq!(ws.read("installed.txt"), "esbuild 0.28.2\n");
 }
 
 #[test]
