@@ -318,7 +318,22 @@ impl Executor for LocalExecutor<'_> {
             }
         }
         for dir in &action.out_dirs {
-            let (tree, contents) = capture_dir(cas, &dir.to_host(&root)).map_err(capture_err)?;
+            let (tree, contents) = match capture_dir(cas, &dir.to_host(&root)) {
+                Ok(captured) => captured,
+                // What the action made is not storable: its failure, named by workspace path
+                // (the sandbox's host path means nothing to the user).
+                Err(StoreError::Unsupported { path, why }) => {
+                    let shown = path.strip_prefix(&root).unwrap_or(&path);
+                    let target = fs::read_link(&path)
+                        .map(|t| format!(" (-> {})", t.display()))
+                        .unwrap_or_default();
+                    return Ok(ExecOutcome::Failed(failure(format!(
+                        "made `{}`{target}, which an output cannot hold: {why}",
+                        shown.display()
+                    ))));
+                }
+                Err(e) => return Err(capture_err(e)),
+            };
             let rel = dir.relative_to(&action.working_dir);
             for (path, info) in contents.files {
                 produced.insert(format!("{rel}/{path}"), info);

@@ -341,3 +341,27 @@ fn a_failing_test_shows_its_combined_output_and_every_test_keeps_its_log() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn an_unstorable_output_is_named_by_its_workspace_path_once() {
+    // `python3 -m venv` makes absolute links to the interpreter.
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"venv\", out_dirs = [\"deps/venv\"], cmd = \"mkdir -p deps/venv/bin && ln -s /usr/bin/python3 deps/venv/bin/python3\")\n",
+    );
+    let run = ws.json_run(&["build"], 1);
+    assert_eq!(
+        run.stderr
+            .matches("made `deps/venv/bin/python3` (-> /usr/bin/python3), which an output cannot hold: absolute symlinks cannot be part of an output")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("/root/deps"),
+        "no sandbox path: {}",
+        run.stderr
+    );
+}
