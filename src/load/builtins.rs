@@ -390,6 +390,7 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = UnpackList::default())] tags: UnpackList<String>,
         #[starlark(require = named, default = UnpackDictEntries::default())]
         platform: UnpackDictEntries<String, String>,
+        #[starlark(require = named, default = UnpackList::default())] pass_env: UnpackList<String>,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         if outs.items.is_empty() && out_dirs.items.is_empty() {
@@ -407,6 +408,9 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.timeout = timeout.to_string();
         a.tags = tags.items;
         a.platform = platform.entries;
+        // A token, a proxy, a registry mirror: host values that never enter the key (the
+        // output is checked against `digest` whatever they were).
+        a.pass_env = pass_env.items;
         declare(eval, a)
     }
 

@@ -365,3 +365,65 @@ fn an_unstorable_output_is_named_by_its_workspace_path_once() {
         run.stderr
     );
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn npm_deps_installs_a_workspaces_lockfile_from_the_registry_with_its_links() {
+    // The real npm and registry, as a user's machine has them.
+    let ws = Workspace::new();
+    ws.write(
+        "package.json",
+        r#"{"name": "ws", "private": true, "workspaces": ["packages/a"], "dependencies": {"is-number": "7.0.0"}}"#,
+    );
+    ws.write(
+        "packages/a/package.json",
+        r#"{"name": "a", "version": "1.0.0", "main": "index.js"}"#,
+    );
+    ws.write("packages/a/index.js", "exports.hello = 'hello from a';\n");
+    ws.write("config/npmrc", "registry=https://registry.npmjs.org/\n");
+    ws.write(
+        "main.js",
+        "const isNumber = require('is-number');\nconsole.log(isNumber(5), require('a').hello);\n",
+    );
+    let locked = std::process::Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .current_dir(ws.root())
+        .output();
+    if !locked.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_none(),
+            "npm or its registry is unavailable: {locked:?}"
+        );
+        return;
+    }
+    let build = |digest: &str| {
+        format!(
+            "npm_deps(name = \"deps\", digest = \"{digest}\", workspaces = [\"packages/a\"], npmrc = \"config/npmrc\", pass_env = [\"NPM_TOKEN\"])\n\
+             action(name = \"use\", deps = [\":deps\"], srcs = [\"main.js\", \"packages/a/package.json\", \"packages/a/index.js\"], cmd = \"node main.js > $OUT\", outs = [\"out.txt\"], tools = [\"node\"])\n"
+        )
+    };
+    ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
+    let first = ws.json_run(&["build"], 1);
+    let actual = first
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("actual:"))
+        .unwrap_or_else(|| panic!("no actual digest in:\n{}", first.stderr))
+        .trim()
+        .to_string();
+    ws.write("BUILD.star", &build(&actual));
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(ws.read("out.txt"), "true hello from a\n", "{}", run.stderr);
+    // The workspace link is a symlink, in the workspace and in the sandbox that used it.
+    assert_eq!(
+        std::fs::read_link(ws.path("node_modules/a")).unwrap(),
+        std::path::Path::new("../packages/a")
+    );
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 0);
+}
