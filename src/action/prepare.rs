@@ -77,6 +77,32 @@ pub(crate) enum InputBytes<'a> {
     Dependency(&'a WorkspacePath),
 }
 
+/// What the namespace sandbox mounts (read-only) for a tool at `path`: its directory and, for
+/// a `<prefix>/bin/<tool>`, the installation prefix (nvm's, volta's, pyenv's, `/opt/node`: the
+/// tool's `lib/` and `share/` live there); the same for where a symlinked tool really is (npm's
+/// `bin/npm` → `../lib/node_modules/npm/bin/npm-cli.js`). System directories are mounted
+/// anyway, and the sandbox skips them.
+fn installation_dirs(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    let mut add = |tool: &std::path::Path| {
+        if let Some(dir) = tool.parent() {
+            dirs.push(dir.to_path_buf());
+            if dir.file_name().is_some_and(|n| n == "bin")
+                && let Some(prefix) = dir.parent().filter(|p| p.parent().is_some())
+            {
+                dirs.push(prefix.to_path_buf());
+            }
+        }
+    };
+    add(path);
+    if let Ok(real) = std::fs::canonicalize(path)
+        && real != path
+    {
+        add(&real);
+    }
+    dirs
+}
+
 /// `ExecutedActionMetadata.auxiliary_metadata` type of a fixed-output result's inputs digest.
 const FIXED_INPUTS_TYPE: &str = "type.cairn.build/FixedOutputInputs";
 
@@ -290,7 +316,7 @@ pub(crate) fn prepare_action(
     };
     let mut tool_dirs: Vec<std::path::PathBuf> = sorted_tools
         .iter()
-        .filter_map(|t| t.path.parent().map(|p| p.to_path_buf()))
+        .flat_map(|t| installation_dirs(&t.path))
         .collect();
     tool_dirs.sort();
     tool_dirs.dedup();

@@ -413,3 +413,43 @@ fn actions_run_with_umask_022_whatever_the_callers() {
         assert_eq!(ws.read("mode.txt"), "644\n755\n", "with the {mode} sandbox");
     }
 }
+
+#[test]
+fn a_tool_installed_outside_usr_runs_with_its_whole_installation_in_the_sandbox() {
+    if !namespaces_available() {
+        return;
+    }
+    // As nvm, volta or /opt/node lay one out: `bin/<tool>` links into `lib/`, which reads
+    // `share/`.
+    let inst = tempfile::tempdir().unwrap();
+    let root = inst.path();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("lib/mytool")).unwrap();
+    std::fs::create_dir_all(root.join("share/mytool")).unwrap();
+    std::fs::write(root.join("share/mytool/data.txt"), "data of mytool\n").unwrap();
+    let cli = root.join("lib/mytool/cli.sh");
+    std::fs::write(
+        &cli,
+        "#!/bin/sh\nhere=$(dirname \"$(readlink -f \"$0\")\")\ncat \"$here/../../share/mytool/data.txt\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../lib/mytool/cli.sh", root.join("bin/mytool")).unwrap();
+
+    let ws = Workspace::new();
+    ws.write(
+        "cairn.toml",
+        &format!(
+            "[build]\ntool_path = [\"{}/bin\", \"/usr/bin\", \"/bin\"]\n",
+            root.display()
+        ),
+    );
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", cmd = \"mytool > $OUT\", outs = [\"o.txt\"])\n",
+    );
+    let run = ws.json_run(&["build", "--sandbox", "namespace"], 0);
+    assert_eq!(run.count("executed"), 1);
+    assert_eq!(ws.read("o.txt"), "data of mytool\n");
+}
