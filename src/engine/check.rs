@@ -10,6 +10,7 @@ use super::scheduler::BuildContext;
 use crate::action::PreparedAction;
 use crate::exec::ExecOutcome;
 use crate::graph::Target;
+use crate::workspace::WorkspacePath;
 
 /// Runs `action` again and compares its outputs with `cached`. Returns what differs, if
 /// anything (or why the re-run failed).
@@ -37,6 +38,30 @@ pub(super) fn check_reproducible(
         Err(e) => return Some(format!("could not read its re-run outputs: {e}")),
     };
     let mut differ = Vec::new();
+    // Both versions of each differing file, for `diff`.
+    let kept = ctx
+        .cache
+        .store()
+        .logs_dir()
+        .join("check")
+        .join(if target.label.package.is_empty() {
+            "_root"
+        } else {
+            &target.label.package
+        })
+        .join(&target.label.name);
+    let _ = std::fs::remove_dir_all(&kept);
+    let keep = |path: &WorkspacePath, info: Option<&FileInfo>, which: &str| {
+        if let Some(info) = info {
+            let dest = kept.join(format!("{path}.{which}"));
+            let _ = dest.parent().map(std::fs::create_dir_all);
+            let _ = ctx
+                .cache
+                .store()
+                .cas()
+                .write_new_file(&info.digest, &dest, false);
+        }
+    };
     let (cached_links, fresh_links) = (&cached.links, &fresh.links);
     for path in cached_links
         .keys()
@@ -55,16 +80,23 @@ pub(super) fn check_reproducible(
         if a.map(|i| i.digest) != b.map(|i| i.digest) {
             let show = |i: Option<&FileInfo>| {
                 i.map_or("missing".to_string(), |i| {
-                    format!("blake3:{}", i.digest.short())
+                    format!("blake3:{}", i.digest.hex())
                 })
             };
-            differ.push(format!("{path} ({} cached, {} now)", show(a), show(b)));
+            keep(path, a, "cached");
+            keep(path, b, "now");
+            differ.push(format!(
+                "\n    {path}\n      cached: {}\n      now:    {}",
+                show(a),
+                show(b)
+            ));
         }
     }
     (!differ.is_empty()).then(|| {
         format!(
-            "is not reproducible: re-running it changed {}",
-            differ.join(", ")
+            "is not reproducible: re-running it changed{}\n  both versions are kept in {} (`diff -r` them)",
+            differ.join(""),
+            kept.display()
         )
     })
 }

@@ -277,8 +277,12 @@ impl Step<'_> {
                 return None;
             }
         };
-        if ctx.check
-            && target.kind == Kind::Action
+        // `--check` runs every cached action again, fixed-output ones too (their re-run must
+        // give the declared digest); tests are not build outputs.
+        let checked = ctx.check
+            && matches!(target.kind, Kind::Action | Kind::FixedOutput)
+            && action.is_some();
+        if checked
             && let Some(action) = action
             && let Some(problem) = check_reproducible(ctx, target, action, &provided)
         {
@@ -288,14 +292,18 @@ impl Step<'_> {
             Source::Local => Status::Cached,
             Source::Remote(_) => Status::RemoteCached,
         };
-        Some(self.cached(
+        let mut done = self.cached(
             key,
             provided,
             saved_ms_of(&result),
             status,
             action,
             remember,
-        ))
+        );
+        if let Some(report) = done.report.as_mut() {
+            report.checked = checked;
+        }
+        Some(done)
     }
 
     fn unusable(&self, key: &Digest, error: &StoreError) {

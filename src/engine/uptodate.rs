@@ -161,6 +161,7 @@ pub(crate) fn replay(
             blocked_by: None,
             saved_ms: t.saved_ms,
             remote_action_digest: None,
+            checked: false,
         });
     }
     Some(BuildOutcome {

@@ -348,7 +348,7 @@ impl Executor for LocalExecutor<'_> {
             let actual = MerkleTree::build(&produced).root;
             if actual.hash != expected.hash {
                 return Ok(ExecOutcome::Failed(failure(format!(
-                    "produced outputs whose digest differs from the declared one\n  expected: {expected}\n  actual:   {actual}\n  (if the new outputs are right, set digest = \"{actual}\")"
+                    "produced outputs whose digest differs from the declared one\n  expected: {expected}\n  actual:   {actual}\n  (if the new outputs are right, set digest = \"{actual}\"; if `actual` changes on every run, the action is not reproducible: look for timestamps, absolute paths or unordered listings in its outputs)"
                 ))));
             }
         }

@@ -371,6 +371,10 @@ pub(crate) fn summary_line(outcome: &BuildOutcome, style: &Style) -> String {
     if flaky > 0 {
         text.push_str(&format!(", {flaky} flaky"));
     }
+    let checked = outcome.reports.iter().filter(|r| r.checked).count();
+    if checked > 0 {
+        text.push_str(&format!(", {checked} re-run by --check and reproducible"));
+    }
     text.push_str(&format!(" in {:.2}s", outcome.wall_ms as f64 / 1000.0));
     let traffic = &outcome.traffic;
     if traffic.bytes_downloaded > 0 || traffic.bytes_uploaded > 0 {
@@ -405,6 +409,9 @@ pub(crate) fn json_summary(outcome: &BuildOutcome) -> serde_json::Value {
             }
             if let Some(digest) = &r.remote_action_digest {
                 t["remote_action_digest"] = json!(digest.to_string());
+            }
+            if r.checked {
+                t["checked"] = json!(true);
             }
             t
         })

@@ -66,6 +66,8 @@ pub(crate) struct TargetReport {
     /// The digest under which the (first) remote holds the action, when one is configured
     /// and `--json` asked for it.
     pub remote_action_digest: Option<cairn_store::RemoteDigest>,
+    /// A cached action `build --check` ran again (and found reproducible).
+    pub checked: bool,
 }
 
 impl TargetReport {
@@ -83,6 +85,7 @@ impl TargetReport {
             blocked_by: None,
             saved_ms: 0,
             remote_action_digest: None,
+            checked: false,
         }
     }
 }

@@ -868,7 +868,7 @@ fn what_cairn_uploads_reads_back_with_an_independent_reapi_client() {
             "BUILD.star",
             &format!(
                 "action(name = \"site\", out_dirs = [\"site\"], cmd = \"mkdir -p site/a && echo {salt} > site/a/one && echo 2 > site/two\")\n\
-                 action(name = \"use\", deps = [\":site\"], srcs = [\"in.txt\"], cmd = \"cat $DEPS in.txt > $OUT\", outs = [\"all.txt\"])\n\
+                 action(name = \"use\", deps = [\":site\"], srcs = [\"in.txt\"], cmd = \"cat $(find $DEPS -type f | sort) in.txt > $OUT\", outs = [\"all.txt\"])\n\
                  test(name = \"t\", deps = [\":use\"], cmd = \"grep -q {salt} all.txt\")\n",
                 salt = remote.salt
             ),

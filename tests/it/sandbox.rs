@@ -188,9 +188,70 @@ fn build_check_names_nondeterministic_actions() {
     assert_eq!(run.statuses()["//:stable"], "cached");
     assert!(
         run.stderr
-            .contains("//:stamp: is not reproducible: re-running it changed stamp.txt"),
+            .contains("//:stamp: is not reproducible: re-running it changed\n    stamp.txt\n      cached: blake3:"),
         "{}",
         run.stderr
+    );
+    assert!(
+        run.stderr.contains("1 re-run by --check and reproducible"),
+        "{}",
+        run.stderr
+    );
+    // Full digests, and both versions kept for `diff`.
+    let digests: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("cached: ")
+                .or(l.trim().strip_prefix("now:    "))
+        })
+        .collect();
+    assert_eq!(digests.len(), 2, "{}", run.stderr);
+    assert!(
+        digests.iter().all(|d| d.len() == "blake3:".len() + 64),
+        "{digests:?}"
+    );
+    let kept = ws.store().join("logs/check/_root/stamp");
+    let (cached, now) = (
+        std::fs::read_to_string(kept.join("stamp.txt.cached")).unwrap(),
+        std::fs::read_to_string(kept.join("stamp.txt.now")).unwrap(),
+    );
+    assert_eq!(cached, ws.read("stamp.txt"));
+    assert_ne!(cached, now);
+}
+
+#[test]
+fn build_check_runs_fixed_output_actions_again_too() {
+    let ws = Workspace::new();
+    let build = |digest: &str| {
+        format!(
+            "fixed_output(name = \"fetch\", cmd = \"echo fetched > $OUT\", outs = [\"f.txt\"], digest = \"{digest}\")\n"
+        )
+    };
+    ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
+    let run = ws.cairn(&["build"]);
+    let actual = run
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("actual:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    ws.write("BUILD.star", &build(&actual));
+    ws.json_run(&["build"], 0);
+    let check = ws.json_run(&["build", "--check"], 0);
+    assert_eq!(check.statuses()["//:fetch"], "cached");
+    assert!(
+        check.stderr.contains("1 re-run by --check"),
+        "{}",
+        check.stderr
+    );
+    assert_eq!(
+        check.json()["targets"][0]["checked"],
+        true,
+        "{}",
+        check.stdout
     );
 }
 
