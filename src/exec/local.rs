@@ -201,6 +201,7 @@ impl Executor for LocalExecutor<'_> {
                     cwd: &action.working_dir,
                     network,
                     read_only: &action.tool_dirs,
+                    read_only_inputs: &read_only_inputs(action),
                 };
                 sandbox::namespace_command(&self.helper, &spec, &["/bin/sh", "-c", &action.cmd])
             }
@@ -379,6 +380,43 @@ impl Executor for LocalExecutor<'_> {
         self.slots.close();
     }
 }
+
+/// The directories of the input root that hold inputs and nothing the action may write: the
+/// largest ones containing no declared output and not on the way to one or to the working
+/// directory (which stays writable, as tests expect). At most `MAX_READ_ONLY_MOUNTS` (one
+/// mount each); past that, none.
+fn read_only_inputs(action: &PreparedAction) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let parents = |path: &str| -> Vec<String> {
+        path.match_indices('/')
+            .map(|(i, _)| path[..i].to_string())
+            .collect()
+    };
+    // Every declared output, the working directory, and each directory on the way to one.
+    let mut writable: BTreeSet<String> = BTreeSet::new();
+    let working_dir = (!action.working_dir.is_empty()).then_some(action.working_dir.as_str());
+    for path in action.outputs().map(|p| p.as_str()).chain(working_dir) {
+        writable.insert(path.to_string());
+        writable.extend(parents(path));
+    }
+    let mut dirs = BTreeSet::new();
+    for path in action.inputs.keys().chain(action.input_links.keys()) {
+        // The outermost directory of the input that is not writable.
+        if let Some(dir) = parents(path.as_str())
+            .into_iter()
+            .find(|d| !writable.contains(d))
+        {
+            dirs.insert(dir);
+        }
+    }
+    if dirs.len() > MAX_READ_ONLY_MOUNTS {
+        return Vec::new();
+    }
+    dirs.into_iter().collect()
+}
+
+/// More read-only input directories than this are not worth their mounts.
+const MAX_READ_ONLY_MOUNTS: usize = 256;
 
 /// Linux's `MAX_ARG_STRLEN`: the longest single argument or `NAME=value` string `execve`
 /// takes.

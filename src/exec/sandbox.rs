@@ -68,6 +68,10 @@ pub(crate) struct NamespaceSpec<'a> {
     pub network: bool,
     /// Extra host directories to mount read-only at the same path (tool directories).
     pub read_only: &'a [PathBuf],
+    /// Directories of the input root (relative) holding only inputs: mounted read-only, so an
+    /// action cannot change what it reads (Python's `__pycache__` in a dependency tree is
+    /// then skipped, as Python does for any read-only directory).
+    pub read_only_inputs: &'a [String],
 }
 
 /// A `Command` that runs `argv` inside a namespace sandbox through the helper `exe`.
@@ -85,6 +89,9 @@ pub(crate) fn namespace_command(exe: &Path, spec: &NamespaceSpec, argv: &[&str])
     }
     for dir in spec.read_only {
         cmd.arg("--read-only").arg(dir);
+    }
+    for dir in spec.read_only_inputs {
+        cmd.arg("--read-only-input").arg(dir);
     }
     cmd.arg("--").args(argv);
     cmd
@@ -104,6 +111,7 @@ pub(crate) fn probe(exe: &Path, scratch: &Path) -> Result<(), String> {
         cwd: "",
         network: false,
         read_only: &[],
+        read_only_inputs: &[],
     };
     let out = namespace_command(exe, &spec, &["/bin/sh", "-c", "exit 0"])
         .env_clear()
@@ -127,6 +135,7 @@ struct HelperArgs {
     cwd: String,
     network: bool,
     read_only: Vec<PathBuf>,
+    read_only_inputs: Vec<String>,
     argv: Vec<OsString>,
 }
 
@@ -138,6 +147,7 @@ fn parse_helper_args(args: Vec<OsString>) -> Result<HelperArgs, String> {
         cwd: String::new(),
         network: false,
         read_only: Vec::new(),
+        read_only_inputs: Vec::new(),
         argv: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -148,6 +158,9 @@ fn parse_helper_args(args: Vec<OsString>) -> Result<HelperArgs, String> {
             Some("--cwd") => h.cwd = value()?.to_string_lossy().into_owned(),
             Some("--network") => h.network = true,
             Some("--read-only") => h.read_only.push(value()?.into()),
+            Some("--read-only-input") => h
+                .read_only_inputs
+                .push(value()?.to_string_lossy().into_owned()),
             Some("--") => {
                 h.argv = it.collect();
                 break;
@@ -337,6 +350,19 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
     tmpfs(&inside("/tmp"), "mode=1777")?;
     tmpfs(&inside(SANDBOX_HOME), "mode=0755")?;
     bind(&args.input_root, &inside(SANDBOX_ROOT), false)?;
+    for rel in &args.read_only_inputs {
+        // No `..` or absolute part: it stays inside the input root.
+        if Path::new(rel)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!("bad read-only input directory {rel:?}"));
+        }
+        let dir = inside(SANDBOX_ROOT).join(rel);
+        if dir.is_dir() {
+            bind(&dir, &dir, true)?;
+        }
+    }
     for dir in &args.read_only {
         if SYSTEM_DIRS.iter().any(|s| dir.starts_with(s)) || !dir.is_dir() {
             continue;

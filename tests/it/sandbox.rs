@@ -514,3 +514,24 @@ fn a_tool_installed_outside_usr_runs_with_its_whole_installation_in_the_sandbox(
     assert_eq!(run.count("executed"), 1);
     assert_eq!(ws.read("o.txt"), "data of mytool\n");
 }
+
+#[test]
+fn inputs_are_read_only_in_the_namespace_sandbox() {
+    if !namespaces_available() {
+        return;
+    }
+    // A dependency's installed tree: Python writes `__pycache__` next to what it imports,
+    // which must neither fail the action nor change the input.
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"site\", out_dirs = [\"deps/site\"], cmd = \"mkdir -p deps/site && echo 'VALUE = 42' > deps/site/mod.py\")\n\
+         action(name = \"use\", deps = [\":site\"], cmd = \"python3 -c 'import sys; sys.path.insert(0, \\\"deps/site\\\"); import mod; print(mod.VALUE)' > $OUT\", outs = [\"out.txt\"])\n\
+         action(name = \"tamper\", deps = [\":site\"], srcs = [\"src/a.txt\"], cmd = \"(echo x >> deps/site/mod.py || echo refused) > $OUT; (echo y >> src/a.txt || echo refused) >> $OUT\", outs = [\"tamper.txt\"])\n",
+    );
+    ws.write("src/a.txt", "a\n");
+    let run = ws.json_run(&["build", "--sandbox", "namespace"], 0);
+    assert_eq!(run.count("executed"), 3, "{}", run.stderr);
+    assert_eq!(ws.read("out.txt"), "42\n");
+    assert_eq!(ws.read("tamper.txt"), "refused\nrefused\n");
+}
