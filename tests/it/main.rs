@@ -7,6 +7,7 @@ mod exec;
 mod mimic;
 mod remote;
 mod sandbox;
+mod toolchains;
 mod uptodate;
 mod util;
 mod watch;

@@ -1,0 +1,75 @@
+//! Real toolchains through the prelude's rules: pip and pytest from PyPI, as a user's machine
+//! gets them (the registries are reachable from the test machines).
+
+use crate::util::Workspace;
+
+fn actual_digest(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("actual:"))
+        .unwrap_or_else(|| panic!("no actual digest in:\n{stderr}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn pip_deps_and_pytest_from_pypi_cache_per_target_and_report_pytests_failures() {
+    let ws = Workspace::new();
+    ws.write("requirements.txt", "pytest==8.3.3\n");
+    ws.write("calc.py", "def add(a, b):\n    return a + b\n");
+    ws.write(
+        "tests/test_calc.py",
+        "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    );
+    ws.write(
+        "tests/test_other.py",
+        "def test_other():\n    assert 'x'.upper() == 'X'\n",
+    );
+    let build = |digest: &str| {
+        format!(
+            "pip_deps(name = \"pydeps\", digest = \"{digest}\")\n\
+             pytest(name = \"calc_test\", srcs = [\"calc.py\", \"tests/test_calc.py\"], deps = [\":pydeps\"], args = [\"tests/test_calc.py\"])\n\
+             pytest(name = \"other_test\", srcs = [\"tests/test_other.py\"], deps = [\":pydeps\"], args = [\"tests/test_other.py\"])\n"
+        )
+    };
+    ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
+    let first = ws.cairn(&["test"]);
+    if !first.stderr.contains("actual:") {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_none(),
+            "pip could not install from PyPI:\n{}",
+            first.stderr
+        );
+        return;
+    }
+    let digest = actual_digest(&first.stderr);
+    ws.write("BUILD.star", &build(&digest));
+    let run = ws.json_run(&["test"], 0);
+    assert_eq!(run.count("executed"), 3, "{}", run.stderr);
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0);
+
+    // A broken function re-runs only the test that imports it, and shows pytest's report.
+    ws.write("calc.py", "def add(a, b):\n    return a - b\n");
+    let broken = ws.json_run(&["test"], 1);
+    let s = broken.statuses();
+    assert_eq!(s["//:calc_test"], "failed");
+    assert_eq!(s["//:other_test"], "cached");
+    assert!(
+        broken
+            .stderr
+            .contains("FAILED tests/test_calc.py::test_add - assert -1 == 3"),
+        "{}",
+        broken.stderr
+    );
+
+    // A fresh store installs the very same tree (the digest is reproducible).
+    let fresh = tempfile::tempdir().unwrap();
+    let again = ws.cairn_with(
+        ws.root(),
+        &["build", ":pydeps", "--json"],
+        &[("CAIRN_STORE", fresh.path().to_str().unwrap())],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.count("executed"), 1);
+}
