@@ -82,6 +82,61 @@ impl LocalExecutor<'_> {
     }
 }
 
+impl LocalExecutor<'_> {
+    /// The store's read-only copy of the input directory `rel` of `action` (whose digest is
+    /// `digest`), made on first use: under `trees/<digest>`, written from the CAS (verified)
+    /// into a temporary directory and renamed into place, so a partial tree is never used and
+    /// two builds making the same one at once both end with it.
+    fn shared_tree(
+        &self,
+        action: &PreparedAction,
+        rel: &str,
+        digest: &Digest,
+    ) -> Result<PathBuf, StoreError> {
+        let trees = self.store.root().join("trees");
+        let dir = trees.join(digest.hex());
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let io = |op: &'static str, path: &Path, source: std::io::Error| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(&trees).map_err(|e| io("create", &trees, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&trees)
+            .map_err(|e| io("create", &trees, e))?;
+        let prefix = format!("{rel}/");
+        let cas = self.store.cas();
+        for (path, info) in &action.inputs {
+            if let Some(inner) = path.as_str().strip_prefix(&prefix) {
+                cas.write_new_file(&info.digest, &tmp.path().join(inner), info.executable)?;
+            }
+        }
+        for (path, target) in &action.input_links {
+            if let Some(inner) = path.as_str().strip_prefix(&prefix) {
+                let host = tmp.path().join(inner);
+                if let Some(parent) = host.parent() {
+                    fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+                }
+                std::os::unix::fs::symlink(target, &host)
+                    .map_err(|e| io("create symlink", &host, e))?;
+            }
+        }
+        let made = tmp.keep();
+        if let Err(e) = fs::rename(&made, &dir) {
+            let _ = fs::remove_dir_all(&made);
+            // Someone else made it first: theirs is the same.
+            if !dir.is_dir() {
+                return Err(io("rename", &dir, e));
+            }
+        }
+        Ok(dir)
+    }
+}
+
 impl Executor for LocalExecutor<'_> {
     fn execute(&self, label: &Label, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
         let Some(_slot) = self.slots.acquire(self.cancel) else {
@@ -123,11 +178,36 @@ impl Executor for LocalExecutor<'_> {
             .map_err(sandbox_err)?;
         cas.put_bytes(&action.encoded_action).map_err(sandbox_err)?;
 
+        // Large dependency trees (a `node_modules`) are made once per digest in the store and
+        // mounted read-only into namespace sandboxes, instead of copied into each.
+        let read_only = if mode == SandboxMode::Namespace {
+            read_only_inputs(action)
+        } else {
+            Vec::new()
+        };
+        let shared = shared_trees(action, &read_only);
+        let mut mounts = Vec::with_capacity(shared.len());
+        for (rel, digest) in &shared {
+            let host = self.shared_tree(action, rel, digest).map_err(sandbox_err)?;
+            mounts.push((host, rel.clone()));
+        }
+        let in_shared = |path: &WorkspacePath| {
+            shared.iter().any(|(rel, _)| {
+                path.as_str()
+                    .strip_prefix(rel.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+        };
+        let read_only: Vec<String> = read_only
+            .into_iter()
+            .filter(|rel| !shared.iter().any(|(s, _)| s == rel))
+            .collect();
+
         // Inputs: what the CAS holds (dependency outputs) is written from it, sources are
         // copied from the workspace; both are verified against the digest in the key on the
         // way, so the sandbox holds exactly what was hashed. (Sources do not enter the CAS:
         // nothing reads them from there, and a cold build would create an inode for each.)
-        for (path, info) in &action.inputs {
+        for (path, info) in action.inputs.iter().filter(|(p, _)| !in_shared(p)) {
             let in_cas = cas.contains(&info.digest);
             let source = path.to_host(self.workspace_root);
             let written = match mode {
@@ -149,7 +229,7 @@ impl Executor for LocalExecutor<'_> {
         // Symlinks of dependency output directories, as they were captured (relative). Without
         // a sandbox they are in the workspace already.
         if mode != SandboxMode::None {
-            for (path, target) in &action.input_links {
+            for (path, target) in action.input_links.iter().filter(|(p, _)| !in_shared(p)) {
                 let host = path.to_host(&root);
                 if let Some(parent) = host.parent() {
                     fs::create_dir_all(parent)
@@ -201,7 +281,8 @@ impl Executor for LocalExecutor<'_> {
                     cwd: &action.working_dir,
                     network,
                     read_only: &action.tool_dirs,
-                    read_only_inputs: &read_only_inputs(action),
+                    read_only_inputs: &read_only,
+                    mounts: &mounts,
                 };
                 sandbox::namespace_command(&self.helper, &spec, &["/bin/sh", "-c", &action.cmd])
             }
@@ -414,6 +495,27 @@ fn read_only_inputs(action: &PreparedAction) -> Vec<String> {
     }
     dirs.into_iter().collect()
 }
+
+/// Of the read-only input directories, those shared between sandboxes (with their digests):
+/// at least `SHARED_TREE_MIN_FILES` inputs, every one a dependency's output (never a source,
+/// which changes with every edit). Below that, copying costs less than a mount.
+fn shared_trees(action: &PreparedAction, read_only: &[String]) -> Vec<(String, Digest)> {
+    read_only
+        .iter()
+        .filter_map(|rel| {
+            let prefix = format!("{rel}/");
+            let under = |p: &&WorkspacePath| p.as_str().starts_with(&prefix);
+            let files = action.inputs.keys().filter(under).count();
+            let sources = action.sources.iter().filter(under).count();
+            (files >= SHARED_TREE_MIN_FILES && sources == 0)
+                .then(|| action.input_tree.dir_digest(rel).map(|d| (rel.clone(), d)))
+                .flatten()
+        })
+        .collect()
+}
+
+/// Input trees with fewer files than this are copied into each sandbox.
+const SHARED_TREE_MIN_FILES: usize = 256;
 
 /// More read-only input directories than this are not worth their mounts.
 const MAX_READ_ONLY_MOUNTS: usize = 256;

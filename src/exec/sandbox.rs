@@ -72,6 +72,9 @@ pub(crate) struct NamespaceSpec<'a> {
     /// action cannot change what it reads (Python's `__pycache__` in a dependency tree is
     /// then skipped, as Python does for any read-only directory).
     pub read_only_inputs: &'a [String],
+    /// Host directories (the store's shared trees) mounted read-only at these directories of
+    /// the input root.
+    pub mounts: &'a [(PathBuf, String)],
 }
 
 /// A `Command` that runs `argv` inside a namespace sandbox through the helper `exe`.
@@ -93,6 +96,9 @@ pub(crate) fn namespace_command(exe: &Path, spec: &NamespaceSpec, argv: &[&str])
     for dir in spec.read_only_inputs {
         cmd.arg("--read-only-input").arg(dir);
     }
+    for (host, rel) in spec.mounts {
+        cmd.arg("--mount-input").arg(host).arg(rel);
+    }
     cmd.arg("--").args(argv);
     cmd
 }
@@ -112,6 +118,7 @@ pub(crate) fn probe(exe: &Path, scratch: &Path) -> Result<(), String> {
         network: false,
         read_only: &[],
         read_only_inputs: &[],
+        mounts: &[],
     };
     let out = namespace_command(exe, &spec, &["/bin/sh", "-c", "exit 0"])
         .env_clear()
@@ -136,6 +143,7 @@ struct HelperArgs {
     network: bool,
     read_only: Vec<PathBuf>,
     read_only_inputs: Vec<String>,
+    mounts: Vec<(PathBuf, String)>,
     argv: Vec<OsString>,
 }
 
@@ -148,6 +156,7 @@ fn parse_helper_args(args: Vec<OsString>) -> Result<HelperArgs, String> {
         network: false,
         read_only: Vec::new(),
         read_only_inputs: Vec::new(),
+        mounts: Vec::new(),
         argv: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -161,6 +170,11 @@ fn parse_helper_args(args: Vec<OsString>) -> Result<HelperArgs, String> {
             Some("--read-only-input") => h
                 .read_only_inputs
                 .push(value()?.to_string_lossy().into_owned()),
+            Some("--mount-input") => {
+                let host = PathBuf::from(value()?);
+                let rel = value()?.to_string_lossy().into_owned();
+                h.mounts.push((host, rel));
+            }
             Some("--") => {
                 h.argv = it.collect();
                 break;
@@ -350,15 +364,21 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
     tmpfs(&inside("/tmp"), "mode=1777")?;
     tmpfs(&inside(SANDBOX_HOME), "mode=0755")?;
     bind(&args.input_root, &inside(SANDBOX_ROOT), false)?;
-    for rel in &args.read_only_inputs {
-        // No `..` or absolute part: it stays inside the input root.
+    // No `..` or absolute part: a directory of the input root stays inside it.
+    let in_root = |rel: &str| -> Result<PathBuf, String> {
         if Path::new(rel)
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
-            return Err(format!("bad read-only input directory {rel:?}"));
+            return Err(format!("bad input directory {rel:?}"));
         }
-        let dir = inside(SANDBOX_ROOT).join(rel);
+        Ok(inside(SANDBOX_ROOT).join(rel))
+    };
+    for (host, rel) in &args.mounts {
+        bind(host, &in_root(rel)?, true)?;
+    }
+    for rel in &args.read_only_inputs {
+        let dir = in_root(rel)?;
         if dir.is_dir() {
             bind(&dir, &dir, true)?;
         }

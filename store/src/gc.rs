@@ -79,6 +79,12 @@ impl Store {
     /// Evicts least recently used results and the blobs only they used, per `policy`.
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport> {
         let _exclusive = self.lock(true)?;
+        // The shared trees namespace sandboxes mount (`trees/<digest>`) are copies of blobs,
+        // made again on first use: no build runs now, so none is mounted.
+        let trees = self.root().join("trees");
+        if trees.exists() {
+            std::fs::remove_dir_all(&trees).at("remove", &trees)?;
+        }
         let blobs = self.blob_ages()?;
         let sizes: HashMap<&str, u64> = blobs.iter().map(|(h, n, _)| (h.as_str(), *n)).collect();
         let now = now_ms();

@@ -71,6 +71,22 @@ impl MerkleTree {
         }
     }
 
+    /// The digest of the directory at `path` (`/`-separated, relative to the root), if the
+    /// tree has one there.
+    pub fn dir_digest(&self, path: &str) -> Option<Digest> {
+        let mut dir = &self.root_dir;
+        let mut digest = self.root;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            let node = dir.directories.iter().find(|d| d.name == part)?;
+            digest = node.digest.as_ref().and_then(Digest::from_reapi)?;
+            dir = self
+                .children
+                .iter()
+                .find(|c| Digest::of_bytes(&c.encode_to_vec()) == digest)?;
+        }
+        Some(digest)
+    }
+
     /// The REAPI `Tree` message (used for output directories).
     pub fn to_reapi_tree(&self) -> reapi::Tree {
         reapi::Tree {

@@ -535,3 +535,42 @@ fn inputs_are_read_only_in_the_namespace_sandbox() {
     assert_eq!(ws.read("out.txt"), "42\n");
     assert_eq!(ws.read("tamper.txt"), "refused\nrefused\n");
 }
+
+#[test]
+fn a_large_dependency_tree_is_made_once_in_the_store_and_mounted_read_only() {
+    if !namespaces_available() {
+        return;
+    }
+    let ws = Workspace::new();
+    let build = |version: &str| {
+        format!(
+            "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = \"for i in $(seq 400); do mkdir -p node_modules/p$((i % 40)) && echo {version} $i > node_modules/p$((i % 40))/f$i.js; done && mkdir -p node_modules/.bin && ln -s ../p1/f1.js node_modules/.bin/tool\")\n\
+             action(name = \"a\", deps = [\":tree\"], cmd = \"cat node_modules/p1/f1.js node_modules/.bin/tool > $OUT; find node_modules -type f | wc -l >> $OUT; (echo x > node_modules/p1/new.js || echo refused) >> $OUT\", outs = [\"a.txt\"])\n\
+             action(name = \"b\", deps = [\":tree\"], cmd = \"cat node_modules/p2/f2.js > $OUT\", outs = [\"b.txt\"])\n"
+        )
+    };
+    ws.write("BUILD.star", &build("v1"));
+    let run = ws.json_run(&["build", "--sandbox", "namespace"], 0);
+    assert_eq!(run.count("executed"), 3, "{}", run.stderr);
+    assert_eq!(ws.read("a.txt"), "v1 1\nv1 1\n400\nrefused\n");
+    assert_eq!(ws.read("b.txt"), "v1 2\n");
+    let trees = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(ws.store().join("trees"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    // Both actions used one copy.
+    assert_eq!(trees().len(), 1, "{:?}", trees());
+
+    // Another tree is another copy, and what the actions see.
+    ws.write("BUILD.star", &build("v2"));
+    ws.json_run(&["build", "--sandbox", "namespace"], 0);
+    assert_eq!(ws.read("b.txt"), "v2 2\n");
+    assert_eq!(trees().len(), 2);
+}
