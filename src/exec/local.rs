@@ -30,6 +30,8 @@ use crate::workspace::WorkspacePath;
 
 /// How much of stderr a failure shows.
 const STDERR_TAIL_LINES: usize = 20;
+/// How much of a test's log (its stdout and stderr, which test runners fill with reports).
+const TEST_TAIL_LINES: usize = 40;
 /// How many undeclared files a failure lists.
 const MAX_LISTED: usize = 5;
 
@@ -325,10 +327,11 @@ impl Executor for LocalExecutor<'_> {
             combined,
         };
         let failure = |message: String| {
-            let tail = tail_lines(
-                if combined { &stdout_path } else { &stderr_path },
-                STDERR_TAIL_LINES,
-            );
+            let tail = if combined {
+                tail_lines(&stdout_path, TEST_TAIL_LINES)
+            } else {
+                tail_lines(&stderr_path, STDERR_TAIL_LINES)
+            };
             ExecFailure {
                 exit_code,
                 message,

@@ -73,3 +73,37 @@ fn pip_deps_and_pytest_from_pypi_cache_per_target_and_report_pytests_failures() 
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.count("executed"), 1);
 }
+
+#[test]
+fn node_test_and_npm_script_run_with_the_real_node_and_npm() {
+    let ws = Workspace::new();
+    ws.write(
+        "package.json",
+        r#"{"name": "app", "private": true, "scripts": {"bundle": "mkdir -p dist && node build.js > dist/app.js"}}"#,
+    );
+    ws.write(
+        "build.js",
+        "console.log('export const answer = ' + (6 * 7) + ';');\n",
+    );
+    ws.write("lib.js", "exports.add = (a, b) => a + b;\n");
+    ws.write(
+        "test/add.test.js",
+        "const test = require('node:test');\nconst assert = require('node:assert');\nconst { add } = require('../lib.js');\ntest('adds', () => assert.strictEqual(add(2, 2), 4));\n",
+    );
+    ws.write(
+        "BUILD.star",
+        "npm_script(name = \"bundle\", script = \"bundle\", srcs = [\"package.json\", \"build.js\"], outs = [\"dist/app.js\"])\n\
+         node_test(name = \"unit\", srcs = [\"lib.js\", \"test/add.test.js\"])\n",
+    );
+    let run = ws.json_run(&["test"], 0);
+    assert_eq!(run.count("executed"), 2, "{}", run.stderr);
+    assert_eq!(ws.read("dist/app.js"), "export const answer = 42;\n");
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0);
+
+    ws.write("lib.js", "exports.add = (a, b) => a * b + 1;\n");
+    let broken = ws.json_run(&["test"], 1);
+    assert_eq!(broken.statuses()["//:unit"], "failed");
+    assert_eq!(broken.statuses()["//:bundle"], "cached");
+    assert!(broken.stderr.contains("failing tests"), "{}", broken.stderr);
+    assert!(broken.stderr.contains("5 !== 4"), "{}", broken.stderr);
+}
