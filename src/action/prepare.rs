@@ -409,12 +409,20 @@ mod tests {
 
     static NO_LINKS: BTreeMap<WorkspacePath, String> = BTreeMap::new();
 
-    fn no_deps(files: &BTreeMap<WorkspacePath, FileInfo>) -> DepInputs<'_> {
-        DepInputs {
-            files,
+    /// The action of `t` with no dependencies.
+    fn without_deps(
+        t: &Target,
+        srcs: &BTreeMap<WorkspacePath, FileInfo>,
+        tools: &[Tool],
+        path_var: &str,
+        pass_env: BTreeMap<String, String>,
+    ) -> PreparedAction {
+        let deps = DepInputs {
+            files: &BTreeMap::new(),
             links: &NO_LINKS,
             roots: &[],
-        }
+        };
+        prepare_action(t, srcs, &deps, tools, path_var, pass_env)
     }
     use crate::graph::{Label, Location};
 
@@ -470,34 +478,18 @@ mod tests {
     #[test]
     fn tool_identity_and_path_enter_the_key_but_pass_env_does_not() {
         let srcs = files(&[("apps/web/src/app.ts", "x")]);
-        let none = BTreeMap::new();
         let t = target();
-        let a = prepare_action(
+        let a = without_deps(&t, &srcs, &[tool("v1")], "/usr/bin", BTreeMap::new());
+        let b = without_deps(&t, &srcs, &[tool("v2")], "/usr/bin", BTreeMap::new());
+        let c = without_deps(
             &t,
             &srcs,
-            &no_deps(&none),
-            &[tool("v1")],
-            "/usr/bin",
-            BTreeMap::new(),
-        );
-        let b = prepare_action(
-            &t,
-            &srcs,
-            &no_deps(&none),
-            &[tool("v2")],
-            "/usr/bin",
-            BTreeMap::new(),
-        );
-        let c = prepare_action(
-            &t,
-            &srcs,
-            &no_deps(&none),
             &[tool("v1")],
             "/opt/bin:/usr/bin",
             BTreeMap::new(),
         );
         let ci: BTreeMap<String, String> = [("CI".to_string(), "true".to_string())].into();
-        let d = prepare_action(&t, &srcs, &no_deps(&none), &[tool("v1")], "/usr/bin", ci);
+        let d = without_deps(&t, &srcs, &[tool("v1")], "/usr/bin", ci);
         assert_ne!(a.key, b.key);
         assert_ne!(a.key, c.key);
         assert_eq!(a.key, d.key);
@@ -507,16 +499,8 @@ mod tests {
     #[test]
     fn platform_holds_only_what_a_worker_can_match_and_tools_stay_key_only() {
         let srcs = files(&[("apps/web/src/app.ts", "x")]);
-        let none = BTreeMap::new();
         let mut t = target();
-        let a = prepare_action(
-            &t,
-            &srcs,
-            &no_deps(&none),
-            &[tool("v1")],
-            "/usr/bin",
-            BTreeMap::new(),
-        );
+        let a = without_deps(&t, &srcs, &[tool("v1")], "/usr/bin", BTreeMap::new());
         let names: Vec<&str> = a
             .action
             .platform
@@ -539,14 +523,7 @@ mod tests {
         assert_eq!(command_platform, a.action.platform, "both carry it");
 
         t.platform.insert("pool".into(), "large".into());
-        let b = prepare_action(
-            &t,
-            &srcs,
-            &no_deps(&none),
-            &[tool("v1")],
-            "/usr/bin",
-            BTreeMap::new(),
-        );
+        let b = without_deps(&t, &srcs, &[tool("v1")], "/usr/bin", BTreeMap::new());
         assert_ne!(a.key, b.key, "a platform property changes the key");
         let props = &b.action.platform.as_ref().unwrap().properties;
         let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();

@@ -410,13 +410,7 @@ fn npm_deps_installs_a_workspaces_lockfile_from_the_registry_with_its_links() {
     };
     ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
     let first = ws.json_run(&["build"], 1);
-    let actual = first
-        .stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("actual:"))
-        .unwrap_or_else(|| panic!("no actual digest in:\n{}", first.stderr))
-        .trim()
-        .to_string();
+    let actual = first.actual_digest();
     ws.write("BUILD.star", &build(&actual));
     let run = ws.json_run(&["build"], 0);
     assert_eq!(ws.read("out.txt"), "true hello from a\n", "{}", run.stderr);

@@ -913,6 +913,17 @@ fn what_cairn_uploads_reads_back_with_an_independent_reapi_client() {
     }
 }
 
+/// A Mimic run whose remote failed: every target built here, and the failure said once.
+fn assert_built_here_with_one_warning(run: &crate::util::Run, what: &str) {
+    assert_eq!(run.count("executed"), 13, "{what}: {}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("remote cache failed").count(),
+        1,
+        "{what}: {}",
+        run.stderr
+    );
+}
+
 /// `cairn.toml` of a Mimic copy that uses `url` with the test CA (and `client`, a certificate
 /// and key, when set).
 fn tls_workspace(
@@ -976,13 +987,7 @@ fn tls_remotes_with_a_private_ca_and_a_client_certificate() {
         // everything is built here.
         let untrusting = tls_workspace(&remote, &url, None, client);
         let run = untrusting.json_run(&["test"], 0);
-        assert_eq!(run.count("executed"), 13, "{name}: {}", run.stderr);
-        assert_eq!(
-            run.stderr.matches("remote cache failed").count(),
-            1,
-            "{name}: {}",
-            run.stderr
-        );
+        assert_built_here_with_one_warning(&run, name);
         assert!(
             run.stderr.to_lowercase().contains("certificate"),
             "{name}: the warning says why: {}",
@@ -993,13 +998,7 @@ fn tls_remotes_with_a_private_ca_and_a_client_certificate() {
     let remote = Backend::new("grpcs", |_, _| String::new(), |_, _| None);
     let anonymous = tls_workspace(&remote, &grpcs, Some(&ca), None);
     let run = anonymous.json_run(&["test"], 0);
-    assert_eq!(run.count("executed"), 13, "{}", run.stderr);
-    assert_eq!(
-        run.stderr.matches("remote cache failed").count(),
-        1,
-        "{}",
-        run.stderr
-    );
+    assert_built_here_with_one_warning(&run, "grpcs without a client certificate");
     assert!(
         run.stderr.contains("requires a client certificate"),
         "{}",
@@ -1071,13 +1070,7 @@ fn a_fixed_output_result_keeps_its_recorded_inputs_through_every_remote() {
         ci.write("lock.txt", &format!("{}\n", remote.salt));
         ci.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
         let run = ci.cairn(&["build"]);
-        let actual = run
-            .stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("actual:"))
-            .unwrap_or_else(|| panic!("{}", run.stderr))
-            .trim()
-            .to_string();
+        let actual = run.actual_digest();
         ci.write("BUILD.star", &build(&actual));
         ci.json_run(&["build", &remote_flag, "--remote-upload"], 0);
         let laptop = Workspace::new();

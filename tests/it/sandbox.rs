@@ -102,13 +102,7 @@ fn no_network_except_in_fixed_output_actions_whose_digest_must_match() {
         "{}",
         run.stderr
     );
-    let actual = run
-        .stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("actual:"))
-        .unwrap_or_else(|| panic!("no actual digest in:\n{}", run.stderr))
-        .trim()
-        .to_string();
+    let actual = run.actual_digest();
     assert!(
         actual.starts_with("blake3:") && actual.len() == 71,
         "{actual}"
@@ -136,17 +130,9 @@ fn a_lockfile_edited_under_a_stale_digest_is_caught_here_not_on_a_fresh_machine(
             "fixed_output(name = \"deps\", srcs = [\"lock.txt\"], cmd = \"cp lock.txt $OUT\", outs = [\"installed.txt\"], digest = \"{digest}\")\n"
         )
     };
-    let actual_of = |run: &crate::util::Run| {
-        run.stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("actual:"))
-            .unwrap_or_else(|| panic!("no actual digest in:\n{}", run.stderr))
-            .trim()
-            .to_string()
-    };
     ws.write("lock.txt", "esbuild 0.28.2\n");
     ws.write("BUILD.star", &deps(&format!("blake3:{}", "0".repeat(64))));
-    let v28 = actual_of(&ws.json_run(&["build"], 1));
+    let v28 = ws.json_run(&["build"], 1).actual_digest();
     ws.write("BUILD.star", &deps(&v28));
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
 
@@ -160,7 +146,7 @@ fn a_lockfile_edited_under_a_stale_digest_is_caught_here_not_on_a_fresh_machine(
         "{}",
         stale.stderr
     );
-    let v27 = actual_of(&stale);
+    let v27 = stale.actual_digest();
     assert_ne!(v27, v28);
     ws.write("BUILD.star", &deps(&v27));
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
@@ -231,13 +217,7 @@ fn build_check_runs_fixed_output_actions_again_too() {
     };
     ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
     let run = ws.cairn(&["build"]);
-    let actual = run
-        .stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("actual:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let actual = run.actual_digest();
     ws.write("BUILD.star", &build(&actual));
     ws.json_run(&["build"], 0);
     let check = ws.json_run(&["build", "--check"], 0);

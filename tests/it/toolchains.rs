@@ -3,15 +3,6 @@
 
 use crate::util::Workspace;
 
-fn actual_digest(stderr: &str) -> String {
-    stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("actual:"))
-        .unwrap_or_else(|| panic!("no actual digest in:\n{stderr}"))
-        .trim()
-        .to_string()
-}
-
 #[test]
 #[allow(clippy::disallowed_methods)] // Test configuration, not build input.
 fn pip_deps_and_pytest_from_pypi_cache_per_target_and_report_pytests_failures() {
@@ -43,7 +34,7 @@ fn pip_deps_and_pytest_from_pypi_cache_per_target_and_report_pytests_failures() 
         );
         return;
     }
-    let digest = actual_digest(&first.stderr);
+    let digest = first.actual_digest();
     ws.write("BUILD.star", &build(&digest));
     let run = ws.json_run(&["test"], 0);
     assert_eq!(run.count("executed"), 3, "{}", run.stderr);

@@ -40,6 +40,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// The digest a fixed-output action's failure says it actually produced (to paste).
+    pub fn actual_digest(&self) -> String {
+        self.stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("actual:"))
+            .unwrap_or_else(|| panic!("no actual digest in:\n{}", self.stderr))
+            .trim()
+            .to_string()
+    }
+
     /// The `--json` summary printed on stdout.
     pub fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
