@@ -36,6 +36,31 @@ pub(crate) fn first_word(cmd: &str) -> Option<&str> {
     (plain && !SHELL_WORDS.contains(&word)).then_some(word)
 }
 
+/// The interpreter a script's first line names, as a tool name: `#!/usr/bin/env node` →
+/// `node`, `#!/usr/bin/python3 -u` → `python3`. `None` without a `#!` line.
+pub(crate) fn shebang_tool(first_line: &str) -> Option<&str> {
+    let rest = first_line.strip_prefix("#!")?.trim();
+    let mut words = rest.split_whitespace();
+    let interpreter = words.next()?;
+    let name = if interpreter.rsplit('/').next() == Some("env") {
+        // `env -S a b` and `env VAR=x a`: the first word that is neither.
+        words.find(|w| !w.starts_with('-') && !w.contains('='))?
+    } else {
+        interpreter
+    };
+    let name = name.rsplit('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// The first word of `cmd` when it runs a script by path (`./gen.py`, `scripts/build.js`).
+pub(crate) fn script_word(cmd: &str) -> Option<&str> {
+    let word = cmd.split_whitespace().next()?;
+    let plain = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.+/".contains(c));
+    (plain && word.contains('/') && !word.starts_with('/')).then_some(word)
+}
+
 /// Resolves tool names on the tool path, once per name per build.
 pub(crate) struct ToolResolver<'a> {
     search: Vec<PathBuf>,
@@ -120,6 +145,23 @@ fn is_executable_file(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scripts_interpreter_is_read_from_its_first_line() {
+        assert_eq!(shebang_tool("#!/usr/bin/env node"), Some("node"));
+        assert_eq!(
+            shebang_tool("#! /usr/bin/env -S python3 -u"),
+            Some("python3")
+        );
+        assert_eq!(shebang_tool("#!/usr/bin/env LC_ALL=C perl"), Some("perl"));
+        assert_eq!(shebang_tool("#!/usr/bin/python3 -u"), Some("python3"));
+        assert_eq!(shebang_tool("#!/bin/sh"), Some("sh"));
+        assert_eq!(shebang_tool("import sys"), None);
+        assert_eq!(script_word("./gen.py --out x"), Some("./gen.py"));
+        assert_eq!(script_word("scripts/build.js"), Some("scripts/build.js"));
+        assert_eq!(script_word("python3 x.py"), None);
+        assert_eq!(script_word("/usr/bin/python3 x.py"), None);
+    }
 
     #[test]
     fn first_word_skips_shell_builtins_and_assignments() {

@@ -15,7 +15,7 @@ use super::lookup::{Found, Source};
 use super::memo::{Fingerprint, KeyMemo, Outcome};
 use super::outputs::{FileMap, Provides, saved_ms_of};
 use super::scheduler::{BuildContext, Done, Job, Provided, Status, TargetReport};
-use crate::action::tools::first_word;
+use crate::action::tools::{first_word, script_word, shebang_tool};
 use crate::action::{DepInputs, PreparedAction, Tool, prepare_action};
 use crate::exec::{ExecError, ExecFailure, ExecOutcome, is_unsandboxed};
 use crate::graph::{Kind, Label, Target};
@@ -88,6 +88,15 @@ pub(super) fn run_target(ctx: &BuildContext, job: Job) -> Done {
         top_level: job.top_level,
     };
     step.run()
+}
+
+/// The first line of the file at `path` (at most 256 bytes of it), if it can be read.
+fn first_line(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    Some(text.lines().next().unwrap_or_default().to_string())
 }
 
 /// A target whose inputs are known.
@@ -636,7 +645,16 @@ fn resolve_tools(ctx: &BuildContext, target: &Target) -> Result<Vec<Tool>, Targe
             }
         }
     }
-    let implicit = ["sh"].into_iter().chain(first_word(&target.cmd));
+    // A script run by path is run by the interpreter its `#!` line names: that is a tool too
+    // (a declared source, read from the workspace; its content is in the key anyway).
+    let interpreter = script_word(&target.cmd)
+        .and_then(|word| WorkspacePath::in_package(&target.label.package, word).ok())
+        .filter(|path| target.srcs.contains(path))
+        .and_then(|path| first_line(&path.to_host(ctx.workspace_root)));
+    let implicit = ["sh"]
+        .into_iter()
+        .chain(first_word(&target.cmd))
+        .chain(interpreter.as_deref().and_then(shebang_tool));
     for name in implicit {
         if !tools.iter().any(|t| t.name == name)
             && let Some(tool) = ctx.tools.resolve(name, ctx.states)

@@ -554,3 +554,25 @@ fn a_large_dependency_tree_is_made_once_in_the_store_and_mounted_read_only() {
     assert_eq!(ws.read("b.txt"), "v2 2\n");
     assert_eq!(trees().len(), 2);
 }
+
+#[test]
+fn a_scripts_interpreter_named_by_its_first_line_is_a_tool_in_the_key() {
+    // `./gen` starts with `#!/usr/bin/env mytool`: replacing mytool must rebuild, as for a
+    // tool named in the command.
+    let ws = Workspace::new();
+    let tool = MyTool::on_tool_path_of(&ws);
+    ws.write("gen", "#!/usr/bin/env mytool\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ws.path("gen"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", srcs = [\"gen\"], cmd = \"./gen > $OUT\", outs = [\"v.txt\"])\n",
+    );
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(run.count("executed"), 1, "{}", run.stderr);
+    assert_eq!(ws.read("v.txt"), "mytool 1\n");
+    assert_eq!(ws.json_run(&["build"], 0).count("cached"), 1);
+    tool.install("2");
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    assert_eq!(ws.read("v.txt"), "mytool 2\n");
+}
