@@ -98,3 +98,53 @@ fn node_test_and_npm_script_run_with_the_real_node_and_npm() {
     assert!(broken.stderr.contains("failing tests"), "{}", broken.stderr);
     assert!(broken.stderr.contains("5 !== 4"), "{}", broken.stderr);
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn pnpm_deps_installs_pnpms_symlinked_layout_reproducibly() {
+    let ws = Workspace::new();
+    ws.write(
+        "package.json",
+        r#"{"name": "pw", "private": true, "dependencies": {"is-number": "7.0.0"}}"#,
+    );
+    // What `pnpm install --lockfile-only` (pnpm 9.15.0) wrote for it.
+    ws.write(
+        "pnpm-lock.yaml",
+        "lockfileVersion: '9.0'\n\nsettings:\n  autoInstallPeers: true\n  excludeLinksFromLockfile: false\n\n\
+         importers:\n\n  .:\n    dependencies:\n      is-number:\n        specifier: 7.0.0\n        version: 7.0.0\n\n\
+         packages:\n\n  is-number@7.0.0:\n    resolution: {integrity: sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==}\n    engines: {node: '>=0.12.0'}\n\n\
+         snapshots:\n\n  is-number@7.0.0: {}\n",
+    );
+    ws.write("m.js", "console.log(require('is-number')(3));\n");
+    let build = |digest: &str| {
+        format!(
+            "pnpm_deps(name = \"deps\", digest = \"{digest}\")\n\
+             action(name = \"use\", deps = [\":deps\"], srcs = [\"m.js\"], cmd = \"node m.js > $OUT\", outs = [\"out.txt\"], tools = [\"node\"])\n"
+        )
+    };
+    ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
+    let first = ws.cairn(&["build"]);
+    if !first.stderr.contains("actual:") {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_none(),
+            "pnpm could not install:\n{}",
+            first.stderr
+        );
+        return;
+    }
+    let digest = first.actual_digest();
+    ws.write("BUILD.star", &build(&digest));
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(ws.read("out.txt"), "true\n", "{}", run.stderr);
+    // pnpm's layout: the package is a symlink into `.pnpm`.
+    let link = std::fs::read_link(ws.path("node_modules/is-number")).unwrap();
+    assert!(link.starts_with(".pnpm"), "{}", link.display());
+    // A fresh store installs the same tree.
+    let fresh = tempfile::tempdir().unwrap();
+    let again = ws.cairn_with(
+        ws.root(),
+        &["build", ":deps", "--json"],
+        &[("CAIRN_STORE", fresh.path().to_str().unwrap())],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+}
