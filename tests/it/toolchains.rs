@@ -148,3 +148,46 @@ fn pnpm_deps_installs_pnpms_symlinked_layout_reproducibly() {
     );
     assert_eq!(again.code, 0, "{}", again.stderr);
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn the_tokens_node_example_builds_and_tests_with_style_dictionary_and_esbuild() {
+    // examples/tokens-node: Mimic's pipeline with the real tools from npm.
+    let ws = Workspace::example("tokens-node");
+    let run = ws.cairn(&["test", "--json"]);
+    if run.code != 0 && run.stderr.contains("//:deps") && !run.stderr.contains("actual:") {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_none(),
+            "npm ci could not install:\n{}",
+            run.stderr
+        );
+        return;
+    }
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.count("executed"), 8, "{}", run.stderr);
+    assert!(
+        ws.read("packages/design-tokens/dist/web/tokens.css")
+            .contains("--color-brand: #0055ff;")
+    );
+    assert!(
+        ws.read("apps/web/dist/app.js")
+            .contains("var ColorBrand = \"#0055ff\";")
+    );
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0);
+
+    // A description edit: the web tokens change (they carry descriptions as comments), the
+    // bundle is rebuilt to the same bytes (esbuild drops comments) so its size test stays
+    // cached, and mobile's JSON is unchanged so its test does too.
+    ws.edit(
+        "packages/design-tokens/tokens/color.json",
+        "Body text.",
+        "The text of the body.",
+    );
+    let edit = ws.json_run(&["test"], 0);
+    let s = edit.statuses();
+    assert_eq!(s["//packages/design-tokens:tokens_web"], "executed");
+    assert_eq!(s["//apps/web:bundle"], "executed");
+    assert_eq!(s["//apps/web:size_budget"], "cached", "{}", edit.stderr);
+    assert_eq!(s["//apps/mobile:unit"], "cached");
+    assert_eq!(s["//:deps"], "cached");
+}

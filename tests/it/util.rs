@@ -104,8 +104,15 @@ impl Workspace {
 
     /// A copy of `examples/mimic`.
     pub fn mimic() -> Workspace {
+        Workspace::example("mimic")
+    }
+
+    /// A copy of `examples/<name>` (without the outputs a build left there).
+    pub fn example(name: &str) -> Workspace {
         let ws = Workspace::new();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
         copy_tree(&src, ws.root());
         ws
     }
@@ -187,7 +194,7 @@ fn copy_tree(src: &Path, dst: &Path) {
         let entry = entry.unwrap();
         let to = dst.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() == "dist" {
+            if entry.file_name() == "dist" || entry.file_name() == "node_modules" {
                 continue;
             }
             std::fs::create_dir_all(&to).unwrap();

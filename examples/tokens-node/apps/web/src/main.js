@@ -1,0 +1,3 @@
+import { button } from './theme.js';
+
+console.log(button());

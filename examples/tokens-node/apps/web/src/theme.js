@@ -1,0 +1,3 @@
+import { ColorBrand, ColorSurface, SpaceMedium } from '../../../packages/design-tokens/dist/web/tokens.js';
+
+export const button = () => `background:${ColorBrand};color:${ColorSurface};padding:${SpaceMedium}`;
