@@ -18,9 +18,12 @@
 //! Under these conditions the normal build would reuse every package's analysis, compute the
 //! same fingerprints, find every output in place and report every target cached: this is its
 //! answer without the work. Not recorded: a build that evaluated a package (a `.star` file it
-//! loaded may have no state yet), produced output directories (files may appear in them), or
-//! looked at a file whose state is not saved (modified within the racy window). The record
-//! lives under the store's derived prefix, so removing any action result drops it.
+//! loaded may have no state yet), or looked at a file whose state is not saved (modified
+//! within the racy window). Output directories (a `node_modules`) are recorded as the
+//! metadata of every directory in them: a file that appears or vanishes in one changes that
+//! directory's times, and the replay is off (so is the record while one of them was changed
+//! within the racy window). The record lives under the store's derived prefix, so removing any
+//! action result drops it.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +48,54 @@ struct RecordedTarget {
     saved_ms: u64,
 }
 
+/// A directory of an output directory, as `lstat` saw it: workspace path, mtime and ctime
+/// (ns), inode.
+type DirState = (String, i64, i64, u64);
+
+/// The state of every directory under the output directories `roots` (workspace-relative),
+/// or `None` when one is missing, not a plain directory, or changed within the racy window
+/// (a file added in the same clock tick would not show).
+fn dir_states(root: &Path, roots: &[&crate::workspace::WorkspacePath]) -> Option<Vec<DirState>> {
+    use std::os::unix::fs::MetadataExt;
+    let now_ns = now_ms().saturating_mul(1_000_000);
+    let mut out = Vec::new();
+    for dir in roots {
+        for entry in walkdir::WalkDir::new(dir.to_host(root)).sort_by_file_name() {
+            let entry = entry.ok()?;
+            if !entry.file_type().is_dir() {
+                continue;
+            }
+            let meta = entry.metadata().ok()?;
+            let (mtime, ctime) = (
+                meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            );
+            if mtime.max(ctime) > now_ns - RACY_WINDOW_NS {
+                return None;
+            }
+            let rel = entry.path().strip_prefix(root).ok()?;
+            out.push((rel.to_string_lossy().into_owned(), mtime, ctime, meta.ino()));
+        }
+    }
+    Some(out)
+}
+
+/// Whether every directory recorded by `dir_states` is still as it was.
+fn dirs_unchanged(root: &Path, recorded: &[DirState]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    recorded.iter().all(|(path, mtime, ctime, ino)| {
+        std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| {
+            m.is_dir()
+                && m.mtime() * 1_000_000_000 + m.mtime_nsec() == *mtime
+                && m.ctime() * 1_000_000_000 + m.ctime_nsec() == *ctime
+                && m.ino() == *ino
+        })
+    })
+}
+
+/// As the file states': a directory changed this recently may change again unseen.
+const RACY_WINDOW_NS: i64 = 1_000_000_000;
+
 /// What a tool name resolved to: path, content hash and size (`None`: not found).
 type ToolIdentity = Option<(String, [u8; 32], u64)>;
 
@@ -67,6 +118,8 @@ struct Record {
     tools: Vec<(String, ToolIdentity)>,
     /// In the order the build reported them.
     targets: Vec<RecordedTarget>,
+    /// Every directory of the targets' output directories.
+    out_dirs: Vec<DirState>,
 }
 
 /// The identity of a command: what it builds, from where, with which settings.
@@ -136,6 +189,9 @@ pub(crate) fn replay(
         return None;
     }
     let record: Record = postcard::from_bytes(&bytes).ok()?;
+    if !dirs_unchanged(&ws.root, &record.out_dirs) {
+        return None;
+    }
     let tools = ToolResolver::new(ws.tool_path(), Some(store));
     let same_tools = record
         .tools
@@ -188,17 +244,26 @@ pub(crate) fn record(
         workspace: &workspace,
         command: &id,
     };
-    let has_out_dirs = outcome
+    let known = outcome
         .reports
         .iter()
-        .any(|r| graph.get(&r.label).is_none_or(|t| !t.out_dirs.is_empty()));
+        .all(|r| graph.get(&r.label).is_some());
+    let out_dirs: Vec<&crate::workspace::WorkspacePath> = outcome
+        .reports
+        .iter()
+        .filter_map(|r| graph.get(&r.label))
+        .flat_map(|t| &t.out_dirs)
+        .collect();
     let keys: Option<Vec<Digest>> = outcome.reports.iter().map(|r| r.action_key).collect();
     let recordable = outcome.is_success()
         && !evaluated
-        && !has_out_dirs
+        && known
         && states.is_complete()
         && states.generation() != 0;
-    let (Some(keys), true) = (keys, recordable) else {
+    let dirs = recordable
+        .then(|| dir_states(&ws.root, &out_dirs))
+        .flatten();
+    let (Some(keys), Some(out_dirs)) = (keys, dirs) else {
         let _ = store.remove_record(&key);
         return;
     };
@@ -231,6 +296,7 @@ pub(crate) fn record(
             .map(|(name, tool)| (name.clone(), tool_identity(tool)))
             .collect(),
         targets,
+        out_dirs,
     };
     if let Ok(bytes) = postcard::to_stdvec(&record) {
         let _ = store.put_record(&key, &bytes);

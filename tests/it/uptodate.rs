@@ -178,21 +178,32 @@ fn a_replaced_tool_builds_again() {
 }
 
 #[test]
-fn targets_with_output_directories_are_never_replayed() {
+fn output_directories_are_replayed_until_a_file_in_them_changes() {
     let ws = workspace();
     ws.write(
         "gen/BUILD.star",
-        "action(name = \"tree\", cmd = \"mkdir -p out && echo x > out/x\", out_dirs = [\"out\"])\n",
+        "action(name = \"tree\", cmd = \"mkdir -p out/deep && echo x > out/x && echo y > out/deep/y\", out_dirs = [\"out\"])\n",
     );
     pause();
-    for _ in 0..3 {
+    settle(&ws, 3);
+    // A file added anywhere in the output directory: built again, and the file removed.
+    for extra in ["gen/out/extra", "gen/out/deep/extra"] {
+        ws.write(extra, "junk\n");
         let run = ws.json_run(&["-v", "test"], 0);
-        assert!(!replayed(&run));
+        assert!(!replayed(&run), "{extra}: {}", run.stderr);
+        assert!(!ws.path(extra).exists(), "{extra}");
+        pause();
+        settle(&ws, 3);
     }
-    // A file added to the output directory is removed by the next build.
-    ws.write("gen/out/extra", "junk\n");
-    ws.json_run(&["-v", "test"], 0);
-    assert!(!ws.path("gen/out/extra").exists());
+    // A file of it edited or removed: restored.
+    ws.write("gen/out/deep/y", "edited\n");
+    assert!(!replayed(&ws.json_run(&["-v", "test"], 0)));
+    assert_eq!(ws.read("gen/out/deep/y"), "y\n");
+    pause();
+    settle(&ws, 3);
+    std::fs::remove_dir_all(ws.path("gen/out/deep")).unwrap();
+    assert!(!replayed(&ws.json_run(&["-v", "test"], 0)));
+    assert_eq!(ws.read("gen/out/deep/y"), "y\n");
 }
 
 #[test]
