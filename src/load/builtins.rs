@@ -15,7 +15,7 @@ use starlark::eval::Evaluator;
 use starlark::starlark_module;
 use starlark::values::dict::UnpackDictEntries;
 use starlark::values::list::UnpackList;
-use starlark::values::none::NoneType;
+use starlark::values::none::{NoneOr, NoneType};
 
 use crate::graph::{Kind, Label, Location, Target};
 use crate::workspace::WorkspacePath;
@@ -372,11 +372,16 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
 
     /// A download or install that needs the network (`npm ci`, fetching a toolchain): the
     /// network is allowed, and the result is accepted only if the digest of its output tree
-    /// equals `digest` (`"blake3:<64 hex>"`). Cached by that digest, as in Nix.
+    /// equals `digest` (`"blake3:<64 hex>"`). Cached by that digest, as in Nix. `digests`
+    /// instead gives one per platform (`{"linux-x86_64": …, "macos-aarch64": …}`: an install
+    /// with per-platform packages, as npm's); a platform without one fails the build with the
+    /// digest it produced, to add.
     fn fixed_output(
         #[starlark(require = named)] name: &str,
         #[starlark(require = named)] cmd: &str,
-        #[starlark(require = named)] digest: &str,
+        #[starlark(require = named, default = NoneOr::None)] digest: NoneOr<&str>,
+        #[starlark(require = named, default = UnpackDictEntries::default())]
+        digests: UnpackDictEntries<String, String>,
         #[starlark(require = named, default = UnpackList::default())] srcs: UnpackList<String>,
         #[starlark(require = named, default = UnpackList::default())] deps: UnpackList<String>,
         #[starlark(require = named, default = UnpackList::default())] outs: UnpackList<String>,
@@ -396,9 +401,22 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         if outs.items.is_empty() && out_dirs.items.is_empty() {
             bail!("fixed_output `{name}` declares no `outs` or `out_dirs`");
         }
+        let digest = match (digest.into_option(), digests.entries.is_empty()) {
+            (Some(d), true) => d.to_string(),
+            (None, false) => digests
+                .entries
+                .iter()
+                .find(|(platform, _)| *platform == host_platform())
+                .map(|(_, d)| d.clone())
+                // No digest yet for this platform: the build fails with the one to add.
+                .unwrap_or_else(|| format!("blake3:{}", "0".repeat(64))),
+            _ => {
+                bail!("fixed_output `{name}` needs either `digest` or `digests` (one per platform)")
+            }
+        };
         let mut a = Attrs::new(name, Kind::FixedOutput);
         a.cmd = cmd.to_string();
-        a.digest = Some(digest.to_string());
+        a.digest = Some(digest);
         a.srcs = srcs.items;
         a.deps = deps.items;
         a.outs = outs.items;
@@ -447,6 +465,12 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.platform = platform.entries;
         declare(eval, a)
     }
+}
+
+/// The platform `fixed_output(digests = …)` picks for: `<os>-<arch>`, as Rust names them
+/// (`linux-x86_64`, `linux-aarch64`, `macos-aarch64`).
+pub(crate) fn host_platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 #[cfg(test)]

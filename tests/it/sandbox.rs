@@ -576,3 +576,42 @@ fn a_scripts_interpreter_named_by_its_first_line_is_a_tool_in_the_key() {
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
     assert_eq!(ws.read("v.txt"), "mytool 2\n");
 }
+
+#[test]
+fn fixed_output_digests_pick_this_platforms_one() {
+    let ws = Workspace::new();
+    let host = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
+    let other = format!("blake3:{}", "1".repeat(64));
+    let build = |digests: &str| {
+        format!(
+            "fixed_output(name = \"fetch\", cmd = \"echo fetched > $OUT\", outs = [\"f.txt\"], digests = {{{digests}}})\n"
+        )
+    };
+    // Only another platform's digest: this one's is printed, to add.
+    ws.write(
+        "BUILD.star",
+        &build(&format!("\"plan9-mips\": \"{other}\"")),
+    );
+    let actual = ws.json_run(&["build"], 1).actual_digest();
+    ws.write(
+        "BUILD.star",
+        &build(&format!(
+            "\"plan9-mips\": \"{other}\", \"{host}\": \"{actual}\""
+        )),
+    );
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+    // Both, or neither, is a mistake in the BUILD file.
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "fixed_output(name = \"fetch\", cmd = \"echo fetched > $OUT\", outs = [\"f.txt\"], digest = \"{actual}\", digests = {{\"{host}\": \"{actual}\"}})\n"
+        ),
+    );
+    let both = ws.cairn(&["build"]);
+    assert_eq!(both.code, 2, "{}", both.stderr);
+    assert!(
+        both.stderr.contains("needs either `digest` or `digests`"),
+        "{}",
+        both.stderr
+    );
+}
