@@ -300,6 +300,24 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
             bind(host, &inside(dir), true)?;
         }
     }
+    // Host package directories no target declares: hidden from normal actions, so an
+    // undeclared `import yaml` fails here as it would on a machine without Debian's package. A
+    // fixed-output install (its result checked against a digest) may use them.
+    if !args.network {
+        for dir in host_package_dirs() {
+            let dir = inside(&dir.to_string_lossy());
+            if dir.is_dir() {
+                mount(
+                    Some("tmpfs"),
+                    &dir,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+                    Some("size=4k,mode=0555"),
+                )
+                .map_err(|e| format!("hiding {}: {e}", dir.display()))?;
+            }
+        }
+    }
 
     let etc = inside("/etc");
     mkdir(&etc)?;
@@ -422,6 +440,31 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o644))
         .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+/// The host's package directories of interpreters: Debian's `dist-packages` and what `pip`
+/// installed system-wide under `/usr/local`.
+fn host_package_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
+    for parent in ["/usr/local/lib", "/usr/lib"] {
+        let Ok(entries) = fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("python3") {
+                for sub in ["dist-packages", "site-packages"] {
+                    let dir = entry.path().join(sub);
+                    if parent == "/usr/local/lib" || sub == "site-packages" {
+                        dirs.push(dir);
+                    }
+                }
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 fn tmpfs(path: &Path, options: &str) -> Result<(), String> {

@@ -615,3 +615,31 @@ fn fixed_output_digests_pick_this_platforms_one() {
         both.stderr
     );
 }
+
+#[test]
+fn host_python_packages_are_hidden_from_normal_actions_in_the_namespace_sandbox() {
+    if !namespaces_available()
+        || !std::path::Path::new("/usr/lib/python3/dist-packages/yaml").is_dir()
+    {
+        return; // Debian's python3-yaml is what an undeclared import finds on this image.
+    }
+    let ws = Workspace::new();
+    ws.write(
+        "cairn.toml",
+        "[build]\ntool_path = [\"/usr/bin\", \"/bin\"]\n",
+    );
+    ws.write(
+        "BUILD.star",
+        "action(name = \"undeclared\", cmd = \"python3 -c 'import yaml' > $OUT\", outs = [\"a.txt\"])\n\
+         action(name = \"stdlib\", cmd = \"python3 -c 'import json; print(json.dumps(1))' > $OUT\", outs = [\"b.txt\"])\n",
+    );
+    let run = ws.json_run(&["build", "--keep-going", "--sandbox", "namespace"], 1);
+    assert_eq!(run.statuses()["//:undeclared"], "failed");
+    assert!(
+        run.stderr.contains("No module named 'yaml'"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.statuses()["//:stdlib"], "executed");
+    assert_eq!(ws.read("b.txt"), "1\n");
+}
