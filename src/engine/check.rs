@@ -44,11 +44,7 @@ pub(super) fn check_reproducible(
         .store()
         .logs_dir()
         .join("check")
-        .join(if target.label.package.is_empty() {
-            "_root"
-        } else {
-            &target.label.package
-        })
+        .join(target.label.package_dir())
         .join(&target.label.name);
     let _ = std::fs::remove_dir_all(&kept);
     let keep = |path: &WorkspacePath, info: Option<&FileInfo>, which: &str| {

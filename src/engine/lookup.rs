@@ -524,30 +524,26 @@ impl<'a> CacheChain<'a> {
                 continue;
             }
             let link = &self.links[index];
-            let fetched = if link.broken.load(Ordering::SeqCst) {
-                Err(None)
-            } else {
-                match self.fetch(link, &remote) {
-                    Ok(got) if got == local => Ok(()),
-                    Ok(got) => Err(Some(RemoteError::Protocol {
-                        backend: link.cache.name().to_string(),
-                        why: format!(
-                            "blob {remote} holds {got} locally, not {local} as the result's manifest said"
-                        ),
-                    })),
-                    Err(RemoteError::Store(e)) => return Err(e),
-                    Err(e) => Err(Some(e)),
-                }
-            };
-            match fetched {
-                Ok(()) => {}
-                // Expired: this remote simply no longer has it.
-                Err(Some(RemoteError::BlobGone { .. })) | Err(None) => lost.push(producer),
-                Err(Some(e)) => {
-                    self.trip(link, &e);
-                    lost.push(producer);
-                }
+            if link.broken.load(Ordering::SeqCst) {
+                lost.push(producer);
+                continue;
             }
+            let failed = match self.fetch(link, &remote) {
+                Ok(got) if got == local => continue,
+                Ok(got) => RemoteError::Protocol {
+                    backend: link.cache.name().to_string(),
+                    why: format!(
+                        "blob {remote} holds {got} locally, not {local} as the result's manifest said"
+                    ),
+                },
+                Err(RemoteError::Store(e)) => return Err(e),
+                Err(e) => e,
+            };
+            // Expired: this remote simply no longer has it. Anything else: it is failing.
+            if !matches!(failed, RemoteError::BlobGone { .. }) {
+                self.trip(link, &failed);
+            }
+            lost.push(producer);
         }
         let producers = lock(&self.producers);
         Ok(lost

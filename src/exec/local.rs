@@ -82,9 +82,7 @@ impl LocalExecutor<'_> {
             }
         })
     }
-}
 
-impl LocalExecutor<'_> {
     /// The store's read-only copy of the input directory `rel` of `action` (whose digest is
     /// `digest`), made on first use: under `trees/<digest>`, written from the CAS (verified)
     /// into a temporary directory and renamed into place, so a partial tree is never used and
@@ -95,7 +93,7 @@ impl LocalExecutor<'_> {
         rel: &str,
         digest: &Digest,
     ) -> Result<PathBuf, StoreError> {
-        let trees = self.store.root().join("trees");
+        let trees = self.store.trees_dir();
         let dir = trees.join(digest.hex());
         if dir.is_dir() {
             return Ok(dir);
@@ -119,12 +117,7 @@ impl LocalExecutor<'_> {
         }
         for (path, target) in &action.input_links {
             if let Some(inner) = path.as_str().strip_prefix(&prefix) {
-                let host = tmp.path().join(inner);
-                if let Some(parent) = host.parent() {
-                    fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
-                }
-                std::os::unix::fs::symlink(target, &host)
-                    .map_err(|e| io("create symlink", &host, e))?;
+                symlink_at(target, &tmp.path().join(inner))?;
             }
         }
         let made = tmp.keep();
@@ -232,13 +225,7 @@ impl Executor for LocalExecutor<'_> {
         // a sandbox they are in the workspace already.
         if mode != SandboxMode::None {
             for (path, target) in action.input_links.iter().filter(|(p, _)| !in_shared(p)) {
-                let host = path.to_host(&root);
-                if let Some(parent) = host.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| sandbox_err(io_err("create", parent, e)))?;
-                }
-                std::os::unix::fs::symlink(target, &host)
-                    .map_err(|e| sandbox_err(io_err("create symlink", &host, e)))?;
+                symlink_at(target, &path.to_host(&root)).map_err(sandbox_err)?;
             }
         }
         let workdir = root.join(&action.working_dir);
@@ -553,6 +540,19 @@ fn too_large(label: &Label, action: &PreparedAction) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// Creates the symlink `host` → `target` (an input's, relative), and its parent directories.
+fn symlink_at(target: &str, host: &Path) -> Result<(), StoreError> {
+    let io = |op: &'static str, path: &Path, source: std::io::Error| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = host.parent() {
+        fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+    }
+    std::os::unix::fs::symlink(target, host).map_err(|e| io("create symlink", host, e))
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
@@ -695,7 +695,6 @@ fn tail_lines(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Keeps a failed action's output as `<store>/logs/<package>/<name>-<key>.log`.
 /// Where an action's output went: stdout and stderr, or (a test) one combined log.
 struct Logs<'a> {
     stdout: &'a Path,
@@ -705,11 +704,7 @@ struct Logs<'a> {
 
 /// Keeps an action's output under the store's `logs/` (`<package>/<name>-<key>.log`).
 fn save_log(store: &Store, label: &Label, key: &Digest, logs: &Logs) -> Option<PathBuf> {
-    let dir = store.logs_dir().join(if label.package.is_empty() {
-        "_root"
-    } else {
-        &label.package
-    });
+    let dir = store.logs_dir().join(label.package_dir());
     fs::create_dir_all(&dir).ok()?;
     let path = dir.join(format!("{}-{}.log", label.name, key.short()));
     let read =

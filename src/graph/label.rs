@@ -41,6 +41,16 @@ fn valid_package(package: &str) -> bool {
 }
 
 impl Label {
+    /// The package as one path component for per-target files under the store (logs):
+    /// `_root` for the workspace root's package.
+    pub fn package_dir(&self) -> &str {
+        if self.package.is_empty() {
+            "_root"
+        } else {
+            &self.package
+        }
+    }
+
     /// Parses `//pkg:name`, `//pkg` (short for `//pkg:<last component of pkg>`) or `:name`
     /// (in `current_package`).
     pub fn parse(text: &str, current_package: &str) -> Result<Label, LabelError> {

@@ -81,7 +81,7 @@ impl Store {
         let _exclusive = self.lock(true)?;
         // The shared trees namespace sandboxes mount (`trees/<digest>`) are copies of blobs,
         // made again on first use: no build runs now, so none is mounted.
-        let trees = self.root().join("trees");
+        let trees = self.trees_dir();
         if trees.exists() {
             std::fs::remove_dir_all(&trees).at("remove", &trees)?;
         }

@@ -154,6 +154,12 @@ impl Store {
         self.root.join("logs")
     }
 
+    /// Where read-only copies of large input trees are kept, one per digest, for namespace
+    /// sandboxes to mount (made again on first use: `gc` clears them).
+    pub fn trees_dir(&self) -> PathBuf {
+        self.root.join("trees")
+    }
+
     /// The action result stored under `key`, if every blob it references is still present.
     /// An entry that cannot be used (undecodable, or a blob gone) is removed and reported as
     /// absent, so the action simply runs again.

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::TcpListener;
 
-use crate::util::{MyTool, Workspace, namespaces_available};
+use crate::util::{MyTool, Workspace, namespaces_available, no_digest};
 
 /// A workspace whose secret file sits next to the package, outside every input.
 fn with_secret() -> Workspace {
@@ -89,7 +89,7 @@ fn no_network_except_in_fixed_output_actions_whose_digest_must_match() {
     let run = ws.json_run(&["build"], 1);
     assert_eq!(run.statuses()["//:online"], "failed");
 
-    let zero = format!("blake3:{}", "0".repeat(64));
+    let zero = no_digest();
     let fetch = |digest: &str| {
         format!(
             "fixed_output(name = \"fetch\", cmd = \"\"\"{connect} > $OUT\"\"\", outs = [\"got.txt\"], digest = \"{digest}\")\n"
@@ -131,7 +131,7 @@ fn a_lockfile_edited_under_a_stale_digest_is_caught_here_not_on_a_fresh_machine(
         )
     };
     ws.write("lock.txt", "esbuild 0.28.2\n");
-    ws.write("BUILD.star", &deps(&format!("blake3:{}", "0".repeat(64))));
+    ws.write("BUILD.star", &deps(&no_digest()));
     let v28 = ws.json_run(&["build"], 1).actual_digest();
     ws.write("BUILD.star", &deps(&v28));
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
@@ -215,7 +215,7 @@ fn build_check_runs_fixed_output_actions_again_too() {
             "fixed_output(name = \"fetch\", cmd = \"echo fetched > $OUT\", outs = [\"f.txt\"], digest = \"{digest}\")\n"
         )
     };
-    ws.write("BUILD.star", &build(&format!("blake3:{}", "0".repeat(64))));
+    ws.write("BUILD.star", &build(&no_digest()));
     let run = ws.cairn(&["build"]);
     let actual = run.actual_digest();
     ws.write("BUILD.star", &build(&actual));
