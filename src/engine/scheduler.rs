@@ -166,9 +166,9 @@ pub(crate) fn run_build(shared: &BuildContext, options: &BuildOptions) -> BuildO
                     }
                     walk = state.lock().unwrap_or_else(|p| p.into_inner());
                     walk.running -= 1;
-                    let stopping = !walk.stop;
+                    let was_going = !walk.stop;
                     walk.complete(graph, done, in_build, options.keep_going);
-                    if stopping && walk.stop {
+                    if was_going && walk.stop {
                         shared.executor.stop_starting();
                     }
                     // This worker takes the next ready target itself; idle ones are woken

@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_store::{Digest, FileStates, Store, TOUCH_GRANULARITY_MS};
+use cairn_store::{Digest, FileStates, RACY_WINDOW_NS, Store, TOUCH_GRANULARITY_MS};
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Tool, ToolResolver};
@@ -92,9 +92,6 @@ fn dirs_unchanged(root: &Path, recorded: &[DirState]) -> bool {
         })
     })
 }
-
-/// As the file states': a directory changed this recently may change again unseen.
-const RACY_WINDOW_NS: i64 = 1_000_000_000;
 
 /// What a tool name resolved to: path, content hash and size (`None`: not found).
 type ToolIdentity = Option<(String, [u8; 32], u64)>;

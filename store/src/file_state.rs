@@ -26,7 +26,7 @@ use loaded::{LoadedStates, UNCHANGED};
 /// A file modified less than this before it was hashed may still change within the same
 /// timestamp tick without changing its metadata ("racy clean", as in git): such a file is
 /// hashed but not remembered, so the next build hashes it again.
-const RACY_WINDOW_NS: i64 = 1_000_000_000;
+pub const RACY_WINDOW_NS: i64 = 1_000_000_000;
 
 /// The file-state cache of one workspace: the states read at the start, what was learnt since,
 /// and the updates to write back. Safe to share between threads.

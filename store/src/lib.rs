@@ -29,7 +29,7 @@ pub use db::{BuildRecord, BuildTotals, Db, HistoryEntry, TOUCH_GRANULARITY_MS};
 pub use digest::{Digest, DigestFunction, ParseDigestError, RemoteDigest};
 pub use error::{Result, StoreError};
 pub use file_info::{FileInfo, FileState};
-pub use file_state::{FileStates, Lookup};
+pub use file_state::{FileStates, Lookup, RACY_WINDOW_NS};
 pub use gc::{GcPolicy, GcReport, VerifyReport, parse_age, parse_size};
 pub use materialize::{Restored, is_in_place, restore_contents, restore_dir, restore_file};
 pub use records::Record;
