@@ -27,6 +27,7 @@ use crate::report::{self, Style};
 use crate::workspace::{HostEnv, Workspace};
 use args::{Args, Command, QueryCommand, StoreCommand};
 use options::Options;
+use options::RemoteExec;
 
 pub fn main() -> ExitCode {
     let mut raw = std::env::args_os().skip(1);
@@ -301,15 +302,7 @@ impl<'a> Session<'a> {
 
     /// The remotes (see `remote_list`) and how their results are signed and trusted:
     /// `signing_key` (a file, or `env:VAR` holding the key) and `trusted_keys`.
-    pub fn remote_setup(
-        &self,
-    ) -> Result<
-        (
-            Vec<crate::engine::lookup::Remote>,
-            crate::engine::lookup::Trust,
-        ),
-        Error,
-    > {
+    pub fn remote_setup(&self) -> Result<RemoteSetup, Error> {
         let config = &self.ws.config.remote;
         let mut trust = crate::engine::lookup::Trust::default();
         if let Some(source) = &config.signing_key {
@@ -342,7 +335,28 @@ impl<'a> Session<'a> {
                 .map_err(|e| Error::Usage(format!("In `trusted_keys` of cairn.toml: {e}")))?;
             trust.trusted = Some(Arc::new(parsed));
         }
-        Ok((self.remote_list()?, trust))
+        let (remotes, executor) = self.remote_list()?;
+        Ok(RemoteSetup {
+            remotes,
+            trust,
+            executor,
+        })
+    }
+
+    /// Whether actions run remotely: `--remote-exec[=MODE]`, else `[remote] execute`.
+    pub fn remote_exec(&self) -> Result<RemoteExec, Error> {
+        use crate::workspace::ExecuteSetting;
+        if let Some(mode) = self.opts.remote.execute {
+            return Ok(mode);
+        }
+        match &self.ws.config.remote.execute {
+            None | Some(ExecuteSetting::Enabled(false)) => Ok(RemoteExec::Off),
+            Some(ExecuteSetting::Enabled(true)) => Ok(RemoteExec::On),
+            Some(ExecuteSetting::Mode(m)) if m == "strict" => Ok(RemoteExec::Strict),
+            Some(ExecuteSetting::Mode(other)) => Err(Error::Usage(format!(
+                "Invalid `execute` in `[remote]` of cairn.toml: `{other}` (expected true, false or \"strict\")"
+            ))),
+        }
     }
 
     /// Whether this invocation has a remote cache (`--remote`, or `[remote] url` without
@@ -381,11 +395,26 @@ impl<'a> Session<'a> {
     /// The remote caches of this invocation: `--remote URL`, else `[remote] url`, unless
     /// `--no-remote`; uploading with `--remote-upload`, `[remote] upload`, else when `CI` is
     /// set.
-    fn remote_list(&self) -> Result<Vec<crate::engine::lookup::Remote>, Error> {
+    #[allow(clippy::type_complexity)]
+    fn remote_list(
+        &self,
+    ) -> Result<
+        (
+            Vec<crate::engine::lookup::Remote>,
+            Option<(Arc<dyn cairn_store::RemoteExecution>, RemoteExec)>,
+        ),
+        Error,
+    > {
         let choice = &self.opts.remote;
         let config = &self.ws.config.remote;
+        let execute = self.remote_exec()?;
         let Some(url) = self.remote_url() else {
-            return Ok(Vec::new());
+            if execute != RemoteExec::Off {
+                return Err(Error::Usage(
+                    "Remote execution needs a remote: set `[remote] url` in cairn.toml or pass `--remote grpc://host:port`".to_string(),
+                ));
+            }
+            return Ok((Vec::new(), None));
         };
         let mut options = cairn_store::RemoteOptions {
             instance_name: config.instance_name.clone().unwrap_or_default(),
@@ -435,10 +464,17 @@ impl<'a> Session<'a> {
             };
             options.headers.push((name.clone(), value));
         }
+        let upload = choice.upload.or(config.upload).unwrap_or(self.env.ci);
+        if execute != RemoteExec::Off {
+            let server =
+                cairn_store::open_grpc(url, &options).map_err(|e| Error::Usage(e.to_string()))?;
+            let cache: Arc<dyn cairn_store::RemoteCache> = server.clone();
+            let remote = crate::engine::lookup::Remote { cache, upload };
+            return Ok((vec![remote], Some((server, execute))));
+        }
         let cache =
             cairn_store::open_remote(url, &options).map_err(|e| Error::Usage(e.to_string()))?;
-        let upload = choice.upload.or(config.upload).unwrap_or(self.env.ci);
-        Ok(vec![crate::engine::lookup::Remote { cache, upload }])
+        Ok((vec![crate::engine::lookup::Remote { cache, upload }], None))
     }
 
     /// How many targets may wait on the remote at once beyond `-j`: `--remote-jobs`, else
@@ -460,6 +496,14 @@ impl<'a> Session<'a> {
 }
 
 const DEFAULT_REMOTE_JOBS: usize = 32;
+
+/// The remotes of an invocation, how their results are trusted, and the remote executor (the
+/// first remote, when remote execution is on).
+pub(crate) struct RemoteSetup {
+    pub remotes: Vec<crate::engine::lookup::Remote>,
+    pub trust: crate::engine::lookup::Trust,
+    pub executor: Option<(Arc<dyn cairn_store::RemoteExecution>, RemoteExec)>,
+}
 
 /// The build context shared by build, run, watch and the dry run of `why`: callers set what
 /// differs (check, recorder, restore, tracer, cancellation) with struct update syntax.

@@ -90,6 +90,9 @@ pub(crate) struct RemoteConfig {
     pub download: Option<String>,
     /// How many targets may wait on the remote at once, beyond `-j` (default 32).
     pub jobs: Option<usize>,
+    /// Run actions on the remote's executor: `true`, `false` (default) or `"strict"` (an
+    /// action the remote cannot run fails instead of running here).
+    pub execute: Option<ExecuteSetting>,
     /// For `grpcs://` and `https://`: a PEM file of the only CA certificates to trust (a
     /// self-hosted cache with its own CA; default: Mozilla's roots). Relative paths are
     /// relative to the workspace root.
@@ -97,6 +100,14 @@ pub(crate) struct RemoteConfig {
     /// A PEM client certificate (chain) and its key, for servers that ask for one.
     pub tls_client_cert: Option<String>,
     pub tls_client_key: Option<String>,
+}
+
+/// `[remote] execute`: a boolean or `"strict"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ExecuteSetting {
+    Enabled(bool),
+    Mode(String),
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

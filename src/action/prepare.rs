@@ -65,6 +65,8 @@ pub(crate) struct PreparedAction {
     /// The inputs that are sources, read from the workspace (sorted); every other input is a
     /// file a dependency provides (see `InputBytes`).
     pub sources: Vec<WorkspacePath>,
+    /// Tagged `local` (or Bazel's `no-remote-exec`): never sent to a remote executor.
+    pub local_only: bool,
 }
 
 /// Where an input file's bytes are.
@@ -339,6 +341,10 @@ pub(crate) fn prepare_action(
         encoded_action,
         input_tree: tree,
         sources: srcs.keys().cloned().collect(),
+        local_only: target
+            .tags
+            .iter()
+            .any(|t| t == "local" || t == "no-remote-exec"),
     }
 }
 

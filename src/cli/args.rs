@@ -73,8 +73,20 @@ pub(crate) struct Args {
     /// (default: cairn.toml's `[remote] jobs`, else 32).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub remote_jobs: Option<usize>,
+    /// Run actions on the remote's REAPI executor (`Execution.Execute`); `strict` fails an
+    /// action the remote cannot run instead of running it here. `off` overrides cairn.toml's
+    /// `[remote] execute`.
+    #[arg(long, global = true, value_enum, value_name = "MODE", num_args = 0..=1, default_missing_value = "on", require_equals = true)]
+    pub remote_exec: Option<RemoteExecArg>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RemoteExecArg {
+    On,
+    Off,
+    Strict,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -2,8 +2,10 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use super::options::RemoteExec;
 use super::{Loaded, Session, build_context};
 use crate::action::ToolResolver;
 use crate::engine::history::HistoryRecorder;
@@ -16,6 +18,7 @@ use crate::engine::{
 use crate::error::Error;
 use crate::exec::base::SandboxBase;
 use crate::exec::local::LocalExecutor;
+use crate::exec::remote::RemoteExecutor;
 use crate::exec::sandbox::SandboxMode;
 use crate::exec::slots::Slots;
 use crate::graph::Label;
@@ -134,7 +137,7 @@ pub(crate) fn execute(
     let reporter = ConsoleReporter::new(s.style, s.opts.verbose).for_watch(watch);
     let mode = sandbox_mode(s);
     let warn = |text: &str| reporter.warning(text);
-    let executor = LocalExecutor {
+    let local_executor = LocalExecutor {
         store: &loaded.store,
         workspace_root: &s.ws.root,
         mode,
@@ -147,10 +150,25 @@ pub(crate) fn execute(
         slots: Slots::new(s.jobs()),
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
-    let (remotes, trust) = s.remote_setup()?;
-    let cache = CacheChain::new(&loaded.store, &s.ws.root, remotes, trust, &warn)
+    let setup = s.remote_setup()?;
+    let cache = CacheChain::new(&loaded.store, &s.ws.root, setup.remotes, setup.trust, &warn)
         .with_download(download)
         .with_remote_digests(s.opts.json);
+    let remote_executor = setup.executor.map(|(server, mode)| RemoteExecutor {
+        below: &local_executor,
+        server,
+        cache: &cache,
+        store: &loaded.store,
+        strict: mode == RemoteExec::Strict,
+        slots: Slots::new(s.remote_jobs()),
+        cancel,
+        warn: &warn,
+        down: AtomicBool::new(false),
+    });
+    let executor: &dyn crate::exec::Executor = match &remote_executor {
+        Some(remote) => remote,
+        None => &local_executor,
+    };
     let workspace_key = s.workspace_key();
     let began = Instant::now();
     let history = HistoryRecorder::new(
@@ -170,7 +188,7 @@ pub(crate) fn execute(
         tracer,
         cancel,
         memo: Some(&memo),
-        ..build_context(s, loaded, &cache, &executor, &reporter, &tools)
+        ..build_context(s, loaded, &cache, executor, &reporter, &tools)
     };
     let began = Instant::now();
     let mut outcome = run_build(
@@ -210,8 +228,8 @@ pub(crate) fn execute(
     if watch {
         return Ok(outcome);
     }
-    let fell_back =
-        executor.effective.get() == Some(&SandboxMode::Directory) && mode == SandboxMode::Namespace;
+    let fell_back = local_executor.effective.get() == Some(&SandboxMode::Directory)
+        && mode == SandboxMode::Namespace;
     print_summary(s, &outcome, mode, fell_back);
     Ok(outcome)
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::args::{Args, ColorArg, DownloadArg, SandboxArg};
+use super::args::{Args, ColorArg, DownloadArg, RemoteExecArg, SandboxArg};
 use crate::engine::lookup::Download;
 use crate::report::ColorChoice;
 use crate::workspace::SandboxMode;
@@ -38,6 +38,20 @@ pub(crate) struct RemoteChoice {
     pub download: Option<Download>,
     /// `--remote-jobs`.
     pub jobs: Option<usize>,
+    /// `--remote-exec[=on|off|strict]`.
+    pub execute: Option<RemoteExec>,
+}
+
+/// Whether actions run on the remote executor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum RemoteExec {
+    /// Here only.
+    #[default]
+    Off,
+    /// Remotely; an action the remote cannot run (down, rejected) runs here, with a warning.
+    On,
+    /// Remotely; an action the remote cannot run fails with the server's message.
+    Strict,
 }
 
 impl Options {
@@ -74,6 +88,11 @@ impl Options {
                     DownloadArg::Minimal => Download::Minimal,
                 }),
                 jobs: args.remote_jobs,
+                execute: args.remote_exec.map(|e| match e {
+                    RemoteExecArg::On => RemoteExec::On,
+                    RemoteExecArg::Off => RemoteExec::Off,
+                    RemoteExecArg::Strict => RemoteExec::Strict,
+                }),
             },
         }
     }

@@ -402,6 +402,89 @@ impl<'a> CacheChain<'a> {
         }
     }
 
+    /// For remote execution on the first remote: sends it what it lacks of `action` (the
+    /// Action, the Command, every input Directory and file) and returns the action's digest
+    /// there. An `Err` other than `RemoteError::Store` means the remote is not working.
+    pub fn upload_action(&self, action: &PreparedAction) -> Result<RemoteDigest, RemoteError> {
+        let link = self.first_working()?;
+        let function = self.usable(link).map(|c| c.digest_function);
+        let function = function.ok_or_else(|| self.not_working(link))?;
+        let (key, blobs) =
+            encoding::action_blobs(function, action, &self.sha, self.local, self.workspace_root)?;
+        let sent = upload_blobs(self.local, link, blobs)?;
+        self.uploaded.fetch_add(sent, Ordering::SeqCst);
+        Ok(key)
+    }
+
+    /// A result the first remote produced by running an action, made local: every blob it
+    /// names is downloaded and verified (its local digests are known no other way).
+    pub fn receive_executed(
+        &self,
+        result: &reapi::ActionResult,
+    ) -> Result<reapi::ActionResult, RemoteError> {
+        let link = self.first_working()?;
+        let function = self.usable(link).map(|c| c.digest_function);
+        let function = function.ok_or_else(|| self.not_working(link))?;
+        let mut result = result.clone();
+        // Logs a server sent inline rather than by digest.
+        let mut inline = Vec::new();
+        for (raw, digest) in [
+            (&mut result.stdout_raw, &mut result.stdout_digest),
+            (&mut result.stderr_raw, &mut result.stderr_digest),
+        ] {
+            if digest.is_none() && !raw.is_empty() {
+                inline.push(Some(self.local.cas().put_bytes(raw)?));
+            } else {
+                inline.push(None);
+            }
+            raw.clear();
+        }
+        self.downloaded
+            .fetch_add(result.encoded_len() as u64, Ordering::SeqCst);
+        let mut fetch = |digest: &RemoteDigest| self.fetch(link, digest);
+        let mut file = |digest: &RemoteDigest| self.fetch(link, digest);
+        let mut local = encoding::receive_result(
+            function,
+            &result,
+            self.local,
+            &mut fetch,
+            &mut file,
+            link.cache.name(),
+        )?;
+        if let Some(d) = inline[0] {
+            local.stdout_digest = Some(d.to_reapi());
+        }
+        if let Some(d) = inline[1] {
+            local.stderr_digest = Some(d.to_reapi());
+        }
+        Ok(local)
+    }
+
+    /// Whether the first remote has not failed in this build (its warning is not said yet).
+    pub fn first_remote_working(&self) -> bool {
+        self.links
+            .first()
+            .is_some_and(|l| !l.broken.load(Ordering::SeqCst))
+    }
+
+    fn first_working(&self) -> Result<&Link, RemoteError> {
+        let link = self.links.first().ok_or_else(|| RemoteError::Unavailable {
+            backend: "the remote executor".to_string(),
+            why: "no remote is configured".to_string(),
+        })?;
+        if link.broken.load(Ordering::SeqCst) {
+            return Err(self.not_working(link));
+        }
+        Ok(link)
+    }
+
+    fn not_working(&self, link: &Link) -> RemoteError {
+        RemoteError::Unavailable {
+            backend: link.cache.name().to_string(),
+            why: "it failed earlier in this build".to_string(),
+        }
+    }
+
     /// One remote's answer for `action`: its result made local, and whether it is complete
     /// (downloaded and backfilled) or only named (`download` false: the blobs of files are
     /// named by the local digests the result's manifest gives, and fetched later if needed).
@@ -423,6 +506,11 @@ impl<'a> CacheChain<'a> {
         let Some(result) = link.cache.get_action_result(&key)? else {
             return Ok(None);
         };
+        // A failed run (servers such as buildbox-casd cache those) is never a hit: the action
+        // runs again.
+        if result.exit_code != 0 {
+            return Ok(None);
+        }
         self.downloaded
             .fetch_add(result.encoded_len() as u64, Ordering::SeqCst);
         // A signature entry is never an output: strip it whether or not it is checked.
@@ -778,6 +866,24 @@ fn send(
         }
         results.push((key, result));
     }
+    let mut sent = upload_blobs(store, link, blobs)?;
+    // REAPI: each result last, once every blob it names is present.
+    for (key, result) in &results {
+        link.cache.put_action_result(key, result)?;
+        sent += result.encoded_len() as u64;
+    }
+    let _ = sha.flush();
+    Ok(sent)
+}
+
+/// Sends the blobs among `blobs` that the remote lacks (asked for all at once): small ones
+/// in batches, large ones streamed, each checked against its local digest. Returns the bytes
+/// sent.
+fn upload_blobs(
+    store: &Store,
+    link: &Link,
+    mut blobs: Vec<(RemoteDigest, Blob)>,
+) -> Result<u64, RemoteError> {
     blobs.sort_by_key(|(d, _)| *d);
     blobs.dedup_by_key(|(d, _)| *d);
     let digests: Vec<RemoteDigest> = blobs.iter().map(|(d, _)| *d).collect();
@@ -822,12 +928,6 @@ fn send(
     if !batch.is_empty() {
         link.cache.write_small_blobs(&batch)?;
     }
-    // REAPI: each result last, once every blob it names is present.
-    for (key, result) in &results {
-        link.cache.put_action_result(key, result)?;
-        sent += result.encoded_len() as u64;
-    }
-    let _ = sha.flush();
     Ok(sent)
 }
 

@@ -29,9 +29,9 @@ use crate::graph::Label;
 use crate::workspace::WorkspacePath;
 
 /// How much of stderr a failure shows.
-const STDERR_TAIL_LINES: usize = 20;
+pub(super) const STDERR_TAIL_LINES: usize = 20;
 /// How much of a test's log (its stdout and stderr, which test runners fill with reports).
-const TEST_TAIL_LINES: usize = 40;
+pub(super) const TEST_TAIL_LINES: usize = 40;
 /// How many undeclared files a failure lists.
 const MAX_LISTED: usize = 5;
 
@@ -704,23 +704,50 @@ struct Logs<'a> {
 
 /// Keeps an action's output under the store's `logs/` (`<package>/<name>-<key>.log`).
 fn save_log(store: &Store, label: &Label, key: &Digest, logs: &Logs) -> Option<PathBuf> {
+    let read = |path: &Path| fs::read(path).unwrap_or_default();
+    write_log(
+        store,
+        label,
+        key,
+        &read(logs.stdout),
+        &read(logs.stderr),
+        logs.combined,
+    )
+}
+
+/// Writes an action's log (`combined`: a test's one stream, whose bytes are all in `stdout`).
+pub(super) fn write_log(
+    store: &Store,
+    label: &Label,
+    key: &Digest,
+    stdout: &[u8],
+    stderr: &[u8],
+    combined: bool,
+) -> Option<PathBuf> {
     let dir = store.logs_dir().join(label.package_dir());
     fs::create_dir_all(&dir).ok()?;
     let path = dir.join(format!("{}-{}.log", label.name, key.short()));
-    let read =
-        |path: &Path| String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned();
-    let mut text = String::new();
-    if logs.combined {
-        text.push_str(&format!("# {label}\n# --- stdout and stderr ---\n"));
-        text.push_str(&read(logs.stdout));
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut log = String::new();
+    if combined {
+        log.push_str(&format!("# {label}\n# --- stdout and stderr ---\n"));
+        log.push_str(&text(stdout));
     } else {
-        text.push_str(&format!("# {label}\n# --- stdout ---\n"));
-        text.push_str(&read(logs.stdout));
-        text.push_str("\n# --- stderr ---\n");
-        text.push_str(&read(logs.stderr));
+        log.push_str(&format!("# {label}\n# --- stdout ---\n"));
+        log.push_str(&text(stdout));
+        log.push_str("\n# --- stderr ---\n");
+        log.push_str(&text(stderr));
     }
-    fs::write(&path, text).ok()?;
+    fs::write(&path, log).ok()?;
     Some(path)
+}
+
+/// The last `n` lines of `bytes`.
+pub(super) fn tail_of(bytes: &[u8], n: usize) -> String {
+    let start = bytes.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 pub(crate) fn format_ms(ms: u64) -> String {

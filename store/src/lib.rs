@@ -35,9 +35,9 @@ pub use materialize::{Restored, is_in_place, restore_contents, restore_dir, rest
 pub use records::Record;
 pub use reencode::{Reencoded, reencode_action, reencode_tree};
 pub use remote::{
-    Capabilities, DirCache, GrpcCache, HttpCache, KeyError, PublicKey, RemoteCache, RemoteError,
-    RemoteOptions, RemoteUrlError, SIGNATURE_DIR, SigningKey, TlsOptions, open_remote,
-    strip_signatures, verify as verify_signature,
+    Capabilities, DirCache, Executed, GrpcCache, HttpCache, KeyError, PublicKey, RemoteCache,
+    RemoteError, RemoteExecution, RemoteOptions, RemoteUrlError, SIGNATURE_DIR, SigningKey,
+    TlsOptions, open_grpc, open_remote, strip_signatures, verify as verify_signature,
 };
 pub use sha256_map::{BlobBytes, Sha256Map};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};

@@ -160,25 +160,66 @@ pub fn open_remote(
                 .map_err(|why| err(&why))?;
             Ok(Arc::new(cache))
         }
-        "grpc" | "grpcs" => {
-            if rest.is_empty() {
-                return Err(err(&format!(
-                    "a `{scheme}://` URL needs a host and port (`{scheme}://cache:8980`)"
-                )));
-            }
-            let tls = (scheme == "grpcs").then_some(&options.tls);
-            let cache = GrpcCache::new(
-                url,
-                &options.instance_name,
-                options.timeout,
-                &options.headers,
-                tls,
-            )
-            .map_err(|why| err(&why))?;
-            Ok(Arc::new(cache))
-        }
+        "grpc" | "grpcs" => Ok(open_grpc(url, options)?),
         _ => Err(err(&format!("unknown scheme `{scheme}`"))),
     }
+}
+
+/// A REAPI execution service (`Execution.Execute`) that reads its inputs from the CAS of the
+/// same server (a `RemoteCache`). Synchronous for the caller, like `RemoteCache`.
+pub trait RemoteExecution: Send + Sync {
+    /// Runs the action stored under `action` (its Command and input root already in the CAS)
+    /// and waits for it: the Execute stream is followed to the end, re-joined with
+    /// `WaitExecution` when it drops, and the action is sent again when the server forgot the
+    /// operation. `cancelled` is polled while waiting; once it says yes, the operation is
+    /// cancelled on the server (`Operations.CancelOperation`) and `Executed::Cancelled`
+    /// returned. A gRPC failure of the calls themselves is an `Err`; whatever went wrong in
+    /// the run is in the response's `status` (an operation error is put there too).
+    fn execute(
+        &self,
+        action: &RemoteDigest,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Executed, RemoteError>;
+}
+
+/// How a remote execution ended.
+#[derive(Debug)]
+pub enum Executed {
+    /// The operation completed with this response.
+    Done(Box<reapi::ExecuteResponse>),
+    /// Cancelled at the caller's request.
+    Cancelled,
+}
+
+/// Opens a REAPI server (`grpc://` or `grpcs://`): a cache and, where the server offers
+/// it, an executor.
+pub fn open_grpc(url: &str, options: &RemoteOptions) -> Result<Arc<GrpcCache>, RemoteUrlError> {
+    let err = |why: String| RemoteUrlError {
+        url: url.to_string(),
+        why,
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    if scheme != "grpc" && scheme != "grpcs" {
+        return Err(err(
+            "remote execution needs a REAPI server (`grpc://host:port` or `grpcs://host:port`)"
+                .to_string(),
+        ));
+    }
+    if rest.is_empty() {
+        return Err(err(format!(
+            "a `{scheme}://` URL needs a host and port (`{scheme}://cache:8980`)"
+        )));
+    }
+    let tls = (scheme == "grpcs").then_some(&options.tls);
+    let cache = GrpcCache::new(
+        url,
+        &options.instance_name,
+        options.timeout,
+        &options.headers,
+        tls,
+    )
+    .map_err(err)?;
+    Ok(Arc::new(cache))
 }
 
 /// A content-addressed cache with action results. Implementations are synchronous (the

@@ -6,6 +6,7 @@ mod errors;
 mod exec;
 mod mimic;
 mod remote;
+mod remote_exec;
 mod sandbox;
 mod toolchains;
 mod uptodate;

@@ -16,12 +16,17 @@ use bazel_remote_apis::google::bytestream::byte_stream_client::ByteStreamClient;
 use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::{Capabilities, RemoteCache, RemoteError, TlsOptions};
+use bazel_remote_apis::google::longrunning::operations_client::OperationsClient;
+use bazel_remote_apis::google::longrunning::{CancelOperationRequest, Operation, operation};
+use prost::Message;
+
+use super::{Capabilities, Executed, RemoteCache, RemoteError, RemoteExecution, TlsOptions};
 use crate::digest::{DigestFunction, RemoteDigest};
 use crate::reapi;
 use reapi::action_cache_client::ActionCacheClient;
 use reapi::capabilities_client::CapabilitiesClient;
 use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use reapi::execution_client::ExecutionClient;
 
 /// ByteStream chunks: well below gRPC's default 4 MiB message limit.
 const CHUNK: usize = 1 << 20;
@@ -53,6 +58,9 @@ pub struct GrpcCache {
         tonic::metadata::AsciiMetadataKey,
         tonic::metadata::AsciiMetadataValue,
     )>,
+    /// For `Execute` and `WaitExecution`, whose streams last as long as the action: no
+    /// per-request timeout.
+    exec_channel: Channel,
     capabilities: OnceLock<Capabilities>,
     uploads: AtomicU64,
     /// `grpcs://` with no client certificate set (for a hint when a proxy refuses us).
@@ -88,7 +96,8 @@ impl GrpcCache {
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout);
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
         if let Some(tls) = tls {
             let mut config = ClientTlsConfig::new();
             config = match &tls.ca {
@@ -108,9 +117,12 @@ impl GrpcCache {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the gRPC runtime: {e}"))?;
-        let channel = {
+        let (channel, exec_channel) = {
             let _guard = runtime.enter();
-            endpoint.connect_lazy()
+            (
+                endpoint.clone().timeout(timeout).connect_lazy(),
+                endpoint.connect_lazy(),
+            )
         };
         let mut parsed = Vec::new();
         for (name, value) in headers {
@@ -128,6 +140,7 @@ impl GrpcCache {
             instance: instance.to_string(),
             runtime,
             channel,
+            exec_channel,
             headers: parsed,
             capabilities: OnceLock::new(),
             uploads: AtomicU64::new(0),
@@ -558,6 +571,131 @@ impl RemoteCache for GrpcCache {
         })
         .map_err(|s| self.failed("UpdateActionResult", s))?;
         Ok(())
+    }
+}
+
+/// How often a waiting `execute` looks at its cancellation flag.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+/// How many times the Execute stream may be re-opened after it failed or dropped.
+const STREAM_ATTEMPTS: u32 = 5;
+
+impl RemoteExecution for GrpcCache {
+    fn execute(
+        &self,
+        action: &RemoteDigest,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Executed, RemoteError> {
+        let client = ExecutionClient::new(self.exec_channel.clone());
+        // The name of the operation once the server gave it: a dropped stream is re-joined
+        // with WaitExecution; without one (or when the server forgot it) the action is sent
+        // again, which REAPI makes safe (the server merges identical actions).
+        let mut operation: Option<String> = None;
+        let mut failures = 0;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let opened = self.runtime.block_on(async {
+                let mut c = client.clone();
+                match &operation {
+                    None => {
+                        let message = reapi::ExecuteRequest {
+                            instance_name: self.instance.clone(),
+                            // The cache chain has looked the action up already; a result
+                            // cached by the server for a failed run must not come back.
+                            skip_cache_lookup: true,
+                            action_digest: Some(action.to_reapi()),
+                            execution_policy: None,
+                            results_cache_policy: None,
+                            digest_function: action.function.to_reapi(),
+                            ..Default::default()
+                        };
+                        c.execute(self.request(message)).await
+                    }
+                    Some(name) => {
+                        let message = reapi::WaitExecutionRequest { name: name.clone() };
+                        c.wait_execution(self.request(message)).await
+                    }
+                }
+            });
+            let mut stream = match opened {
+                Ok(response) => response.into_inner(),
+                Err(s) if s.code() == tonic::Code::NotFound && operation.is_some() => {
+                    operation = None;
+                    continue;
+                }
+                Err(s) if is_transient(s.code()) && failures + 1 < STREAM_ATTEMPTS => {
+                    failures += 1;
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    continue;
+                }
+                Err(s) => return Err(self.failed("Execute", s)),
+            };
+            loop {
+                if cancelled() {
+                    if let Some(name) = &operation {
+                        self.cancel_operation(name);
+                    }
+                    return Ok(Executed::Cancelled);
+                }
+                let next = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(CANCEL_POLL, stream.message()).await });
+                match next {
+                    // Nothing yet: look at the flag again.
+                    Err(_elapsed) => {}
+                    Ok(Ok(Some(op))) => {
+                        if !op.name.is_empty() {
+                            operation = Some(op.name.clone());
+                        }
+                        if op.done {
+                            return self.finished(op).map(|r| Executed::Done(Box::new(r)));
+                        }
+                    }
+                    // The stream ended before the operation did: re-join it.
+                    Ok(Ok(None)) => break,
+                    Ok(Err(s)) if s.code() == tonic::Code::NotFound && operation.is_some() => {
+                        operation = None;
+                        break;
+                    }
+                    Ok(Err(s)) if is_transient(s.code()) && failures + 1 < STREAM_ATTEMPTS => {
+                        failures += 1;
+                        std::thread::sleep(delay);
+                        delay *= 2;
+                        break;
+                    }
+                    Ok(Err(s)) => return Err(self.failed("Execute", s)),
+                }
+            }
+        }
+    }
+}
+
+impl GrpcCache {
+    /// The response of a finished operation; an operation error becomes the response's status.
+    fn finished(&self, op: Operation) -> Result<reapi::ExecuteResponse, RemoteError> {
+        match op.result {
+            Some(operation::Result::Response(any)) => {
+                reapi::ExecuteResponse::decode(any.value.as_slice())
+                    .map_err(|e| self.protocol(format!("an ExecuteResponse does not decode: {e}")))
+            }
+            Some(operation::Result::Error(status)) => Ok(reapi::ExecuteResponse {
+                status: Some(status),
+                ..Default::default()
+            }),
+            None => Err(self.protocol(format!(
+                "operation {} is done without a response or an error",
+                op.name
+            ))),
+        }
+    }
+
+    /// Asks the server to stop an operation (best effort: the build is going away).
+    fn cancel_operation(&self, name: &str) {
+        let mut client = OperationsClient::new(self.channel.clone());
+        let request = self.request(CancelOperationRequest {
+            name: name.to_string(),
+        });
+        let _ = self.runtime.block_on(client.cancel_operation(request));
     }
 }
 
