@@ -406,9 +406,7 @@ impl<'a> CacheChain<'a> {
     /// Action, the Command, every input Directory and file) and returns the action's digest
     /// there. An `Err` other than `RemoteError::Store` means the remote is not working.
     pub fn upload_action(&self, action: &PreparedAction) -> Result<RemoteDigest, RemoteError> {
-        let link = self.first_working()?;
-        let function = self.usable(link).map(|c| c.digest_function);
-        let function = function.ok_or_else(|| self.not_working(link))?;
+        let (link, function) = self.executor_link()?;
         let (key, blobs) =
             encoding::action_blobs(function, action, &self.sha, self.local, self.workspace_root)?;
         let sent = upload_blobs(self.local, link, blobs)?;
@@ -422,23 +420,19 @@ impl<'a> CacheChain<'a> {
         &self,
         result: &reapi::ActionResult,
     ) -> Result<reapi::ActionResult, RemoteError> {
-        let link = self.first_working()?;
-        let function = self.usable(link).map(|c| c.digest_function);
-        let function = function.ok_or_else(|| self.not_working(link))?;
+        let (link, function) = self.executor_link()?;
         let mut result = result.clone();
-        // Logs a server sent inline rather than by digest.
-        let mut inline = Vec::new();
-        for (raw, digest) in [
-            (&mut result.stdout_raw, &mut result.stdout_digest),
-            (&mut result.stderr_raw, &mut result.stderr_digest),
-        ] {
-            if digest.is_none() && !raw.is_empty() {
-                inline.push(Some(self.local.cas().put_bytes(raw)?));
-            } else {
-                inline.push(None);
-            }
+        // Logs a server sent inline rather than by digest go straight into the local store.
+        let inline = |raw: &mut Vec<u8>, digest: &Option<reapi::Digest>| {
+            let stored = match digest {
+                None if !raw.is_empty() => Some(self.local.cas().put_bytes(raw)),
+                _ => None,
+            };
             raw.clear();
-        }
+            stored.transpose()
+        };
+        let stdout = inline(&mut result.stdout_raw, &result.stdout_digest)?;
+        let stderr = inline(&mut result.stderr_raw, &result.stderr_digest)?;
         self.downloaded
             .fetch_add(result.encoded_len() as u64, Ordering::SeqCst);
         let mut fetch = |digest: &RemoteDigest| self.fetch(link, digest);
@@ -451,10 +445,10 @@ impl<'a> CacheChain<'a> {
             &mut file,
             link.cache.name(),
         )?;
-        if let Some(d) = inline[0] {
+        if let Some(d) = stdout {
             local.stdout_digest = Some(d.to_reapi());
         }
-        if let Some(d) = inline[1] {
+        if let Some(d) = stderr {
             local.stderr_digest = Some(d.to_reapi());
         }
         Ok(local)
@@ -467,22 +461,17 @@ impl<'a> CacheChain<'a> {
             .is_some_and(|l| !l.broken.load(Ordering::SeqCst))
     }
 
-    fn first_working(&self) -> Result<&Link, RemoteError> {
+    /// The first remote (the executor's CAS) and its digest function, if it is working.
+    fn executor_link(&self) -> Result<(&Link, DigestFunction), RemoteError> {
         let link = self.links.first().ok_or_else(|| RemoteError::Unavailable {
             backend: "the remote executor".to_string(),
             why: "no remote is configured".to_string(),
         })?;
-        if link.broken.load(Ordering::SeqCst) {
-            return Err(self.not_working(link));
-        }
-        Ok(link)
-    }
-
-    fn not_working(&self, link: &Link) -> RemoteError {
-        RemoteError::Unavailable {
+        let caps = self.usable(link).ok_or_else(|| RemoteError::Unavailable {
             backend: link.cache.name().to_string(),
             why: "it failed earlier in this build".to_string(),
-        }
+        })?;
+        Ok((link, caps.digest_function))
     }
 
     /// One remote's answer for `action`: its result made local, and whether it is complete

@@ -32,6 +32,8 @@ use crate::workspace::WorkspacePath;
 pub(super) const STDERR_TAIL_LINES: usize = 20;
 /// How much of a test's log (its stdout and stderr, which test runners fill with reports).
 pub(super) const TEST_TAIL_LINES: usize = 40;
+/// How much of the end of a log a tail is taken from.
+const TAIL_BYTES: usize = 64 * 1024;
 /// How many undeclared files a failure lists.
 const MAX_LISTED: usize = 5;
 
@@ -687,12 +689,10 @@ fn tail_lines(path: &Path, n: usize) -> String {
         return String::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES as u64)));
     let mut buf = Vec::new();
     let _ = file.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    tail_of(&buf, n)
 }
 
 /// Where an action's output went: stdout and stderr, or (a test) one combined log.
@@ -744,7 +744,7 @@ pub(super) fn write_log(
 
 /// The last `n` lines of `bytes`.
 pub(super) fn tail_of(bytes: &[u8], n: usize) -> String {
-    let start = bytes.len().saturating_sub(64 * 1024);
+    let start = bytes.len().saturating_sub(TAIL_BYTES);
     let text = String::from_utf8_lossy(&bytes[start..]);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
