@@ -97,6 +97,7 @@ impl ActionFixture {
             &self.tools,
             "/usr/local/bin:/usr/bin:/bin",
             BTreeMap::new(),
+            &BTreeMap::new(),
         )
         .key
     }

@@ -524,6 +524,7 @@ pub(crate) fn build_context<'a>(
         workspace_root: &s.ws.root,
         tools,
         host_env: &s.env.vars,
+        platform: &s.ws.config.remote.platform,
         check: false,
         restore: true,
         unsandboxed: false,

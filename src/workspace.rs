@@ -93,6 +93,11 @@ pub(crate) struct RemoteConfig {
     /// Run actions on the remote's executor: `true`, `false` (default) or `"strict"` (an
     /// action the remote cannot run fails instead of running here).
     pub execute: Option<ExecuteSetting>,
+    /// `[remote.platform]`: platform properties every action carries (a worker image, a
+    /// pool), under the target's own `platform = {...}`. Part of every action key, whether or
+    /// not it runs remotely, so a laptop building locally shares CI's remote-executed results.
+    #[serde(default)]
+    pub platform: std::collections::BTreeMap<String, String>,
     /// For `grpcs://` and `https://`: a PEM file of the only CA certificates to trust (a
     /// self-hosted cache with its own CA; default: Mozilla's roots). Relative paths are
     /// relative to the workspace root.
@@ -191,6 +196,12 @@ impl Workspace {
                     path: candidate.clone(),
                     message: e.to_string().trim().replace('\n', " "),
                 })?;
+                if config.remote.platform.contains_key("") {
+                    return Err(WorkspaceError::Config {
+                        path: candidate,
+                        message: "`[remote.platform]` has an empty property name".to_string(),
+                    });
+                }
                 return Ok(Workspace {
                     root: cur.to_path_buf(),
                     config,

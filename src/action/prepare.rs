@@ -187,7 +187,7 @@ pub(crate) struct DepInputs<'a> {
 /// (dependency outputs, by content digest: that is what gives early cutoff).
 /// `tools` are the resolved tools the action calls (their path and digest enter the key as
 /// the salt); `path_var` is the tool path, the action's `PATH`; `pass_env` holds
-/// host values of the target's `pass_env` names.
+/// host values of the target's `pass_env` names; `default_platform` is `[remote.platform]`.
 pub(crate) fn prepare_action(
     target: &Target,
     srcs: &BTreeMap<WorkspacePath, FileInfo>,
@@ -195,6 +195,7 @@ pub(crate) fn prepare_action(
     tools: &[Tool],
     path_var: &str,
     pass_env: BTreeMap<String, String>,
+    default_platform: &BTreeMap<String, String>,
 ) -> PreparedAction {
     let package = target.label.package.as_str();
     let rel = |paths: &mut dyn Iterator<Item = &WorkspacePath>| -> String {
@@ -270,7 +271,7 @@ pub(crate) fn prepare_action(
     // REAPI v2.1 replaced output_files/output_directories with output_paths, and v2.2 moved
     // the platform from Command to Action; older servers read only the old fields, so both
     // are set (as Bazel does).
-    let platform = platform(&target.platform);
+    let platform = platform(default_platform, &target.platform);
     #[allow(deprecated)]
     let command = reapi::Command {
         platform: Some(platform.clone()),
@@ -364,14 +365,33 @@ fn salt(sorted_tools: &[&Tool]) -> Vec<u8> {
     salt
 }
 
-/// `Platform`: what a worker must offer. The host's OS family and ISA, then the target's own
-/// `platform = {...}` properties (which may override them); REAPI: sorted by name, each name
-/// once.
-fn platform(declared: &BTreeMap<String, String>) -> reapi::Platform {
+/// The tools named in an action's salt: name → `path digest` (for `cairn why`).
+pub(crate) fn salt_tools(salt: &[u8]) -> BTreeMap<String, String> {
+    let Some(rest) = salt.strip_prefix(ACTION_SALT) else {
+        return BTreeMap::new();
+    };
+    let fields: Vec<String> = rest
+        .split(|b| *b == 0)
+        .skip(1)
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    fields
+        .chunks_exact(3)
+        .map(|t| (t[0].clone(), format!("{} {}", t[1], t[2])))
+        .collect()
+}
+
+/// `Platform`: what a worker must offer. The host's OS family and ISA, then the workspace's
+/// `[remote.platform]` defaults, then the target's own `platform = {...}` properties (each
+/// overriding what comes before); REAPI: sorted by name, each name once.
+fn platform(
+    defaults: &BTreeMap<String, String>,
+    declared: &BTreeMap<String, String>,
+) -> reapi::Platform {
     let mut properties: BTreeMap<&str, &str> = BTreeMap::new();
     properties.insert("OSFamily", std::env::consts::OS);
     properties.insert("ISA", isa());
-    for (name, value) in declared {
+    for (name, value) in defaults.iter().chain(declared) {
         properties.insert(name, value);
     }
     reapi::Platform {
@@ -428,7 +448,7 @@ mod tests {
             links: &NO_LINKS,
             roots: &[],
         };
-        prepare_action(t, srcs, &deps, tools, path_var, pass_env)
+        prepare_action(t, srcs, &deps, tools, path_var, pass_env, &BTreeMap::new())
     }
     use crate::graph::{Label, Location};
 
@@ -470,7 +490,15 @@ mod tests {
             links: &links,
             roots: &roots,
         };
-        prepare_action(t, srcs, &deps, &[], "/usr/bin:/bin", BTreeMap::new())
+        prepare_action(
+            t,
+            srcs,
+            &deps,
+            &[],
+            "/usr/bin:/bin",
+            BTreeMap::new(),
+            &BTreeMap::new(),
+        )
     }
 
     fn tool(content: &str) -> Tool {
@@ -517,6 +545,12 @@ mod tests {
             .map(|p| p.name.as_str())
             .collect();
         assert_eq!(names, ["ISA", "OSFamily"], "no tool identity in Platform");
+        let tools = salt_tools(&a.action.salt);
+        assert_eq!(tools.len(), 1, "{tools:?}");
+        assert!(
+            tools["python3"].starts_with("/usr/bin/python3 "),
+            "{tools:?}"
+        );
         assert!(
             a.action
                 .salt
@@ -534,6 +568,68 @@ mod tests {
         let props = &b.action.platform.as_ref().unwrap().properties;
         let names: Vec<&str> = props.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ISA", "OSFamily", "pool"], "sorted by name");
+
+        // `[remote.platform]` defaults are under the target's own properties.
+        let deps = DepInputs {
+            files: &BTreeMap::new(),
+            links: &NO_LINKS,
+            roots: &[],
+        };
+        let defaults: BTreeMap<String, String> =
+            [("pool", "small"), ("container-image", "docker://node:22")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+        let c = prepare_action(
+            &t,
+            &srcs,
+            &deps,
+            &[tool("v1")],
+            "/usr/bin",
+            BTreeMap::new(),
+            &defaults,
+        );
+        let props: Vec<(&str, &str)> = c
+            .action
+            .platform
+            .as_ref()
+            .unwrap()
+            .properties
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(props[0], ("ISA", isa()));
+        assert_eq!(
+            props[1..],
+            [
+                ("OSFamily", std::env::consts::OS),
+                ("container-image", "docker://node:22"),
+                ("pool", "large")
+            ]
+        );
+        assert_ne!(b.key, c.key, "a default changes the key");
+        t.platform.clear();
+        let d = prepare_action(
+            &t,
+            &srcs,
+            &deps,
+            &[tool("v1")],
+            "/usr/bin",
+            BTreeMap::new(),
+            &defaults,
+        );
+        let pool = d
+            .action
+            .platform
+            .as_ref()
+            .unwrap()
+            .properties
+            .iter()
+            .find(|p| p.name == "pool")
+            .unwrap();
+        assert_eq!(
+            pool.value, "small",
+            "a default applies where the target says nothing"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::options::RemoteExec;
@@ -36,6 +36,7 @@ pub(crate) fn build(
     junit: Option<&Path>,
 ) -> Result<u8, Error> {
     let tracer = trace.map(|_| Tracer::install());
+    let interrupted = on_interrupt();
     let loading = Instant::now();
     let mode = sandbox_mode(s);
     let command =
@@ -78,11 +79,25 @@ pub(crate) fn build(
         .collect();
     let download = s.remote_download()?;
     let outcome = execute(
-        s, &loaded, roots, run_tests, check, tracer, None, false, download,
+        s,
+        &loaded,
+        roots,
+        run_tests,
+        check,
+        tracer,
+        Some(interrupted),
+        false,
+        download,
     )?;
     let saving = Instant::now();
     let saved = s.save_states(&loaded);
     report::trace::span("save file states", saving);
+    if interrupted.load(Ordering::SeqCst) {
+        // What was cancelled is not an outcome: nothing to replay or report.
+        loaded.finish();
+        std::mem::forget(outcome);
+        return Ok(INTERRUPTED_EXIT);
+    }
     // Outputs left on the remote are not in place: such a build is no outcome to replay.
     if replayable && saved && download == Download::All {
         uptodate::record(
@@ -114,6 +129,28 @@ pub(crate) fn build(
     loaded.finish();
     std::mem::forget(outcome);
     Ok(code)
+}
+
+/// The exit code of a build stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+pub(crate) const INTERRUPTED_EXIT: u8 = 130;
+
+/// Set by the first Ctrl-C of a build.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes Ctrl-C stop the build instead of the process: the first one sets the returned flag,
+/// on which no new action starts, running local actions are killed and remote operations
+/// are cancelled on the server (`Operations.CancelOperation`), and nothing cancelled is
+/// recorded; a second one exits at once.
+fn on_interrupt() -> &'static AtomicBool {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(INTERRUPTED_EXIT));
+        }
+        report::print_stderr(
+            "interrupted: stopping running actions (Ctrl-C again to quit at once)",
+        );
+    });
+    &INTERRUPTED
 }
 
 /// Runs the build of `roots` with the console reporter, records history and statistics, and
@@ -164,6 +201,7 @@ pub(crate) fn execute(
         cancel,
         warn: &warn,
         down: AtomicBool::new(false),
+        abandoned: AtomicBool::new(false),
     });
     let executor: &dyn crate::exec::Executor = match &remote_executor {
         Some(remote) => remote,
@@ -303,6 +341,8 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
         )));
     }
     // The command reads its dependencies' outputs in the workspace: they are downloaded.
+    // (Once it runs, Ctrl-C reaches it as well, and cairn waits for it to end.)
+    let interrupted = on_interrupt();
     let outcome = execute(
         s,
         &loaded,
@@ -310,11 +350,14 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
         false,
         false,
         None,
-        None,
+        Some(interrupted),
         false,
         Download::All,
     )?;
     s.save_states(&loaded);
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(INTERRUPTED_EXIT);
+    }
     if !outcome.is_success() {
         return Ok(1);
     }

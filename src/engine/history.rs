@@ -28,22 +28,23 @@ pub(crate) struct Manifest {
     /// Declared outputs (paths only).
     pub outputs: Vec<String>,
     pub timeout_ms: u64,
+    /// The action's platform properties (`[remote.platform]`, the target's `platform`).
+    #[serde(default)]
+    pub platform: BTreeMap<String, String>,
 }
 
 impl Manifest {
     pub fn of(action: &PreparedAction) -> Manifest {
-        let tools = action
+        let tools = crate::action::prepare::salt_tools(&action.action.salt);
+        let platform = action
             .action
             .platform
             .iter()
             .flat_map(|p| &p.properties)
-            .filter_map(|p| {
-                p.name
-                    .strip_prefix("cairn.tool.")
-                    .map(|n| (n.to_string(), p.value.clone()))
-            })
+            .map(|p| (p.name.clone(), p.value.clone()))
             .collect();
         Manifest {
+            platform,
             cmd: action.cmd.clone(),
             env: action.env.clone(),
             tools,
@@ -197,6 +198,18 @@ pub(crate) fn explain(
             (Some(a), Some(b)) if a != b => rest.push(format!("tool {name} changed ({a} → {b})")),
             (None, Some(b)) => rest.push(format!("tool {name} is now used ({b})")),
             (Some(_), None) => rest.push(format!("tool {name} is no longer used")),
+            _ => {}
+        }
+    }
+    // (A manifest recorded before platforms were kept has none: nothing to compare.)
+    let properties: BTreeSet<&String> = old.platform.keys().chain(new.platform.keys()).collect();
+    for name in properties.into_iter().filter(|_| !old.platform.is_empty()) {
+        match (old.platform.get(name), new.platform.get(name)) {
+            (Some(a), Some(b)) if a != b => {
+                rest.push(format!("platform property {name}: {a:?} → {b:?}"))
+            }
+            (None, Some(b)) => rest.push(format!("platform property {name} added ({b:?})")),
+            (Some(a), None) => rest.push(format!("platform property {name} removed (was {a:?})")),
             _ => {}
         }
     }

@@ -454,11 +454,13 @@ impl<'a> CacheChain<'a> {
         Ok(local)
     }
 
-    /// Whether the first remote has not failed in this build (its warning is not said yet).
-    pub fn first_remote_working(&self) -> bool {
+    /// The remote executor (the same server as the first remote) failed: the first remote
+    /// is not asked again in this build either. Returns whether it was working until now
+    /// (whether no warning about it was said yet).
+    pub fn executor_failed(&self) -> bool {
         self.links
             .first()
-            .is_some_and(|l| !l.broken.load(Ordering::SeqCst))
+            .is_some_and(|l| !l.broken.swap(true, Ordering::SeqCst))
     }
 
     /// The first remote (the executor's CAS) and its digest function, if it is working.

@@ -12,6 +12,7 @@
 //! tools and the tool path. The memo is kept per cairn binary: a different binary (another
 //! version, or a rebuilt one whose action encoding may differ) starts with an empty memo.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
@@ -114,10 +115,11 @@ impl KeyMemo {
         deps: &Provides,
         tools: &[Tool],
         path_var: &str,
+        platform: &BTreeMap<String, String>,
         unsandboxed: bool,
     ) -> Fingerprint {
         let mut h = blake3::Hasher::new();
-        h.update(b"cairn key memo v5\0");
+        h.update(b"cairn key memo v6\0");
         h.update(&[unsandboxed as u8]);
         h.update(&target.definition_digest());
         // `srcs` are the digests of the target's `srcs`, in that order (the paths are in the
@@ -148,6 +150,13 @@ impl KeyMemo {
             h.update(&tool.digest.hash);
         }
         h.update(path_var.as_bytes());
+        h.update(b"\0");
+        for (name, value) in platform {
+            h.update(name.as_bytes());
+            h.update(b"\0");
+            h.update(value.as_bytes());
+            h.update(b"\0");
+        }
         *h.finalize().as_bytes()
     }
 
@@ -260,12 +269,20 @@ mod tests {
     use crate::bench::ActionFixture;
 
     fn fingerprint(f: &ActionFixture, path_var: &str) -> Fingerprint {
+        fingerprint_on(f, path_var, &BTreeMap::new())
+    }
+
+    fn fingerprint_on(
+        f: &ActionFixture,
+        path_var: &str,
+        platform: &BTreeMap<String, String>,
+    ) -> Fingerprint {
         let srcs: Vec<FileInfo> = f.srcs.values().copied().collect();
         let deps = Provides {
             files: f.deps.clone(),
             links: Default::default(),
         };
-        KeyMemo::fingerprint(&f.target, &srcs, &deps, &f.tools, path_var, false)
+        KeyMemo::fingerprint(&f.target, &srcs, &deps, &f.tools, path_var, platform, false)
     }
 
     #[test]
@@ -274,6 +291,12 @@ mod tests {
         let fp = fingerprint(&base, "/bin");
         assert_eq!(fp, fingerprint(&ActionFixture::new(3, 2), "/bin"));
         assert_ne!(fp, fingerprint(&base, "/usr/bin"));
+        let pool: BTreeMap<String, String> = [("pool".to_string(), "large".to_string())].into();
+        assert_ne!(
+            fp,
+            fingerprint_on(&base, "/bin", &pool),
+            "[remote.platform]"
+        );
         let changes: [fn(&mut ActionFixture); 6] = [
             |f| f.target.cmd.push(' '),
             |f| {

@@ -131,6 +131,7 @@ impl Step<'_> {
                 &self.dep_files,
                 &self.tools,
                 ctx.tools.path_var(),
+                ctx.platform,
                 ctx.unsandboxed,
             );
             (memo, fp)
@@ -198,6 +199,7 @@ impl Step<'_> {
             &self.tools,
             self.ctx.tools.path_var(),
             pass_env,
+            self.ctx.platform,
         )
     }
 

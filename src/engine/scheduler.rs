@@ -48,6 +48,8 @@ pub(crate) struct BuildContext<'a> {
     pub tools: &'a ToolResolver<'a>,
     /// The host environment, for `pass_env`.
     pub host_env: &'a BTreeMap<String, String>,
+    /// `[remote.platform]`: properties every action's platform starts from.
+    pub platform: &'a BTreeMap<String, String>,
     /// `build --check`: re-run cached actions and compare their outputs.
     pub check: bool,
     /// Whether cached outputs are written into the workspace (not in a dry run).

@@ -34,6 +34,9 @@ pub(crate) struct RemoteExecutor<'a> {
     pub warn: &'a (dyn Fn(&str) + Sync),
     /// Set once the server failed: everything runs below for the rest of the build.
     pub down: AtomicBool,
+    /// Set when a target failed without `--keep-going`: the build fails whatever the
+    /// operations still running would give, so they are cancelled on the server.
+    pub abandoned: AtomicBool,
 }
 
 /// Why an action did not run remotely.
@@ -62,7 +65,8 @@ impl RemoteExecutor<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+        self.abandoned.load(Ordering::SeqCst)
+            || self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
     }
 
     fn run(&self, label: &Label, action: &PreparedAction) -> Result<ExecOutcome, NotRemote> {
@@ -196,6 +200,7 @@ impl Executor for RemoteExecutor<'_> {
         }
         let not_remote = {
             let Some(_slot) = self.slots.acquire(self.cancel) else {
+                // Closed: the build is failing or cancelled.
                 return Ok(ExecOutcome::Cancelled);
             };
             match self.run(label, action) {
@@ -217,10 +222,10 @@ impl Executor for RemoteExecutor<'_> {
             }));
         }
         if all {
-            // The cache chain has said it once already when its remote (the same server) failed.
-            if !self.down.swap(true, Ordering::SeqCst) && self.cache.first_remote_working() {
+            // One warning for the server, whichever of its cache and executor failed first.
+            if !self.down.swap(true, Ordering::SeqCst) && self.cache.executor_failed() {
                 (self.warn)(&format!(
-                    "remote execution failed ({why}); running actions here for the rest of this build"
+                    "remote execution failed ({why}); running actions here, without the remote cache, for the rest of this build"
                 ));
             }
         } else {
@@ -232,6 +237,7 @@ impl Executor for RemoteExecutor<'_> {
     }
 
     fn stop_starting(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
         self.slots.close();
         self.below.stop_starting();
     }

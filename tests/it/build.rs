@@ -189,3 +189,38 @@ fn no_op_build_evaluates_no_build_file_and_edits_reevaluate_only_affected_packag
     );
     assert_eq!(run.with_status("executed"), ["//apps/web:build"]);
 }
+
+#[test]
+fn ctrl_c_stops_the_build_kills_its_actions_and_records_nothing() {
+    let ws = Workspace::new();
+    let sleep = format!("29.{:06}", std::process::id() % 1_000_000);
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "action(name = \"quick\", outs = [\"quick.txt\"], cmd = \"echo q > $OUT\")\n\
+             action(name = \"long\", deps = [\":quick\"], outs = [\"long.txt\"], cmd = \"sleep {sleep}; touch $OUT\")\n"
+        ),
+    );
+    let child = ws.spawn(&["build"]);
+    assert!(
+        crate::util::wait_until(60, || crate::util::running(&format!("sleep {sleep}"))),
+        "the action never started"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: stopping running actions"),
+        "{stderr}"
+    );
+    assert!(
+        !crate::util::running(&format!("sleep {sleep}")),
+        "the action outlived the build: {stderr}"
+    );
+    assert!(!ws.path("long.txt").exists());
+    // What finished is kept.
+    let again = ws.json_run(&["build", ":quick"], 0);
+    assert_eq!(again.statuses()["//:quick"], "cached", "{}", again.stderr);
+}

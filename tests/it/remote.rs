@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Workspace, no_digest};
+use crate::util::{Relay, Workspace, host_port, no_digest, through};
 
 fn url(dir: &Path) -> String {
     format!("file://{}", dir.display())
@@ -618,75 +618,6 @@ fn minimal_downloads(remote: &Backend) {
         "{}",
         remote.name
     );
-}
-
-/// A TCP relay in front of a real server, to kill "the server" mid-build from the client's
-/// point of view: `kill` resets every open connection and closes the port, as a crashed
-/// server would (the server itself is shared with tests running at once).
-struct Relay {
-    addr: std::net::SocketAddr,
-    dead: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Relay {
-    fn start(upstream: String) -> Relay {
-        use std::net::{TcpListener, TcpStream};
-        use std::sync::atomic::Ordering;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let relay = Relay {
-            addr: listener.local_addr().unwrap(),
-            dead: Default::default(),
-            open: Default::default(),
-        };
-        let (dead, open) = (relay.dead.clone(), relay.open.clone());
-        std::thread::spawn(move || {
-            while !dead.load(Ordering::SeqCst) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let mut open = open.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-            // The listener is dropped here: new connections are refused.
-        });
-        relay
-    }
-
-    fn kill(&self) {
-        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().iter() {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-/// `url` with its `host:port` replaced by the relay's.
-fn through(url: &str, relay: &Relay) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let path = rest.find('/').map_or("", |i| &rest[i..]);
-    format!("{scheme}://{}{path}", relay.addr)
-}
-
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").unwrap().1;
-    rest.split('/').next().unwrap().to_string()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! `--buildbox-run` (`CAIRN_TEST_GRPC_CACHE`): a REAPI server that runs each action in a
 //! bubblewrap sandbox whose `/` is the action's input root.
 
-use crate::util::Workspace;
+use crate::util::{Workspace, running, wait_until};
 
 /// The server, or `None` (skipped) when the test scripts did not start it.
 #[allow(clippy::disallowed_methods)] // Test configuration, not build input.
@@ -120,7 +120,11 @@ test(name = "slow", cmd = "sleep 20", timeout = "1s")
 "#,
     );
     let remote = format!("--remote={url}");
-    let run = ws.json_run(&["test", &remote, "--remote-exec=strict"], 1);
+    // `--keep-going`: without it, the first failure cancels the other's operation.
+    let run = ws.json_run(
+        &["test", &remote, "--remote-exec=strict", "--keep-going"],
+        1,
+    );
     let statuses = run.statuses();
     assert_eq!(statuses["//:red"], "failed");
     assert_eq!(statuses["//:slow"], "failed");
@@ -185,4 +189,141 @@ fn remote_execution_without_a_remote_is_a_usage_error() {
         "{}",
         run.stderr
     );
+}
+
+/// A `sleep` no other process on this machine runs: its arguments tell the test when the
+/// action is running on the server, and whether it still is.
+fn unique_sleep(seconds: u32) -> String {
+    format!("{seconds}.{:06}", std::process::id() % 1_000_000)
+}
+
+#[test]
+fn ctrl_c_cancels_the_operation_on_the_server() {
+    let Some(url) = executor() else { return };
+    let ws = salted(Workspace::new(), "");
+    let sleep = unique_sleep(41);
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "action(name = \"long\", outs = [\"long.txt\"], cmd = \"sleep {sleep}; touch $OUT\")\n"
+        ),
+    );
+    let remote = format!("--remote={url}");
+    let child = ws.spawn(&["build", &remote, "--remote-exec=strict"]);
+    assert!(
+        wait_until(60, || running(&format!("sleep {sleep}"))),
+        "the action never started on the server"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        wait_until(10, || !running(&format!("sleep {sleep}"))),
+        "the operation still runs on the server after Ctrl-C: {stderr}"
+    );
+    assert!(!ws.path("long.txt").exists());
+    // Nothing was recorded: the next build runs it (here, briefly, with a shorter command).
+    ws.write(
+        "BUILD.star",
+        "action(name = \"long\", outs = [\"long.txt\"], cmd = \"touch $OUT\")\n",
+    );
+    let run = ws.json_run(&["build", &remote, "--remote-exec=strict"], 0);
+    assert_eq!(
+        run.statuses()["//:long"],
+        "remote_executed",
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_failure_cancels_the_remote_operations_still_running() {
+    let Some(url) = executor() else { return };
+    let ws = salted(Workspace::new(), "");
+    let sleep = unique_sleep(43);
+    ws.write(
+        "BUILD.star",
+        &format!(
+            "action(name = \"long\", outs = [\"long.txt\"], cmd = \"sleep {sleep}; touch $OUT\")\n\
+             action(name = \"bad\", outs = [\"bad.txt\"], cmd = \"sleep 2; exit 1\")\n"
+        ),
+    );
+    let remote = format!("--remote={url}");
+    let began = std::time::Instant::now();
+    let run = ws.json_run(&["build", &remote, "--remote-exec=strict", "-j", "2"], 1);
+    assert!(
+        began.elapsed().as_secs() < 30,
+        "the build waited for the long action: {}",
+        run.stderr
+    );
+    assert_eq!(run.statuses()["//:bad"], "failed", "{}", run.stderr);
+    assert_ne!(
+        run.statuses().get("//:long").map(String::as_str),
+        Some("remote_executed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        wait_until(10, || !running(&format!("sleep {sleep}"))),
+        "the operation still runs on the server: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_server_killed_mid_build_is_one_warning_and_the_rest_runs_here() {
+    let Some(url) = executor() else { return };
+    let relay = crate::util::Relay::start(crate::util::host_port(&url));
+    let through = crate::util::through(&url, &relay);
+    let ws = salted(Workspace::new(), "");
+    let sleep = unique_sleep(2);
+    // A chain t1 → … → t6; the server goes away while t3 runs on it.
+    let chain: String = (1..=6)
+        .map(|i| {
+            let dep = if i > 1 {
+                format!("deps = [\":t{}\"], ", i - 1)
+            } else {
+                String::new()
+            };
+            let wait = if i == 3 { format!("sleep {sleep}; ") } else { String::new() };
+            format!(
+                "action(name = \"t{i}\", {dep}outs = [\"t{i}.txt\"], cmd = \"{wait}(cat $DEPS; echo {i}) > $OUT\")\n"
+            )
+        })
+        .collect();
+    ws.write("BUILD.star", &chain);
+    let remote = format!("--remote={through}");
+    let child = ws.spawn(&["build", ":t6", "--json", &remote, "--remote-exec"]);
+    assert!(
+        wait_until(60, || running(&format!("sleep {sleep}"))),
+        "t3 never started on the server"
+    );
+    relay.kill();
+    let out = child.wait_with_output().unwrap();
+    let run = crate::util::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("warning").count(),
+        1,
+        "one warning for the server: {}",
+        run.stderr
+    );
+    let statuses = run.statuses();
+    for i in 1..=6 {
+        let want = if i <= 2 {
+            "remote_executed"
+        } else {
+            "executed"
+        };
+        assert_eq!(statuses[&format!("//:t{i}")], want, "{}", run.stderr);
+    }
+    let want: String = (1..=6).map(|i| format!("{i}\n")).collect();
+    assert_eq!(ws.read("t6.txt"), want);
 }

@@ -196,6 +196,21 @@ impl Workspace {
         }
     }
 
+    /// Starts `cairn -C <root> ARGS` in the background, its stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("-C")
+            .arg(self.root())
+            .args(args)
+            .env("CAIRN_STORE", self.store())
+            .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the cairn binary starts")
+    }
+
     /// Runs with `--json` and asserts the exit code.
     pub fn json_run(&self, args: &[&str], code: i32) -> Run {
         let mut all = args.to_vec();
@@ -255,4 +270,96 @@ impl MyTool {
         std::fs::write(&path, format!("#!/bin/sh\necho mytool {version}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+}
+
+/// A TCP relay in front of a real server, to kill "the server" mid-build from the client's
+/// point of view: `kill` resets every open connection and closes the port, as a crashed
+/// server would (the server itself is shared with tests running at once).
+pub struct Relay {
+    addr: std::net::SocketAddr,
+    dead: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    pub fn start(upstream: String) -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let relay = Relay {
+            addr: listener.local_addr().unwrap(),
+            dead: Default::default(),
+            open: Default::default(),
+        };
+        let (dead, open) = (relay.dead.clone(), relay.open.clone());
+        std::thread::spawn(move || {
+            while !dead.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut open = open.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+            // The listener is dropped here: new connections are refused.
+        });
+        relay
+    }
+
+    pub fn kill(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().iter() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by the relay's.
+pub fn through(url: &str, relay: &Relay) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("{scheme}://{}{path}", relay.addr)
+}
+
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    rest.split('/').next().unwrap().to_string()
+}
+
+/// Whether a process whose command line holds `text` runs on this machine (a test server's workers
+/// are processes here).
+pub fn running(text: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", text])
+        .output()
+        .expect("pgrep runs")
+        .status
+        .success()
+}
+
+/// Waits up to `secs` for `condition`.
+pub fn wait_until(secs: u64, condition: impl Fn() -> bool) -> bool {
+    let began = std::time::Instant::now();
+    while began.elapsed().as_secs() < secs {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
 }

@@ -269,3 +269,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn why_names_a_changed_tool_and_a_changed_platform_property() {
+    let ws = Workspace::new();
+    let tool = crate::util::MyTool::on_tool_path_of(&ws);
+    let config = ws.read("cairn.toml");
+    ws.write(
+        "cairn.toml",
+        &format!("{config}[remote.platform]\npool = \"small\"\n"),
+    );
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", outs = [\"a.txt\"], tools = [\"mytool\"], cmd = \"mytool > $OUT\")\n",
+    );
+    ws.json_run(&["build"], 0);
+    tool.install("2");
+    let text = why(&ws, "//:a");
+    assert!(text.contains("tool mytool changed ("), "{text}");
+    assert!(
+        text.contains("/mytool blake3:"),
+        "names the path and digest: {text}"
+    );
+    ws.json_run(&["build"], 0);
+    ws.write(
+        "cairn.toml",
+        &format!("{config}[remote.platform]\npool = \"large\"\n"),
+    );
+    let text = why(&ws, "//:a");
+    assert!(
+        text.contains(r#"platform property pool: "small" → "large""#),
+        "{text}"
+    );
+    assert_eq!(ws.json_run(&["build"], 0).statuses()["//:a"], "executed");
+}

@@ -361,6 +361,7 @@ impl Fixture {
             workspace_root: &self.root,
             tools: &tools,
             host_env: &host_env,
+            platform: &host_env,
             check: false,
             restore: true,
             unsandboxed: false,
