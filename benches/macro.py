@@ -17,7 +17,9 @@ dir with its own empty store (CAIRN_STORE), and measures wall-clock time (median
 
 With --remote URL (a running REAPI server, HTTP cache or file:// directory), the remote-cache
 scenarios of issue 14 run too (r-cold, r-upload, r-local, r-hit, r-min: see bench_remote);
---remote-only runs only those.
+--remote-only runs only those. With --remote-exec JOBS as well (the server executes), the
+remote-execution scenarios of issue 17 run instead (x-local, x-exec-jJ, x-hit: see
+bench_remote_exec).
 
 Every scenario except (f) and (h) runs `cairn test //...` (build and test every package), the
 same work as `turbo run build test`. (a) and (d) rebuild everything, so they run --heavy-runs
@@ -606,6 +608,69 @@ def bench_remote(b: Bench, cairn: Cairn, n: int, runs: int, heavy: int, url: str
         b.add(Result(sc, title, n, "cairn", "ms", samples, [0] * runs, got))
 
 
+def bench_remote_exec(b: Bench, cairn: Cairn, n: int, heavy: int, url: str,
+                      remote_jobs: list[int]) -> None:
+    """The remote-execution scenarios (issue 17), against the executing server at `url`:
+
+      x-local       cold build here, no remote (the baseline)
+      x-exec-jJ     cold build with `--remote-exec --remote-jobs J`: every action remote_executed
+      x-hit         a fresh checkout and store after x-exec: every action remote_cached
+
+    Each cold round first edits the tokens' value, so every action is new to the server.
+    Per remote action: the median of its `duration_ms` (upload, queue, run, download) against
+    the same action's local `duration_ms`."""
+    ws, ed = cairn.ws, Editor(cairn.ws)
+    ed.counter = int(time.time() * 1000)
+    targets = ws.targets
+    remote = ["--remote", url]
+    kinds = [("x-local", [])] + [
+        ("x-exec-j%d" % j, remote + ["--remote-exec=strict", "--remote-jobs", str(j)])
+        for j in remote_jobs
+    ]
+    samples = {k: [] for k, _ in kinds}
+    durations = {k: [] for k, _ in kinds}
+    for i in range(heavy):
+        for sc, extra in kinds:
+            ed.tokens_value()
+            ed.remove_outputs()
+            store = cairn.store + ".%s.%d" % (sc, i)
+            shutil.rmtree(store, ignore_errors=True)
+            r = run(cairn.argv(*extra, "--json", "test", "//...", runs_actions=True),
+                    cairn.env(store))
+            s = json.loads(r.stdout)
+            want = "executed" if sc == "x-local" else "remote_executed"
+            ran = [t for t in s["targets"] if t["status"] == want]
+            b.expect("cairn %s N=%d %s" % (sc, n, want), len(ran), targets)
+            samples[sc].append(r.wall_ms)
+            durations[sc].extend(t["duration_ms"] for t in ran)
+    local_ms = statistics.median(durations["x-local"])
+    for sc, _ in kinds:
+        med = statistics.median(durations[sc])
+        b.add(Result(sc, "cold build, " + ("here" if sc == "x-local" else
+                                           "remote-executed, --remote-jobs " + sc.split("-j")[1]),
+                     n, "cairn", "ms", samples[sc], [targets] * len(samples[sc]),
+                     {"median_action_ms": med,
+                      "overhead_per_remote_action_ms": med - local_ms,
+                      "targets": targets}))
+    # A second machine after the last remote-executed build: everything from the server.
+    hits = []
+    for i in range(heavy):
+        copy = fresh_copy(ws, cairn.ws.root + ".x-hit%d" % i)
+        store = cairn.store + ".x-hit%d" % i
+        shutil.rmtree(store, ignore_errors=True)
+        other = Cairn(cairn.binary, copy, store, cairn.jobs, cairn.sandbox)
+        r = run(other.argv(*remote, "--remote-exec", "--json", "test", "//...",
+                           runs_actions=True), other.env())
+        s = json.loads(r.stdout)
+        counts = s.get("counts", {})
+        b.expect("cairn x-hit N=%d remote_cached" % n, counts.get("remote_cached"), targets)
+        b.expect("cairn x-hit N=%d executed" % n,
+                 counts.get("executed", 0) + counts.get("remote_executed", 0), 0)
+        hits.append(r.wall_ms)
+    b.add(Result("x-hit", "fresh store after remote execution", n, "cairn", "ms", hits,
+                 [0] * len(hits)))
+
+
 def _evaluated(stderr: str):
     m = re.search(r"loaded (\d+) packages: (\d+) evaluated", stderr)
     return int(m.group(2)) if m else None
@@ -912,6 +977,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remote", metavar="URL",
                         help="also run the remote-cache scenarios (r-*) against URL, e.g. "
                              "grpc://127.0.0.1:50052 (scripts/test-servers/buildbox_start.sh)")
+    parser.add_argument("--remote-exec", metavar="JOBS",
+                        help="with --remote (a server that executes): the remote-execution "
+                             "scenarios (x-*), one remote-executed cold build per "
+                             "comma-separated --remote-jobs value, e.g. 2,8,32")
     parser.add_argument("--remote-only", action="store_true",
                         help="with --remote: skip the local scenarios (a-h)")
     parser.add_argument("--json", metavar="OUT.json", help="write all results as JSON")
@@ -966,8 +1035,11 @@ def main(argv: list[str] | None = None) -> int:
                               args.sandbox)
                 if not args.remote_only:
                     bench_cairn(b, cairn, n, args.runs, heavy_runs(n), full)
-                if args.remote and full:
+                if args.remote and full and not args.remote_exec:
                     bench_remote(b, cairn, n, args.runs, heavy_runs(n), args.remote)
+                if args.remote and full and args.remote_exec:
+                    jobs = [int(j) for j in args.remote_exec.split(",")]
+                    bench_remote_exec(b, cairn, n, heavy_runs(n), args.remote, jobs)
         if turbo_bin:
             for n, full in plan:
                 if not full:

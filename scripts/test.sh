@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests (debug profile, with the
-# remote-cache tests against real servers: nginx, buildbox-casd, BuildGrid), and a smoke run of the
+# remote-cache and remote-execution tests against real servers: nginx, buildbox-casd, BuildGrid), and a smoke run of the
 # macro benchmark (N = 20, checks executed counts, not speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +42,15 @@ if "$servers/buildgrid_install.sh" && grid=$("$servers/buildgrid_start.sh" "${CA
   export CAIRN_TEST_BUILDGRID="$grid" CAIRN_TEST_REAPI_PYTHON="$REMOTE_STATE_DIR/venv-buildgrid/bin/python"
 else
   echo "BuildGrid is unavailable: its gRPC tests are skipped" >&2
+fi
+# BuildGrid again, with its Execution service: a queueing scheduler on PostgreSQL (Debian's,
+# a throw-away cluster) and one worker (buildgrid_mini_bot.py running buildbox-run), the
+# second check of remote execution.
+if grid_exec=$("$servers/buildgrid_exec_start.sh" "${CAIRN_TEST_BUILDGRID_EXEC_PORT:-50061}" "${CAIRN_TEST_PG_PORT:-55432}"); then
+  stops+=(buildgrid_exec_stop.sh)
+  export CAIRN_TEST_BUILDGRID_EXEC="$grid_exec"
+else
+  echo "BuildGrid with execution is unavailable: its remote-execution test is skipped" >&2
 fi
 
 cargo test --workspace --locked

@@ -53,8 +53,9 @@ const CANCELLED: i32 = 1;
 const DEADLINE_EXCEEDED: i32 = 4;
 const FAILED_PRECONDITION: i32 = 9;
 const UNAVAILABLE: i32 = 14;
-/// FAILED_PRECONDITION (blobs the server lacks after all, e.g. evicted meanwhile): upload and
-/// try again this many times.
+/// FAILED_PRECONDITION naming missing blobs (the server lacks them after all, e.g. evicted
+/// meanwhile): upload and try again this many times. Other failed preconditions (a platform
+/// no worker offers) are a refusal.
 const PRECONDITION_ATTEMPTS: u32 = 3;
 
 impl RemoteExecutor<'_> {
@@ -85,7 +86,12 @@ impl RemoteExecutor<'_> {
             let status = response.status.clone().unwrap_or_default();
             match status.code {
                 OK | DEADLINE_EXCEEDED => break response,
-                FAILED_PRECONDITION if attempt < PRECONDITION_ATTEMPTS => attempt += 1,
+                FAILED_PRECONDITION
+                    if attempt < PRECONDITION_ATTEMPTS
+                        && cairn_store::names_missing_blobs(&status) =>
+                {
+                    attempt += 1
+                }
                 CANCELLED if self.cancelled() => return Ok(ExecOutcome::Cancelled),
                 UNAVAILABLE => return Err(NotRemote::Down(status_text(&status))),
                 _ => return Err(NotRemote::Rejected(status_text(&status))),

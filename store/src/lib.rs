@@ -37,7 +37,8 @@ pub use reencode::{Reencoded, reencode_action, reencode_tree};
 pub use remote::{
     Capabilities, DirCache, Executed, GrpcCache, HttpCache, KeyError, PublicKey, RemoteCache,
     RemoteError, RemoteExecution, RemoteOptions, RemoteUrlError, SIGNATURE_DIR, SigningKey,
-    TlsOptions, open_grpc, open_remote, strip_signatures, verify as verify_signature,
+    TlsOptions, names_missing_blobs, open_grpc, open_remote, strip_signatures,
+    verify as verify_signature,
 };
 pub use sha256_map::{BlobBytes, Sha256Map};
 pub use tree::{DirContents, MerkleTree, capture_dir, read_tree};

@@ -191,6 +191,35 @@ pub enum Executed {
     Cancelled,
 }
 
+/// `google.rpc.PreconditionFailure`, the detail REAPI attaches to a FAILED_PRECONDITION that
+/// names missing blobs (violations of type `MISSING`, subject `blobs/<hash>/<size>`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct PreconditionFailure {
+    #[prost(message, repeated, tag = "1")]
+    violations: Vec<Violation>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Violation {
+    #[prost(string, tag = "1")]
+    r#type: String,
+    #[prost(string, tag = "2")]
+    subject: String,
+    #[prost(string, tag = "3")]
+    description: String,
+}
+
+/// Whether `status` says blobs are missing from the server (upload them and try again), as
+/// opposed to another failed precondition (an unknown platform, no worker for it).
+pub fn names_missing_blobs(status: &bazel_remote_apis::google::rpc::Status) -> bool {
+    use prost::Message;
+    status.details.iter().any(|any| {
+        any.type_url.ends_with("/google.rpc.PreconditionFailure")
+            && PreconditionFailure::decode(any.value.as_slice())
+                .is_ok_and(|f| f.violations.iter().any(|v| v.r#type == "MISSING"))
+    })
+}
+
 /// Opens a REAPI server (`grpc://` or `grpcs://`): a cache and, where the server offers
 /// it, an executor.
 pub fn open_grpc(url: &str, options: &RemoteOptions) -> Result<Arc<GrpcCache>, RemoteUrlError> {
@@ -402,5 +431,50 @@ mod tests {
             ..key
         };
         assert!(store.write_blob(&sha, &mut &b""[..]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod precondition_tests {
+    use super::*;
+    use bazel_remote_apis::google::rpc::Status;
+    use prost::Message;
+
+    fn status_with(violation: &str) -> Status {
+        let failure = PreconditionFailure {
+            violations: vec![Violation {
+                r#type: violation.to_string(),
+                subject: "blobs/ab12/3".to_string(),
+                description: String::new(),
+            }],
+        };
+        Status {
+            code: 9,
+            message: "precondition".to_string(),
+            details: vec![bazel_remote_apis::google::protobuf::Any {
+                type_url: "type.googleapis.com/google.rpc.PreconditionFailure".to_string(),
+                value: failure.encode_to_vec(),
+            }],
+        }
+    }
+
+    #[test]
+    fn only_missing_violations_ask_for_an_upload() {
+        assert!(names_missing_blobs(&status_with("MISSING")));
+        assert!(!names_missing_blobs(&status_with("UNKNOWN_PLATFORM")));
+        let bare = Status {
+            code: 9,
+            message: "Unregistered platform property".to_string(),
+            details: vec![],
+        };
+        assert!(!names_missing_blobs(&bare));
+        let garbage = Status {
+            details: vec![bazel_remote_apis::google::protobuf::Any {
+                type_url: "type.googleapis.com/google.rpc.PreconditionFailure".to_string(),
+                value: vec![0xff, 0xff, 0xff],
+            }],
+            ..bare
+        };
+        assert!(!names_missing_blobs(&garbage));
     }
 }

@@ -327,3 +327,69 @@ fn a_server_killed_mid_build_is_one_warning_and_the_rest_runs_here() {
     let want: String = (1..=6).map(|i| format!("{i}\n")).collect();
     assert_eq!(ws.read("t6.txt"), want);
 }
+
+/// BuildGrid with Execution (`CAIRN_TEST_BUILDGRID_EXEC`): a queueing scheduler (operations
+/// go QUEUED → EXECUTING → COMPLETED) whose worker polls for leases, and which refuses
+/// platforms no worker offers.
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn buildgrid_executor() -> Option<String> {
+    let value = std::env::var("CAIRN_TEST_BUILDGRID_EXEC")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if value.is_none() && std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
+        panic!("CAIRN_TEST_REQUIRE_SERVERS is set but CAIRN_TEST_BUILDGRID_EXEC is not");
+    }
+    value
+}
+
+#[test]
+fn buildgrid_runs_queued_actions_and_a_platform_it_lacks_runs_here() {
+    let Some(url) = buildgrid_executor() else {
+        return;
+    };
+    let ws = salted(Workspace::new(), "");
+    ws.write(
+        "BUILD.star",
+        r#"
+action(name = "gen", srcs = ["in.txt"], outs = ["gen.txt"], cmd = "tr a-z A-Z < $SRCS > $OUT")
+test(name = "check", deps = [":gen"], cmd = "grep -q HELLO $DEPS")
+action(name = "gpu", outs = ["gpu.txt"], cmd = "echo gpu > $OUT", platform = {"gpu": "a100"})
+"#,
+    );
+    ws.write("in.txt", "hello\n");
+    let remote = format!("--remote={url}");
+    let run = ws.json_run(&["test", &remote, "--remote-exec"], 0);
+    let statuses = run.statuses();
+    assert_eq!(statuses["//:gen"], "remote_executed", "{}", run.stderr);
+    assert_eq!(statuses["//:check"], "remote_executed", "{}", run.stderr);
+    assert_eq!(ws.read("gen.txt"), "HELLO\n");
+    // No worker offers `gpu`: BuildGrid refuses the action, which runs here, said once.
+    assert_eq!(statuses["//:gpu"], "executed", "{}", run.stderr);
+    assert_eq!(run.stderr.matches("warning").count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the remote executor refused `//:gpu`"),
+        "{}",
+        run.stderr
+    );
+    // strict: the refusal fails the action with the server's message.
+    ws.write("in.txt", "hello again\n");
+    ws.edit("BUILD.star", "echo gpu", "echo gpu again");
+    let strict = ws.json_run(
+        &["test", &remote, "--remote-exec=strict", "--keep-going"],
+        1,
+    );
+    assert_eq!(strict.statuses()["//:gpu"], "failed", "{}", strict.stderr);
+    assert!(
+        strict
+            .stderr
+            .contains("could not run on the remote executor"),
+        "{}",
+        strict.stderr
+    );
+    assert_eq!(
+        strict.statuses()["//:gen"],
+        "remote_executed",
+        "{}",
+        strict.stderr
+    );
+}

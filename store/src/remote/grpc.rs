@@ -628,7 +628,7 @@ impl RemoteExecution for GrpcCache {
                     delay *= 2;
                     continue;
                 }
-                Err(s) => return Err(self.failed("Execute", s)),
+                Err(s) => return self.execute_failed(s),
             };
             loop {
                 if cancelled() {
@@ -663,7 +663,7 @@ impl RemoteExecution for GrpcCache {
                         delay *= 2;
                         break;
                     }
-                    Ok(Err(s)) => return Err(self.failed("Execute", s)),
+                    Ok(Err(s)) => return self.execute_failed(s),
                 }
             }
         }
@@ -671,6 +671,32 @@ impl RemoteExecution for GrpcCache {
 }
 
 impl GrpcCache {
+    /// An Execute (or WaitExecution) call that failed. REAPI gives INVALID_ARGUMENT and
+    /// FAILED_PRECONDITION (a missing input, a platform no worker offers) for problems of
+    /// this action: they are its response, as if its ExecuteResponse said them. Anything
+    /// else means the server is not working.
+    fn execute_failed(&self, s: tonic::Status) -> Result<Executed, RemoteError> {
+        if !matches!(
+            s.code(),
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+        ) {
+            return Err(self.failed("Execute", s));
+        }
+        // The full status (with its details) travels in `grpc-status-details-bin`.
+        let status = bazel_remote_apis::google::rpc::Status::decode(s.details())
+            .ok()
+            .filter(|d| d.code == s.code() as i32)
+            .unwrap_or_else(|| bazel_remote_apis::google::rpc::Status {
+                code: s.code() as i32,
+                message: s.message().to_string(),
+                details: vec![],
+            });
+        Ok(Executed::Done(Box::new(reapi::ExecuteResponse {
+            status: Some(status),
+            ..Default::default()
+        })))
+    }
+
     /// The response of a finished operation; an operation error becomes the response's status.
     fn finished(&self, op: Operation) -> Result<reapi::ExecuteResponse, RemoteError> {
         match op.result {
