@@ -4,6 +4,7 @@
 
 mod args;
 mod build;
+mod cache;
 mod graph;
 mod options;
 mod store;
@@ -25,7 +26,7 @@ use crate::graph::{Graph, Label, Pattern};
 use crate::load::LoadError;
 use crate::report::{self, Style};
 use crate::workspace::{HostEnv, Workspace};
-use args::{Args, Command, QueryCommand, StoreCommand};
+use args::{Args, CacheCommand, Command, QueryCommand, StoreCommand};
 use options::Options;
 use options::RemoteExec;
 
@@ -94,6 +95,10 @@ fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Er
         Command::Query { query } => match query {
             QueryCommand::Deps { label, depth } => graph::query(&s, label, *depth, false),
             QueryCommand::Rdeps { label, depth } => graph::query(&s, label, *depth, true),
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Export { file, patterns } => cache::export(&s, file, patterns),
+            CacheCommand::Import { file } => cache::import(&s, file),
         },
         Command::Store { command } => match command {
             StoreCommand::Stats => store::stats(&s),

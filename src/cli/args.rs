@@ -171,6 +171,26 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Move results between stores as one file (for CI caches such as `actions/cache`).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Write the results of the targets' current actions (and every blob they name) to FILE,
+    /// a tar+zstd archive; the same results give the same bytes.
+    Export {
+        file: PathBuf,
+        /// Targets whose results go in (default: //...).
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
+    /// Verify an archive whole, then add its results and blobs to the store; a malformed
+    /// archive is refused (exit 2) and nothing is written.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

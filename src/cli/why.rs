@@ -15,8 +15,9 @@ use crate::graph::Label;
 use crate::report::{self, ConsoleReporter};
 use crate::vcs;
 
-/// Computes the current actions of `label` and its dependencies without building anything.
-fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error> {
+/// Computes the current actions of `roots` and their dependencies (tests included) without
+/// building anything, from the local store alone.
+pub(crate) fn dry_run(s: &Session, loaded: &Loaded, roots: Vec<Label>) -> Result<DryRun, Error> {
     let reporter = ConsoleReporter::quiet();
     let warn = |_: &str| {};
     let cache = CacheChain::local(&loaded.store, &s.ws.root, &warn);
@@ -30,7 +31,7 @@ fn dry_run(s: &Session, loaded: &Loaded, label: &Label) -> Result<DryRun, Error>
     run_build(
         &context,
         &BuildOptions {
-            roots: vec![label.clone()],
+            roots,
             run_tests: true,
             jobs: s.jobs(),
             lookahead: 0,
@@ -51,7 +52,7 @@ pub(crate) fn why(s: &Session, text: &str) -> Result<u8, Error> {
             kind.as_str()
         )));
     }
-    let dry = dry_run(s, &loaded, &label)?;
+    let dry = dry_run(s, &loaded, vec![label.clone()])?;
     s.save_states(&loaded);
     let results = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
     let explainer = Explainer {

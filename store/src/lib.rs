@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod archive;
 mod cas;
 mod db;
 mod digest;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+pub use archive::{ArchiveError, ArchiveReport};
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use cas::{Cas, copy_verified, set_mode, verify_file};
 pub use db::{BuildRecord, BuildTotals, Db, HistoryEntry, TOUCH_GRANULARITY_MS};

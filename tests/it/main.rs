@@ -2,6 +2,7 @@
 //! with its own temp store.
 
 mod build;
+mod ci;
 mod errors;
 mod exec;
 mod mimic;
