@@ -99,6 +99,8 @@ fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Er
         Command::Cache { command } => match command {
             CacheCommand::Export { file, patterns } => cache::export(&s, file, patterns),
             CacheCommand::Import { file } => cache::import(&s, file),
+            CacheCommand::Push { patterns } => cache::push(&s, patterns),
+            CacheCommand::Pull { patterns } => cache::pull(&s, patterns),
         },
         Command::Store { command } => match command {
             StoreCommand::Stats => store::stats(&s),

@@ -191,6 +191,18 @@ pub(crate) enum CacheCommand {
     /// Verify an archive whole, then add its results and blobs to the store; a malformed
     /// archive is refused (exit 2) and nothing is written.
     Import { file: PathBuf },
+    /// Upload the results the targets' current actions have in the store to the remote,
+    /// whatever `[remote] upload` says (a CI job that only builds pushes at its end).
+    Push {
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
+    /// Fetch from the remote the results of the targets' current actions that the store
+    /// lacks, with their blobs; nothing is built or written in the workspace.
+    Pull {
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

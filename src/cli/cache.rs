@@ -146,3 +146,149 @@ fn shorten(labels: &[String]) -> String {
     }
     text
 }
+
+/// The targets `patterns` name, and their dependencies' labels come with the dry run.
+fn roots(s: &Session, loaded: &super::Loaded, patterns: &[String]) -> Result<Vec<Label>, Error> {
+    let patterns = s.patterns(patterns)?;
+    Ok(loaded
+        .graph()
+        .matching(&patterns)
+        .map_err(AnalysisError::from)?
+        .into_iter()
+        .collect())
+}
+
+fn need_remote(s: &Session, what: &str) -> Result<(), Error> {
+    if s.has_remote() {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "`cairn cache {what}` needs a remote: set `[remote] url` in cairn.toml or pass `--remote URL`"
+        )))
+    }
+}
+
+/// `cairn cache push [PATTERN...]`: uploads the results the targets' current actions have
+/// in the store to the remote, whatever `[remote] upload` says (a CI job that only builds
+/// pushes at its end). Results made with `--sandbox none` are never uploaded.
+pub(crate) fn push(s: &Session, patterns: &[String]) -> Result<u8, Error> {
+    need_remote(s, "push")?;
+    let loaded = s.load()?;
+    let roots = roots(s, &loaded, patterns)?;
+    let dry = super::why::dry_run(s, &loaded, roots)?;
+    let found = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let warned = std::sync::atomic::AtomicUsize::new(0);
+    let warn = |text: &str| {
+        warned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        s.warn(text);
+    };
+    let mut setup = s.remote_setup()?;
+    for remote in &mut setup.remotes {
+        remote.upload = true;
+    }
+    let cache = crate::engine::CacheChain::new(
+        &loaded.store,
+        &s.ws.root,
+        setup.remotes,
+        setup.trust,
+        &warn,
+    );
+    let (mut queued, mut unbuilt) = (0u64, Vec::new());
+    let mut labels: Vec<&Label> = found.keys().collect();
+    labels.sort();
+    for label in labels {
+        let info = &found[label];
+        let result = info
+            .hit
+            .then(|| loaded.store.get_action_result(&info.action.key))
+            .transpose()
+            .map_err(|e| s.store_error(e))?
+            .flatten();
+        match result {
+            Some(result) => {
+                if cache
+                    .push_result(&info.action, &result)
+                    .map_err(|e| s.store_error(e))?
+                {
+                    queued += 1;
+                }
+            }
+            None => unbuilt.push(label.to_string()),
+        }
+    }
+    // Pushing is the whole job: wait for it (an hour at most).
+    let traffic = cache.finish(std::time::Duration::from_secs(3600));
+    let _ = loaded.store.flush_usage();
+    s.save_states(&loaded);
+    if !unbuilt.is_empty() {
+        s.warn(&format!(
+            "{} target(s) have no result in the store for their current inputs and were not pushed (build them first): {}",
+            unbuilt.len(),
+            shorten(&unbuilt)
+        ));
+    }
+    let failed =
+        warned.load(std::sync::atomic::Ordering::SeqCst) > 0 || traffic.uploads_dropped > 0;
+    report::print_stderr(&format!(
+        "pushed {queued} action results ({} uploaded){}",
+        human_bytes(traffic.bytes_uploaded),
+        if failed {
+            "; the remote failed, see above"
+        } else {
+            ""
+        }
+    ));
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `cairn cache pull [PATTERN...]`: fetches from the remote the results of the targets'
+/// current actions the store lacks, with their outputs' blobs, without building or writing
+/// anything in the workspace (a CI job that only tests pulls first).
+pub(crate) fn pull(s: &Session, patterns: &[String]) -> Result<u8, Error> {
+    need_remote(s, "pull")?;
+    let loaded = s.load()?;
+    let roots = roots(s, &loaded, patterns)?;
+    let warned = std::sync::atomic::AtomicUsize::new(0);
+    let warn = |text: &str| {
+        warned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        s.warn(text);
+    };
+    let setup = s.remote_setup()?;
+    let cache = crate::engine::CacheChain::new(
+        &loaded.store,
+        &s.ws.root,
+        setup.remotes,
+        setup.trust,
+        &warn,
+    );
+    let dry = super::why::dry_run_with(s, &loaded, &cache, roots);
+    let traffic = cache.finish(crate::engine::lookup::UPLOAD_FLUSH);
+    let _ = loaded.store.flush_usage();
+    s.save_states(&loaded);
+    let found = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut missing: Vec<String> = found
+        .iter()
+        .filter(|(_, info)| !info.hit)
+        .map(|(label, _)| label.to_string())
+        .collect();
+    missing.sort();
+    let have = found.len() - missing.len();
+    if !missing.is_empty() {
+        s.warn(&format!(
+            "{} target(s) have no result here or on the remote for their current inputs (they will run): {}",
+            missing.len(),
+            shorten(&missing)
+        ));
+    }
+    report::print_stderr(&format!(
+        "{have} of {} targets have their results in the store ({} downloaded, {} untrusted)",
+        found.len(),
+        human_bytes(traffic.bytes_downloaded),
+        traffic.untrusted
+    ));
+    Ok(if warned.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        1
+    } else {
+        0
+    })
+}

@@ -18,15 +18,25 @@ use crate::vcs;
 /// Computes the current actions of `roots` and their dependencies (tests included) without
 /// building anything, from the local store alone.
 pub(crate) fn dry_run(s: &Session, loaded: &Loaded, roots: Vec<Label>) -> Result<DryRun, Error> {
-    let reporter = ConsoleReporter::quiet();
     let warn = |_: &str| {};
     let cache = CacheChain::local(&loaded.store, &s.ws.root, &warn);
+    Ok(dry_run_with(s, loaded, &cache, roots))
+}
+
+/// `dry_run` looking results up in `cache` (whose remote hits are stored locally).
+pub(crate) fn dry_run_with(
+    s: &Session,
+    loaded: &Loaded,
+    cache: &CacheChain,
+    roots: Vec<Label>,
+) -> DryRun {
+    let reporter = ConsoleReporter::quiet();
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
     let dry = DryRun::default();
     let context = BuildContext {
         recorder: Some(&dry),
         restore: false,
-        ..build_context(s, loaded, &cache, &DryRunExecutor, &reporter, &tools)
+        ..build_context(s, loaded, cache, &DryRunExecutor, &reporter, &tools)
     };
     run_build(
         &context,
@@ -34,11 +44,15 @@ pub(crate) fn dry_run(s: &Session, loaded: &Loaded, roots: Vec<Label>) -> Result
             roots,
             run_tests: true,
             jobs: s.jobs(),
-            lookahead: 0,
+            lookahead: if cache.has_remotes() {
+                s.remote_jobs()
+            } else {
+                0
+            },
             keep_going: true,
         },
     );
-    Ok(dry)
+    dry
 }
 
 pub(crate) fn why(s: &Session, text: &str) -> Result<u8, Error> {

@@ -314,6 +314,20 @@ impl<'a> CacheChain<'a> {
         Ok(())
     }
 
+    /// Queues a stored result for upload to every remote that takes uploads (`cache push`):
+    /// as `store_result`, without storing it again.
+    pub fn push_result(
+        &self,
+        action: &PreparedAction,
+        result: &reapi::ActionResult,
+    ) -> Result<bool, StoreError> {
+        if crate::exec::is_unsandboxed(result) || !self.links.iter().any(|l| l.upload) {
+            return Ok(false);
+        }
+        self.queue_upload(action, result)?;
+        Ok(true)
+    }
+
     /// Waits up to `budget` for queued uploads, then reports what moved. Uploads still
     /// queued are dropped with one warning (their results stay local: only executed results
     /// are uploaded, so a later build does not send them either).

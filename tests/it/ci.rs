@@ -132,3 +132,99 @@ fn a_malformed_archive_is_refused_whole_and_the_store_is_unchanged() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("not a"), "{}", run.stderr);
 }
+
+/// The REAPI server of the test scripts, or `None` (skipped).
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn grpc_remote() -> Option<String> {
+    let value = std::env::var("CAIRN_TEST_GRPC_CACHE")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if value.is_none() && std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
+        panic!("CAIRN_TEST_REQUIRE_SERVERS is set but CAIRN_TEST_GRPC_CACHE is not");
+    }
+    value
+}
+
+/// A mimic workspace whose keys are this test's alone (the server is shared).
+fn salted_mimic() -> Workspace {
+    let ws = Workspace::mimic();
+    let salt = ws
+        .root()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    ws.write(
+        "cairn.toml",
+        &format!("[build]\ntool_path = [\"/nonexistent/{salt}\", \"/usr/local/bin\", \"/usr/bin\", \"/bin\"]\n"),
+    );
+    ws
+}
+
+#[test]
+fn a_build_job_pushes_and_a_test_job_pulls_then_runs_only_tests() {
+    let Some(url) = grpc_remote() else { return };
+    let remote = format!("--remote={url}");
+    // The build job: builds (not uploading: no `CI` here), then pushes what it built.
+    let build_job = salted_mimic();
+    let built = build_job.json_run(&["build", "--no-remote"], 0);
+    assert_eq!(built.count("executed"), 6, "{}", built.stderr);
+    let build_actions = built.statuses();
+    let push = build_job.cairn(&["cache", "push", &remote]);
+    assert_eq!(push.code, 0, "{}", push.stderr);
+    assert!(
+        push.stderr.contains("pushed 6 action results"),
+        "{}",
+        push.stderr
+    );
+    assert!(
+        push.stderr
+            .contains("7 target(s) have no result in the store"),
+        "the tests never ran: {}",
+        push.stderr
+    );
+
+    // The test job, on another machine: pulls, then tests without the remote.
+    let test_job = Workspace::mimic();
+    test_job.write("cairn.toml", &build_job.read("cairn.toml"));
+    let pull = test_job.cairn(&["cache", "pull", &remote]);
+    // The tests' results are not there: said, and they will run (not a failure).
+    assert_eq!(pull.code, 0, "{}", pull.stderr);
+    assert!(
+        pull.stderr
+            .contains("7 target(s) have no result here or on the remote"),
+        "{}",
+        pull.stderr
+    );
+    assert!(pull.stderr.contains("6 of 13 targets"), "{}", pull.stderr);
+    assert!(
+        !test_job.path("apps/web/dist").exists(),
+        "pull writes nothing in the workspace"
+    );
+    let test = test_job.json_run(&["test", "--no-remote"], 0);
+    let statuses = test.statuses();
+    let executed: Vec<&String> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "executed")
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(executed.len(), 7, "{}", test.stderr);
+    assert!(
+        executed.iter().all(|l| !build_actions.contains_key(*l)),
+        "no build action ran: {executed:?}"
+    );
+    // Now everything is on the remote once pushed again; a third machine pulls it all.
+    let push = test_job.cairn(&["cache", "push", &remote]);
+    assert!(
+        push.stderr.contains("pushed 13 action results"),
+        "{}",
+        push.stderr
+    );
+    let third = Workspace::mimic();
+    third.write("cairn.toml", &build_job.read("cairn.toml"));
+    let pull = third.cairn(&["cache", "pull", &remote]);
+    assert_eq!(pull.code, 0, "{}", pull.stderr);
+    assert!(pull.stderr.contains("13 of 13 targets"), "{}", pull.stderr);
+    let test = third.json_run(&["test", "--no-remote"], 0);
+    assert_eq!(test.count("cached"), 13, "{}", test.stderr);
+}
