@@ -26,7 +26,7 @@ use crate::graph::{Graph, Label, Pattern};
 use crate::load::LoadError;
 use crate::report::{self, Style};
 use crate::workspace::{HostEnv, Workspace};
-use args::{Args, CacheCommand, Command, QueryCommand, StoreCommand};
+use args::{AffectedFormat, Args, CacheCommand, Command, QueryCommand, StoreCommand};
 use options::Options;
 use options::RemoteExec;
 
@@ -90,7 +90,11 @@ fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Er
             poll,
         } => watch::watch(&s, patterns, *test, *debounce, *poll),
         Command::Why { label } => why::why(&s, label),
-        Command::Affected { since, patterns } => why::affected(&s, since, patterns),
+        Command::Affected {
+            since,
+            format,
+            patterns,
+        } => why::affected(&s, since, *format, patterns),
         Command::Graph { patterns, format } => graph::graph(&s, patterns, *format),
         Command::Query { query } => match query {
             QueryCommand::Deps { label, depth } => graph::query(&s, label, *depth, false),

@@ -10,6 +10,12 @@ pub(crate) enum VcsError {
     Spawn(std::io::Error),
     #[error("`git {args}` failed: {stderr}")]
     Git { args: String, stderr: String },
+    #[error(
+        "`{since}` is not in this repository's history, which is a shallow clone (CI checkouts often keep one commit): fetch the history it needs first, e.g. `git fetch --deepen=50` (or `git fetch origin main --depth=50` for a branch); with GitHub Actions, `actions/checkout` with `fetch-depth: 0`"
+    )]
+    Shallow { since: String },
+    #[error("`{since}` is not a commit of this repository")]
+    Unknown { since: String },
 }
 
 fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, VcsError> {
@@ -37,8 +43,10 @@ fn split_z(bytes: &[u8]) -> impl Iterator<Item = String> + '_ {
 /// Paths (relative to `root`, which may be a subdirectory of the repository) that differ
 /// between `since` and the working tree: committed, staged and unstaged changes, deletions,
 /// and untracked files that are not ignored.
+/// A shallow clone lacking `since` is an error naming the fetch that gives it: cairn never
+/// fetches by itself (it does not write to the repository or reach the network).
 pub(crate) fn changed_files(root: &Path, since: &str) -> Result<Vec<String>, VcsError> {
-    git(
+    let found = git(
         root,
         &[
             "rev-parse",
@@ -46,7 +54,17 @@ pub(crate) fn changed_files(root: &Path, since: &str) -> Result<Vec<String>, Vcs
             "--quiet",
             &format!("{since}^{{commit}}"),
         ],
-    )?;
+    );
+    if let Err(VcsError::Git { .. }) = found {
+        let shallow = git(root, &["rev-parse", "--is-shallow-repository"])?;
+        let since = since.to_string();
+        return Err(if shallow.starts_with(b"true") {
+            VcsError::Shallow { since }
+        } else {
+            VcsError::Unknown { since }
+        });
+    }
+    found?;
     let mut files: Vec<String> = split_z(&git(
         root,
         &[

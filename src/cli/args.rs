@@ -135,6 +135,11 @@ pub(crate) enum Command {
         /// A git revision (commit, branch, tag).
         #[arg(long, value_name = "REF")]
         since: String,
+        /// `lines` (one label per line), `github-matrix` (`{"include":[{"target":…,
+        /// "package":…}]}` for a job matrix), or `github-matrix-packages` (one entry per
+        /// package, its targets space-separated).
+        #[arg(long, value_enum, default_value_t = AffectedFormat::Lines)]
+        format: AffectedFormat,
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
     },
@@ -203,6 +208,13 @@ pub(crate) enum CacheCommand {
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AffectedFormat {
+    Lines,
+    GithubMatrix,
+    GithubMatrixPackages,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

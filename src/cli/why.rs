@@ -216,7 +216,44 @@ impl Explainer<'_> {
     }
 }
 
-pub(crate) fn affected(s: &Session, since: &str, patterns: &[String]) -> Result<u8, Error> {
+/// A GitHub Actions job matrix (`strategy.matrix: ${{ fromJSON(...) }}`): one entry per
+/// target (`target`, `package`), or per package (`package`, `targets` space-separated).
+/// Empty, it is `{"include":[]}`: guard the job with `if: ... != '{"include":[]}'`.
+fn github_matrix(labels: &[Label], format: super::AffectedFormat) -> serde_json::Value {
+    let package = |l: &Label| {
+        if l.package.is_empty() {
+            "//".to_string()
+        } else {
+            l.package.to_string()
+        }
+    };
+    let include: Vec<serde_json::Value> = if format == super::AffectedFormat::GithubMatrix {
+        labels
+            .iter()
+            .map(|l| json!({ "target": l.to_string(), "package": package(l) }))
+            .collect()
+    } else {
+        let mut by_package: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for l in labels {
+            by_package
+                .entry(package(l))
+                .or_default()
+                .push(l.to_string());
+        }
+        by_package
+            .into_iter()
+            .map(|(p, t)| json!({ "package": p, "targets": t.join(" ") }))
+            .collect()
+    };
+    json!({ "include": include })
+}
+
+pub(crate) fn affected(
+    s: &Session,
+    since: &str,
+    format: super::AffectedFormat,
+    patterns: &[String],
+) -> Result<u8, Error> {
     let loaded = s.load()?;
     s.save_states(&loaded);
     let graph = loaded.graph();
@@ -224,12 +261,14 @@ pub(crate) fn affected(s: &Session, since: &str, patterns: &[String]) -> Result<
     let selected = graph
         .matching(&s.patterns(patterns)?)
         .map_err(AnalysisError::from)?;
-    let labels: Vec<String> = affected_targets(&s.ws.root, &loaded.analysis, &changed)
+    let affected: Vec<Label> = affected_targets(&s.ws.root, &loaded.analysis, &changed)
         .into_iter()
         .filter(|l| selected.contains(l))
-        .map(|l| l.to_string())
         .collect();
-    if s.opts.json {
+    let labels: Vec<String> = affected.iter().map(|l| l.to_string()).collect();
+    if format != super::AffectedFormat::Lines {
+        report::print_json(&github_matrix(&affected, format));
+    } else if s.opts.json {
         report::print_json(&json!({ "since": since, "changed_files": changed, "targets": labels }));
     } else {
         let mut out = labels.join("\n");

@@ -228,3 +228,91 @@ fn a_build_job_pushes_and_a_test_job_pulls_then_runs_only_tests() {
     let test = third.json_run(&["test", "--no-remote"], 0);
     assert_eq!(test.count("cached"), 13, "{}", test.stderr);
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn affected_prints_a_github_matrix_and_a_shallow_clone_names_the_fetch_it_needs() {
+    let origin = Workspace::mimic();
+    git(origin.root(), &["init", "-q"]);
+    git(origin.root(), &["add", "-A"]);
+    git(origin.root(), &["commit", "-qm", "base"]);
+    origin.edit(
+        "apps/web/src/app.js",
+        "page.className = \"page\";",
+        "page.className = \"page wide\";",
+    );
+    git(origin.root(), &["commit", "-qam", "web only"]);
+
+    let run = origin.cairn(&["affected", "--since", "HEAD~1", "--format", "github-matrix"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let matrix: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        matrix,
+        serde_json::json!({"include": [
+            {"target": "//apps/web:build", "package": "apps/web"},
+            {"target": "//apps/web:size_budget", "package": "apps/web"},
+            {"target": "//apps/web:unit", "package": "apps/web"},
+        ]})
+    );
+    let run = origin.cairn(&[
+        "affected",
+        "--since",
+        "HEAD~1",
+        "--format",
+        "github-matrix-packages",
+    ]);
+    let matrix: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        matrix,
+        serde_json::json!({"include": [
+            {"package": "apps/web", "targets": "//apps/web:build //apps/web:size_budget //apps/web:unit"},
+        ]})
+    );
+    let run = origin.cairn(&["affected", "--since", "HEAD", "--format", "github-matrix"]);
+    assert_eq!(run.stdout.trim(), r#"{"include":[]}"#);
+
+    // A CI checkout with fetch-depth 1: the parent commit is not there.
+    let clone_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", origin.root().display());
+    git(
+        clone_dir.path(),
+        &["clone", "-q", "--depth", "1", &url, "ws"],
+    );
+    let clone = clone_dir.path().join("ws");
+    let run = origin.cairn_in(&clone, &["affected", "--since", "HEAD~1"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("shallow clone") && run.stderr.contains("git fetch --deepen"),
+        "{}",
+        run.stderr
+    );
+    git(&clone, &["fetch", "-q", "--deepen=1"]);
+    let run = origin.cairn_in(&clone, &["affected", "--since", "HEAD~1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "//apps/web:build\n//apps/web:size_budget\n//apps/web:unit\n"
+    );
+    // Not shallow, and no such revision: said as such.
+    let run = origin.cairn(&["affected", "--since", "no-such-ref"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("`no-such-ref` is not a commit"),
+        "{}",
+        run.stderr
+    );
+}
