@@ -4,6 +4,7 @@
 
 pub(crate) mod console;
 pub(crate) mod junit;
+pub(crate) mod markdown;
 pub(crate) mod outcome;
 pub(crate) mod trace;
 

@@ -108,6 +108,9 @@ pub(crate) enum Command {
         /// Write a Chrome trace (open it in Perfetto or chrome://tracing).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// Append a Markdown summary of the run to FILE (default: `$GITHUB_STEP_SUMMARY`).
+        #[arg(long, value_name = "FILE")]
+        summary_md: Option<PathBuf>,
     },
     /// Build, then run the test targets; cached passes are not re-run.
     Test {
@@ -119,6 +122,9 @@ pub(crate) enum Command {
         /// Write a Chrome trace (open it in Perfetto or chrome://tracing).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// Append a Markdown summary of the run to FILE (default: `$GITHUB_STEP_SUMMARY`).
+        #[arg(long, value_name = "FILE")]
+        summary_md: Option<PathBuf>,
     },
     /// Build a target's dependencies, then run its command in the workspace, uncached, with
     /// the terminal attached (deploy, serve); its exit code is cairn's.

@@ -25,16 +25,62 @@ use crate::graph::Label;
 use crate::report::{self, ConsoleReporter, Reporter, Tracer, junit::junit_xml};
 use crate::workspace::WorkspacePath;
 
+/// The reports a build writes besides the console's.
+pub(crate) struct Reports<'a> {
+    /// `--trace FILE`.
+    pub trace: Option<&'a Path>,
+    /// `--junit FILE`.
+    pub junit: Option<&'a Path>,
+    /// `--summary-md FILE`.
+    pub summary_md: Option<&'a Path>,
+}
+
 /// Builds (and with `run_tests`, tests) the targets matched by `patterns`. Returns the exit
 /// code: 0, or 1 if anything failed.
 pub(crate) fn build(
     s: &Session,
     patterns: &[String],
+    reports: Reports,
     run_tests: bool,
     check: bool,
-    trace: Option<&Path>,
-    junit: Option<&Path>,
 ) -> Result<u8, Error> {
+    let Reports {
+        trace,
+        junit,
+        summary_md,
+    } = reports;
+    // GitHub Actions names the file every step appends its summary to.
+    let summary_md = summary_md.map(Path::to_path_buf).or_else(|| {
+        s.env
+            .vars
+            .get("GITHUB_STEP_SUMMARY")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
+    let invocation = format!(
+        "{}{}",
+        if run_tests { "test" } else { "build" },
+        patterns.iter().map(|p| format!(" {p}")).collect::<String>()
+    );
+    let write_summary = |outcome: &BuildOutcome| -> Result<(), Error> {
+        let Some(path) = &summary_md else {
+            return Ok(());
+        };
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| {
+                f.write_all(report::markdown::step_summary(outcome, &invocation).as_bytes())
+            })
+            .map_err(|e| {
+                Error::Io(format!(
+                    "Cannot write the step summary `{}`: {e}",
+                    path.display()
+                ))
+            })
+    };
     let tracer = trace.map(|_| Tracer::install());
     let interrupted = on_interrupt();
     let loading = Instant::now();
@@ -59,6 +105,7 @@ pub(crate) fn build(
         let lock = store.lock(false).map_err(|e| s.store_error(e))?;
         if let Some(outcome) = uptodate::replay(&s.ws, &s.store_dir, &store, &states, &command) {
             report_replayed(s, &store, &outcome, mode);
+            write_summary(&outcome)?;
             if s.opts.json {
                 report::print_json(&report::json_summary(&outcome));
             }
@@ -114,6 +161,7 @@ pub(crate) fn build(
         t.write(path, s.jobs())
             .map_err(|e| Error::Io(format!("Cannot write the trace `{}`: {e}", path.display())))?;
     }
+    write_summary(&outcome)?;
     if let Some(path) = junit {
         std::fs::write(path, junit_xml(&outcome)).map_err(|e| {
             Error::Io(format!(

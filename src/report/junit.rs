@@ -60,8 +60,22 @@ pub(crate) fn junit_xml(outcome: &BuildOutcome) -> String {
         ));
         match r.status {
             Status::Failed => {
+                // Viewers show the message as the one-line reason: the failure and the last
+                // line of its output (usually the assertion); the body holds the tail.
                 let (message, body) = match &r.failure {
-                    Some(f) => (f.message.clone(), f.stderr_tail.clone()),
+                    Some(f) => {
+                        let last = f
+                            .stderr_tail
+                            .lines()
+                            .rev()
+                            .map(str::trim)
+                            .find(|l| !l.is_empty());
+                        let message = match last {
+                            Some(line) => format!("{}: {line}", f.message),
+                            None => f.message.clone(),
+                        };
+                        (message, f.stderr_tail.clone())
+                    }
                     None => ("failed".to_string(), String::new()),
                 };
                 xml.push_str(&format!(

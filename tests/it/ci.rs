@@ -316,3 +316,71 @@ fn affected_prints_a_github_matrix_and_a_shallow_clone_names_the_fetch_it_needs(
         run.stderr
     );
 }
+
+#[test]
+fn the_step_summary_of_a_failing_run_names_the_target_and_its_output_tail() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        r#"
+action(name = "gen", outs = ["gen.txt"], cmd = "sleep 0.2; echo ok > $OUT")
+test(name = "green", deps = [":gen"], cmd = "test -s $DEPS")
+test(name = "red", cmd = "echo 'expected 4, got 5' >&2; echo 'AssertionError: tokens differ'; exit 1")
+"#,
+    );
+    let summary = ws.root().join("../summary.md");
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    // GitHub Actions sets GITHUB_STEP_SUMMARY; the summary is appended to what is there.
+    let junit = ws.path("junit.xml");
+    let run = ws.cairn_with(
+        ws.root(),
+        &["test", "--keep-going", "--junit", junit.to_str().unwrap()],
+        &[("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.starts_with("earlier step\n### ❌ `cairn test`: 1 of 3 targets failed"),
+        "{md}"
+    );
+    assert!(
+        md.contains("<code>//:red</code>: exited with code 1"),
+        "{md}"
+    );
+    assert!(
+        md.contains("AssertionError: tokens differ") && md.contains("expected 4, got 5"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `//:gen` | executed |"),
+        "slowest actions: {md}"
+    );
+    assert!(md.contains("| 2 | 0 | 1 | 0 | 0 % |"), "{md}");
+    // The JUnit report: name = label, classname = package, the message the last line.
+    let xml = ws.read("junit.xml");
+    assert!(
+        xml.contains(r#"<testcase name="//:red" classname="//" time=""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<failure message="exited with code 1: AssertionError: tokens differ">"#)
+            || xml.contains(r#"<failure message="exited with code 1: expected 4, got 5">"#),
+        "{xml}"
+    );
+
+    // With --summary-md, a passing cached run: the hit rate and no failure section.
+    let own = ws.root().join("../own.md");
+    ws.write(
+        "BUILD.star",
+        "action(name = \"gen\", outs = [\"gen.txt\"], cmd = \"sleep 0.2; echo ok > $OUT\")\n",
+    );
+    let run = ws.cairn(&["build", "--summary-md", own.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let md = std::fs::read_to_string(&own).unwrap();
+    assert!(
+        md.contains("### ✅ `cairn build`: 1 targets passed"),
+        "{md}"
+    );
+    assert!(md.contains("| 0 | 1 | 0 | 0 | 100 % |"), "{md}");
+    assert!(!md.contains("Failed"), "{md}");
+}
