@@ -331,11 +331,24 @@ impl<'a> Session<'a> {
     pub fn remote_setup(&self) -> Result<RemoteSetup, Error> {
         let config = &self.ws.config.remote;
         let mut trust = crate::engine::lookup::Trust::default();
-        if let Some(source) = &config.signing_key {
+        let (remotes, executor) = self.remote_list()?;
+        let uploads = remotes.iter().any(|r| r.upload);
+        let unset_key = config
+            .signing_key
+            .as_deref()
+            .and_then(|s| s.strip_prefix("env:"))
+            .is_some_and(|var| !self.env.vars.contains_key(var));
+        // A machine that does not upload needs no key: CI sets the variable, laptops and
+        // pull-request jobs do not.
+        if let Some(source) = config
+            .signing_key
+            .as_ref()
+            .filter(|_| uploads || !unset_key)
+        {
             let text = match source.strip_prefix("env:") {
                 Some(var) => self.env.vars.get(var).cloned().ok_or_else(|| {
                     Error::Usage(format!(
-                        "`signing_key` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set"
+                        "`signing_key` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set: results cannot be uploaded unsigned (set it, or pass `--no-remote-upload`)"
                     ))
                 })?,
                 None => {
@@ -361,7 +374,6 @@ impl<'a> Session<'a> {
                 .map_err(|e| Error::Usage(format!("In `trusted_keys` of cairn.toml: {e}")))?;
             trust.trusted = Some(Arc::new(parsed));
         }
-        let (remotes, executor) = self.remote_list()?;
         Ok(RemoteSetup {
             remotes,
             trust,

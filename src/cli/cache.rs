@@ -183,6 +183,11 @@ pub(crate) fn push(s: &Session, patterns: &[String]) -> Result<u8, Error> {
         s.warn(text);
     };
     let mut setup = s.remote_setup()?;
+    if s.ws.config.remote.signing_key.is_some() && setup.trust.signer.is_none() {
+        return Err(Error::Usage(
+            "`signing_key` in `[remote]` of cairn.toml names an environment variable that is not set: results cannot be pushed unsigned".to_string(),
+        ));
+    }
     for remote in &mut setup.remotes {
         remote.upload = true;
     }

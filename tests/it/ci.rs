@@ -384,3 +384,34 @@ test(name = "red", cmd = "echo 'expected 4, got 5' >&2; echo 'AssertionError: to
     assert!(md.contains("| 0 | 1 | 0 | 0 | 100 % |"), "{md}");
     assert!(!md.contains("Failed"), "{md}");
 }
+
+#[test]
+fn a_signing_key_from_the_environment_is_needed_only_to_upload() {
+    let ws = Workspace::new();
+    let shared = tempfile::tempdir().unwrap();
+    ws.write(
+        "cairn.toml",
+        &format!(
+            "[remote]\nurl = \"file://{}\"\nsigning_key = \"env:CAIRN_TEST_UNSET_KEY\"\n",
+            shared.path().display()
+        ),
+    );
+    ws.write(
+        "BUILD.star",
+        "action(name = \"a\", outs = [\"a.txt\"], cmd = \"echo a > $OUT\")\n",
+    );
+    // A laptop or a pull-request job: it reads the cache and needs no key.
+    let run = ws.json_run(&["build"], 0);
+    assert_eq!(run.statuses()["//:a"], "executed");
+    // Uploading without the key would spread unsigned results: refused.
+    ws.edit("BUILD.star", "echo a", "echo b");
+    for args in [&["build", "--remote-upload"][..], &["cache", "push"][..]] {
+        let run = ws.cairn(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("CAIRN_TEST_UNSET_KEY") || run.stderr.contains("unsigned"),
+            "{}",
+            run.stderr
+        );
+    }
+}
