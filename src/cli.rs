@@ -337,7 +337,7 @@ impl<'a> Session<'a> {
             .signing_key
             .as_deref()
             .and_then(|s| s.strip_prefix("env:"))
-            .is_some_and(|var| !self.env.vars.contains_key(var));
+            .is_some_and(|var| self.env.vars.get(var).is_none_or(|v| v.trim().is_empty()));
         // A machine that does not upload needs no key: CI sets the variable, laptops and
         // pull-request jobs do not.
         if let Some(source) = config
@@ -346,9 +346,9 @@ impl<'a> Session<'a> {
             .filter(|_| uploads || !unset_key)
         {
             let text = match source.strip_prefix("env:") {
-                Some(var) => self.env.vars.get(var).cloned().ok_or_else(|| {
+                Some(var) => self.env.vars.get(var).filter(|v| !v.trim().is_empty()).cloned().ok_or_else(|| {
                     Error::Usage(format!(
-                        "`signing_key` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set: results cannot be uploaded unsigned (set it, or pass `--no-remote-upload`)"
+                        "`signing_key` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set (or empty): results cannot be uploaded unsigned (set it, or pass `--no-remote-upload`)"
                     ))
                 })?,
                 None => {
@@ -493,7 +493,7 @@ impl<'a> Session<'a> {
         }
         for (name, value) in &config.headers {
             let value = match value.strip_prefix("env:") {
-                Some(var) => self.env.vars.get(var).cloned().ok_or_else(|| {
+                Some(var) => self.env.vars.get(var).filter(|v| !v.trim().is_empty()).cloned().ok_or_else(|| {
                     Error::Usage(format!(
                         "Header `{name}` in `[remote]` of cairn.toml names the environment variable `{var}`, which is not set"
                     ))

@@ -403,8 +403,12 @@ fn a_signing_key_from_the_environment_is_needed_only_to_upload() {
     // A laptop or a pull-request job: it reads the cache and needs no key.
     let run = ws.json_run(&["build"], 0);
     assert_eq!(run.statuses()["//:a"], "executed");
+    // A workflow that passes the secret only on main sets it empty elsewhere: the same.
+    ws.edit("BUILD.star", "echo a", "echo c");
+    let run = ws.cairn_with(ws.root(), &["build"], &[("CAIRN_TEST_UNSET_KEY", "")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     // Uploading without the key would spread unsigned results: refused.
-    ws.edit("BUILD.star", "echo a", "echo b");
+    ws.edit("BUILD.star", "echo c", "echo b");
     for args in [&["build", "--remote-upload"][..], &["cache", "push"][..]] {
         let run = ws.cairn(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
