@@ -419,3 +419,68 @@ fn a_signing_key_from_the_environment_is_needed_only_to_upload() {
         );
     }
 }
+
+/// The targets a `cairn test --json` run executed, sorted.
+fn executed(run: &crate::util::Run) -> Vec<String> {
+    let mut labels = run.with_status("executed");
+    labels.sort();
+    labels
+}
+
+#[test]
+fn agent_pipeline_runs_exactly_what_its_readme_says_each_edit_runs() {
+    let ws = Workspace::example("agent-pipeline");
+    let cold = ws.json_run(&["test"], 0);
+    assert_eq!(cold.count("executed"), 6, "{}", cold.stderr);
+    assert!(
+        ws.read("deploy/dist/release.json")
+            .contains("\"artifact\": \"agent.pyz\"")
+    );
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0, "no-op");
+
+    ws.write("docs/architecture.md", "# Architecture\n\nRewritten.\n");
+    assert_eq!(
+        executed(&ws.json_run(&["test"], 0)),
+        Vec::<String>::new(),
+        "docs only"
+    );
+
+    ws.edit("tools/lint.py", "MAX_LINE = 100", "MAX_LINE = 99");
+    assert_eq!(executed(&ws.json_run(&["test"], 0)), ["//agent:quality"]);
+
+    ws.edit(
+        "agent/tests/integration_test.py",
+        "4 requests",
+        "four requests",
+    );
+    assert_eq!(
+        executed(&ws.json_run(&["test"], 0)),
+        ["//agent:integration", "//agent:quality"]
+    );
+
+    ws.edit(
+        "agent/src/agent/planner.py",
+        "An empty goal",
+        "A blank goal",
+    );
+    assert_eq!(executed(&ws.json_run(&["test"], 0)).len(), 6);
+
+    ws.edit(
+        "agent/src/agent/planner.py",
+        "    goal = \" \".join(goal.split())",
+        "    goal = \" \".join(eval(repr(goal)).split())",
+    );
+    let run = ws.json_run(&["test", "--keep-going"], 1);
+    assert_eq!(
+        run.statuses()["//agent:security"],
+        "failed",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("src/agent/planner.py:13: eval/exec of dynamic code"),
+        "{}",
+        run.stderr
+    );
+}

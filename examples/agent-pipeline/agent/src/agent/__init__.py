@@ -1,0 +1,1 @@
+"""A small planning agent: turns a goal into ordered steps, served over HTTP."""
