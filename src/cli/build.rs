@@ -391,11 +391,13 @@ pub(crate) fn run(s: &Session, label: &str, args: &[String]) -> Result<u8, Error
     // The command reads its dependencies' outputs in the workspace: they are downloaded.
     // (Once it runs, Ctrl-C reaches it as well, and cairn waits for it to end.)
     let interrupted = on_interrupt();
+    // A test among the dependencies (or a group of tests) is a gate: it runs (or is a cached
+    // pass), and the command runs only if every one passed.
     let outcome = execute(
         s,
         &loaded,
         target.deps.clone(),
-        false,
+        true,
         false,
         None,
         Some(interrupted),

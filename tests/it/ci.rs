@@ -484,3 +484,54 @@ fn agent_pipeline_runs_exactly_what_its_readme_says_each_edit_runs() {
         run.stderr
     );
 }
+
+#[test]
+fn omnihub_gates_run_in_stages_and_deploy_runs_only_after_they_pass() {
+    let ws = Workspace::example("omnihub");
+    let cold = ws.json_run(&["test"], 0);
+    assert_eq!(cold.count("executed"), 7, "{}", cold.stderr);
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0, "no-op");
+    ws.write("docs/runbook.md", "# Runbook\n\nCall someone.\n");
+    assert_eq!(executed(&ws.json_run(&["test"], 0)), Vec::<String>::new());
+
+    ws.edit(
+        "hub/config.json",
+        "\"to\": [\"chat\"]}",
+        "\"to\": [\"chat\", \"email\"]}",
+    );
+    assert_eq!(
+        executed(&ws.json_run(&["test"], 0)),
+        [
+            "//deploy:staging",
+            "//hub:build",
+            "//hub:config_check",
+            "//hub:smoke"
+        ]
+    );
+
+    // The deploy step runs when every gate passed.
+    let staging = ws.path("deploy/dist/staging.txt");
+    std::fs::remove_file(&staging).unwrap();
+    let run = ws.cairn(&["run", "//deploy:staging"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("to staging"), "{}", run.stdout);
+    assert!(staging.exists());
+
+    // An untested function: the coverage gate fails, later stages are skipped, no deploy.
+    let router = ws.read("hub/src/hub/router.py");
+    ws.write(
+        "hub/src/hub/router.py",
+        &format!("{router}\n\ndef unused(x):\n    if x:\n        return 1\n    return 2\n"),
+    );
+    std::fs::remove_file(&staging).unwrap();
+    let run = ws.cairn(&["run", "//deploy:staging"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("FAILED //hub:coverage"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("skipped //hub:smoke"), "{}", run.stderr);
+    assert!(!run.stdout.contains("deploying"), "{}", run.stdout);
+    assert!(!staging.exists(), "no deploy after a failed gate");
+}

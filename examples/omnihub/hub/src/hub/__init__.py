@@ -1,0 +1,1 @@
+"""Routes notifications to channels by rules."""
