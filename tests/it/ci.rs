@@ -535,3 +535,71 @@ fn omnihub_gates_run_in_stages_and_deploy_runs_only_after_they_pass() {
     assert!(!run.stdout.contains("deploying"), "{}", run.stdout);
     assert!(!staging.exists(), "no deploy after a failed gate");
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn phantom_power_installs_once_and_each_edit_runs_only_its_part() {
+    let ws = Workspace::example("phantom-power");
+    let cold = ws.cairn(&["test", "--json"]);
+    let install_failed = cold.code != 0
+        && (cold.stderr.contains("//frontend:deps") || cold.stderr.contains("//:pydeps"))
+        && !cold.stderr.contains("actual:");
+    if install_failed {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_none(),
+            "npm or pip could not install:\n{}",
+            cold.stderr
+        );
+        return;
+    }
+    assert_eq!(cold.code, 0, "{}", cold.stderr);
+    assert_eq!(cold.count("executed"), 12, "{}", cold.stderr);
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0, "no-op");
+
+    ws.write("docs/index.md", "# Phantom Power\n\nNew words.\n");
+    assert_eq!(executed(&ws.json_run(&["test"], 0)), Vec::<String>::new());
+
+    ws.edit(
+        "frontend/src/levels.ts",
+        "// Meter levels",
+        "// Mixer meter levels",
+    );
+    assert_eq!(
+        executed(&ws.json_run(&["test"], 0)),
+        [
+            "//frontend:build",
+            "//frontend:lint",
+            "//frontend:typecheck",
+            "//frontend:unit"
+        ]
+    );
+
+    ws.edit(
+        "backend/src/backend/presets.py",
+        "stored per user",
+        "kept per user",
+    );
+    assert_eq!(
+        executed(&ws.json_run(&["test"], 0)),
+        ["//backend:coverage", "//backend:lint", "//backend:tests"]
+    );
+
+    let presets = ws.read("backend/src/backend/presets.py");
+    ws.write(
+        "backend/src/backend/presets.py",
+        &format!("{presets}\n\ndef export(store):\n    out = []\n    for key in sorted(store._presets):\n        out.append(key)\n    return out\n"),
+    );
+    let run = ws.json_run(&["test", "--keep-going"], 1);
+    assert_eq!(
+        run.statuses()["//backend:coverage"],
+        "failed",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("fail-under=90") || run.stderr.contains("less than fail-under"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.statuses()["//backend:tests"], "executed");
+}
