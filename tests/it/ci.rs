@@ -553,7 +553,7 @@ fn phantom_power_installs_once_and_each_edit_runs_only_its_part() {
         return;
     }
     assert_eq!(cold.code, 0, "{}", cold.stderr);
-    assert_eq!(cold.count("executed"), 12, "{}", cold.stderr);
+    assert_eq!(cold.count("executed"), 14, "{}", cold.stderr);
     assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0, "no-op");
 
     ws.write("docs/index.md", "# Phantom Power\n\nNew words.\n");
@@ -581,7 +581,12 @@ fn phantom_power_installs_once_and_each_edit_runs_only_its_part() {
     );
     assert_eq!(
         executed(&ws.json_run(&["test"], 0)),
-        ["//backend:coverage", "//backend:lint", "//backend:tests"]
+        [
+            "//backend:coverage",
+            "//backend:lint",
+            "//backend:tests",
+            "//backend:typecheck"
+        ]
     );
 
     let presets = ws.read("backend/src/backend/presets.py");
@@ -602,4 +607,16 @@ fn phantom_power_installs_once_and_each_edit_runs_only_its_part() {
         run.stderr
     );
     assert_eq!(run.statuses()["//backend:tests"], "executed");
+    // mypy --strict: the new function has no annotations.
+    assert_eq!(
+        run.statuses()["//backend:typecheck"],
+        "failed",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Function is missing a type annotation"),
+        "{}",
+        run.stderr
+    );
 }

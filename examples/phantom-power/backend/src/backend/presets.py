@@ -2,9 +2,11 @@
 
 CHANNELS = 8
 
+Preset = dict[int, float]
 
-def validate(preset):
-    """The problems of a preset (a dict of channel number to gain in dB), empty if none."""
+
+def validate(preset: Preset) -> list[str]:
+    """The problems of a preset (channel number to gain in dB), empty if none."""
     problems = []
     for channel, gain in sorted(preset.items()):
         if not 1 <= channel <= CHANNELS:
@@ -15,14 +17,14 @@ def validate(preset):
 
 
 class Store:
-    def __init__(self):
-        self._presets = {}
+    def __init__(self) -> None:
+        self._presets: dict[tuple[str, str], Preset] = {}
 
-    def save(self, user, name, preset):
+    def save(self, user: str, name: str, preset: Preset) -> None:
         problems = validate(preset)
         if problems:
             raise ValueError("; ".join(problems))
         self._presets[(user, name)] = dict(preset)
 
-    def load(self, user, name):
+    def load(self, user: str, name: str) -> Preset | None:
         return self._presets.get((user, name))
