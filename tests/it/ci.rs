@@ -620,3 +620,36 @@ fn phantom_power_installs_once_and_each_edit_runs_only_its_part() {
         run.stderr
     );
 }
+
+#[test]
+fn coverage_gate_reads_cobertura_coverage_py_json_and_lcov_reports() {
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        r#"
+action(name = "xml", outs = ["coverage.xml"],
+       cmd = "printf '<?xml version=\"1.0\"?>\\n<coverage line-rate=\"0.875\" branch-rate=\"0\">\\n</coverage>\\n' > $OUT")
+action(name = "json", outs = ["coverage.json"],
+       cmd = "printf '{\"meta\": {}, \"totals\": {\"percent_covered\": 72.5}}' > $OUT")
+action(name = "lcov", outs = ["lcov.info"],
+       cmd = "printf 'SF:a.js\\nLF:10\\nLH:9\\nend_of_record\\nSF:b.js\\nLF:10\\nLH:10\\nend_of_record\\n' > $OUT")
+coverage_gate(name = "xml_gate", report = "coverage.xml", min = 85, deps = [":xml"])
+coverage_gate(name = "json_gate", report = "coverage.json", min = 80, deps = [":json"])
+coverage_gate(name = "lcov_gate", report = "lcov.info", min = 95, deps = [":lcov"])
+"#,
+    );
+    let run = ws.json_run(&["test", "--keep-going"], 1);
+    let statuses = run.statuses();
+    assert_eq!(statuses["//:xml_gate"], "executed", "{}", run.stderr);
+    assert_eq!(statuses["//:lcov_gate"], "executed", "{}", run.stderr);
+    assert_eq!(statuses["//:json_gate"], "failed", "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("coverage 72.5% is below the minimum of 80%"),
+        "{}",
+        run.stderr
+    );
+    // Cached until the report changes.
+    let again = ws.json_run(&["test", "--keep-going"], 1);
+    assert_eq!(again.statuses()["//:xml_gate"], "cached");
+}
