@@ -314,6 +314,15 @@ impl<'a> Session<'a> {
             .collect()
     }
 
+    /// The targets `texts` (command-line patterns, default `//...`) match in `graph`.
+    pub fn roots(&self, graph: &Graph, texts: &[String]) -> Result<Vec<Label>, Error> {
+        Ok(graph
+            .matching(&self.patterns(texts)?)
+            .map_err(crate::engine::AnalysisError::from)?
+            .into_iter()
+            .collect())
+    }
+
     /// A label given on the command line, which must name a target.
     pub fn label(&self, graph: &Graph, text: &str) -> Result<Label, Error> {
         let label = Label::parse(text, &self.cwd_package)?;

@@ -12,9 +12,7 @@ use crate::engine::history::HistoryRecorder;
 use crate::engine::lookup::Download;
 use crate::engine::memo::KeyMemo;
 use crate::engine::uptodate;
-use crate::engine::{
-    AnalysisError, BuildContext, BuildOptions, BuildOutcome, CacheChain, Status, run_build,
-};
+use crate::engine::{BuildContext, BuildOptions, BuildOutcome, CacheChain, Status, run_build};
 use crate::error::Error;
 use crate::exec::base::SandboxBase;
 use crate::exec::local::LocalExecutor;
@@ -117,13 +115,7 @@ pub(crate) fn build(
     }
     let loaded = s.load_opened(opened)?;
     report::trace::span("load and analysis", loading);
-    let patterns = s.patterns(patterns)?;
-    let roots: Vec<Label> = loaded
-        .graph()
-        .matching(&patterns)
-        .map_err(AnalysisError::from)?
-        .into_iter()
-        .collect();
+    let roots = s.roots(loaded.graph(), patterns)?;
     let download = s.remote_download()?;
     let outcome = execute(
         s,

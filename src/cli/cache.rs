@@ -6,7 +6,7 @@ use std::path::Path;
 use cairn_store::ArchiveError;
 
 use super::{Session, human_bytes};
-use crate::engine::AnalysisError;
+use crate::engine::{DryInfo, DryRun};
 use crate::error::Error;
 use crate::graph::Label;
 use crate::report;
@@ -16,25 +16,9 @@ use crate::report;
 /// (never built, or changed since) are named in a warning and left out.
 pub(crate) fn export(s: &Session, file: &Path, patterns: &[String]) -> Result<u8, Error> {
     let loaded = s.load()?;
-    let patterns = s.patterns(patterns)?;
-    let roots: Vec<Label> = loaded
-        .graph()
-        .matching(&patterns)
-        .map_err(AnalysisError::from)?
-        .into_iter()
-        .collect();
-    let dry = super::why::dry_run(s, &loaded, roots)?;
-    let found = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut keys = BTreeSet::new();
-    let mut unbuilt: Vec<String> = Vec::new();
-    for (label, info) in &found {
-        if info.hit {
-            keys.insert(info.action.key);
-        } else {
-            unbuilt.push(label.to_string());
-        }
-    }
-    unbuilt.sort();
+    let roots = s.roots(loaded.graph(), patterns)?;
+    let (hits, unbuilt) = split(super::why::dry_run(s, &loaded, roots)?);
+    let keys: BTreeSet<_> = hits.iter().map(|(_, info)| info.action.key).collect();
     // Written next to FILE and renamed: a failed export leaves no half archive.
     let partial = file.with_file_name(format!(
         ".{}.partial",
@@ -147,15 +131,15 @@ fn shorten(labels: &[String]) -> String {
     text
 }
 
-/// The targets `patterns` name, and their dependencies' labels come with the dry run.
-fn roots(s: &Session, loaded: &super::Loaded, patterns: &[String]) -> Result<Vec<Label>, Error> {
-    let patterns = s.patterns(patterns)?;
-    Ok(loaded
-        .graph()
-        .matching(&patterns)
-        .map_err(AnalysisError::from)?
-        .into_iter()
-        .collect())
+/// A dry run's actions: those with a result (by label), and the labels of those without.
+fn split(dry: DryRun) -> (Vec<(Label, DryInfo)>, Vec<String>) {
+    let found = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (hits, misses): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, info)| info.hit);
+    let mut hits = hits;
+    hits.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut misses: Vec<String> = misses.into_iter().map(|(l, _)| l.to_string()).collect();
+    misses.sort();
+    (hits, misses)
 }
 
 fn need_remote(s: &Session, what: &str) -> Result<(), Error> {
@@ -174,9 +158,8 @@ fn need_remote(s: &Session, what: &str) -> Result<(), Error> {
 pub(crate) fn push(s: &Session, patterns: &[String]) -> Result<u8, Error> {
     need_remote(s, "push")?;
     let loaded = s.load()?;
-    let roots = roots(s, &loaded, patterns)?;
-    let dry = super::why::dry_run(s, &loaded, roots)?;
-    let found = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let roots = s.roots(loaded.graph(), patterns)?;
+    let (hits, mut unbuilt) = split(super::why::dry_run(s, &loaded, roots)?);
     let warned = std::sync::atomic::AtomicUsize::new(0);
     let warn = |text: &str| {
         warned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -198,17 +181,12 @@ pub(crate) fn push(s: &Session, patterns: &[String]) -> Result<u8, Error> {
         setup.trust,
         &warn,
     );
-    let (mut queued, mut unbuilt) = (0u64, Vec::new());
-    let mut labels: Vec<&Label> = found.keys().collect();
-    labels.sort();
-    for label in labels {
-        let info = &found[label];
-        let result = info
-            .hit
-            .then(|| loaded.store.get_action_result(&info.action.key))
-            .transpose()
-            .map_err(|e| s.store_error(e))?
-            .flatten();
+    let mut queued = 0u64;
+    for (label, info) in &hits {
+        let result = loaded
+            .store
+            .get_action_result(&info.action.key)
+            .map_err(|e| s.store_error(e))?;
         match result {
             Some(result) => {
                 if cache
@@ -252,7 +230,7 @@ pub(crate) fn push(s: &Session, patterns: &[String]) -> Result<u8, Error> {
 pub(crate) fn pull(s: &Session, patterns: &[String]) -> Result<u8, Error> {
     need_remote(s, "pull")?;
     let loaded = s.load()?;
-    let roots = roots(s, &loaded, patterns)?;
+    let roots = s.roots(loaded.graph(), patterns)?;
     let warned = std::sync::atomic::AtomicUsize::new(0);
     let warn = |text: &str| {
         warned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -270,14 +248,8 @@ pub(crate) fn pull(s: &Session, patterns: &[String]) -> Result<u8, Error> {
     let traffic = cache.finish(crate::engine::lookup::UPLOAD_FLUSH);
     let _ = loaded.store.flush_usage();
     s.save_states(&loaded);
-    let found = dry.results.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut missing: Vec<String> = found
-        .iter()
-        .filter(|(_, info)| !info.hit)
-        .map(|(label, _)| label.to_string())
-        .collect();
-    missing.sort();
-    let have = found.len() - missing.len();
+    let (hits, missing) = split(dry);
+    let have = hits.len();
     if !missing.is_empty() {
         s.warn(&format!(
             "{} target(s) have no result here or on the remote for their current inputs (they will run): {}",
@@ -287,7 +259,7 @@ pub(crate) fn pull(s: &Session, patterns: &[String]) -> Result<u8, Error> {
     }
     report::print_stderr(&format!(
         "{have} of {} targets have their results in the store ({} downloaded, {} untrusted)",
-        found.len(),
+        have + missing.len(),
         human_bytes(traffic.bytes_downloaded),
         traffic.untrusted
     ));

@@ -133,40 +133,14 @@ fn a_malformed_archive_is_refused_whole_and_the_store_is_unchanged() {
     assert!(run.stderr.contains("not a"), "{}", run.stderr);
 }
 
-/// The REAPI server of the test scripts, or `None` (skipped).
-#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
-fn grpc_remote() -> Option<String> {
-    let value = std::env::var("CAIRN_TEST_GRPC_CACHE")
-        .ok()
-        .filter(|v| !v.is_empty());
-    if value.is_none() && std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
-        panic!("CAIRN_TEST_REQUIRE_SERVERS is set but CAIRN_TEST_GRPC_CACHE is not");
-    }
-    value
-}
-
-/// A mimic workspace whose keys are this test's alone (the server is shared).
-fn salted_mimic() -> Workspace {
-    let ws = Workspace::mimic();
-    let salt = ws
-        .root()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    ws.write(
-        "cairn.toml",
-        &format!("[build]\ntool_path = [\"/nonexistent/{salt}\", \"/usr/local/bin\", \"/usr/bin\", \"/bin\"]\n"),
-    );
-    ws
-}
-
 #[test]
 fn a_build_job_pushes_and_a_test_job_pulls_then_runs_only_tests() {
-    let Some(url) = grpc_remote() else { return };
+    let Some(url) = crate::util::test_server("CAIRN_TEST_GRPC_CACHE") else {
+        return;
+    };
     let remote = format!("--remote={url}");
     // The build job: builds (not uploading: no `CI` here), then pushes what it built.
-    let build_job = salted_mimic();
+    let build_job = crate::util::salted(Workspace::mimic(), "");
     let built = build_job.json_run(&["build", "--no-remote"], 0);
     assert_eq!(built.count("executed"), 6, "{}", built.stderr);
     let build_actions = built.statuses();

@@ -2,36 +2,11 @@
 //! `--buildbox-run` (`CAIRN_TEST_GRPC_CACHE`): a REAPI server that runs each action in a
 //! bubblewrap sandbox whose `/` is the action's input root.
 
-use crate::util::{Workspace, running, wait_until};
+use crate::util::{Workspace, running, salted, test_server, wait_until};
 
-/// The server, or `None` (skipped) when the test scripts did not start it.
-#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+/// buildbox-casd with `--buildbox-run`, or `None` (skipped).
 fn executor() -> Option<String> {
-    let value = std::env::var("CAIRN_TEST_GRPC_CACHE")
-        .ok()
-        .filter(|v| !v.is_empty());
-    if value.is_none() && std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
-        panic!("CAIRN_TEST_REQUIRE_SERVERS is set but CAIRN_TEST_GRPC_CACHE is not");
-    }
-    value
-}
-
-/// A workspace whose every key is this test's (the server is shared with tests running at
-/// once): an unused tool-path entry named after its directory changes every `PATH`.
-fn salted(ws: Workspace, extra: &str) -> Workspace {
-    let salt = ws
-        .root()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    ws.write(
-        "cairn.toml",
-        &format!(
-            "[build]\ntool_path = [\"/nonexistent/{salt}\", \"/usr/local/bin\", \"/usr/bin\", \"/bin\"]\n{extra}"
-        ),
-    );
-    ws
+    test_server("CAIRN_TEST_GRPC_CACHE")
 }
 
 fn outputs(ws: &Workspace) -> Vec<(String, String)> {
@@ -331,15 +306,8 @@ fn a_server_killed_mid_build_is_one_warning_and_the_rest_runs_here() {
 /// BuildGrid with Execution (`CAIRN_TEST_BUILDGRID_EXEC`): a queueing scheduler (operations
 /// go QUEUED → EXECUTING → COMPLETED) whose worker polls for leases, and which refuses
 /// platforms no worker offers.
-#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
 fn buildgrid_executor() -> Option<String> {
-    let value = std::env::var("CAIRN_TEST_BUILDGRID_EXEC")
-        .ok()
-        .filter(|v| !v.is_empty());
-    if value.is_none() && std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
-        panic!("CAIRN_TEST_REQUIRE_SERVERS is set but CAIRN_TEST_BUILDGRID_EXEC is not");
-    }
-    value
+    test_server("CAIRN_TEST_BUILDGRID_EXEC")
 }
 
 #[test]

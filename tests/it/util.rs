@@ -363,3 +363,33 @@ pub fn wait_until(secs: u64, condition: impl Fn() -> bool) -> bool {
     }
     false
 }
+
+/// The URL of a test server the test scripts started (`var`, e.g. `CAIRN_TEST_GRPC_CACHE`),
+/// or `None` (the test is skipped), unless `CAIRN_TEST_REQUIRE_SERVERS` says it must be there.
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+pub fn test_server(var: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if value.is_none() && std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_some() {
+        panic!("CAIRN_TEST_REQUIRE_SERVERS is set but {var} is not");
+    }
+    value
+}
+
+/// `ws` with every key its own (a test server is shared with tests running at once): an
+/// unused tool-path entry named after its directory changes every `PATH`; `extra` is appended
+/// to its `cairn.toml`.
+pub fn salted(ws: Workspace, extra: &str) -> Workspace {
+    let salt = ws
+        .root()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    ws.write(
+        "cairn.toml",
+        &format!(
+            "[build]\ntool_path = [\"/nonexistent/{salt}\", \"/usr/local/bin\", \"/usr/bin\", \"/bin\"]\n{extra}"
+        ),
+    );
+    ws
+}
