@@ -45,6 +45,8 @@ pub(crate) struct ExecFailure {
     pub stderr_tail: String,
     pub tail_is_output: bool,
     pub log: Option<PathBuf>,
+    /// A failing test's reports directory (`reports = True`), kept under the store's logs.
+    pub reports: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use crate::exec::local::LocalExecutor;
 use crate::exec::remote::RemoteExecutor;
 use crate::exec::sandbox::SandboxMode;
 use crate::exec::slots::Slots;
-use crate::graph::Label;
+use crate::graph::{Kind, Label};
 use crate::report::{self, ConsoleReporter, Reporter, Tracer, junit::junit_xml};
 use crate::workspace::WorkspacePath;
 
@@ -155,7 +155,8 @@ pub(crate) fn build(
     }
     write_summary(&outcome)?;
     if let Some(path) = junit {
-        std::fs::write(path, junit_xml(&outcome)).map_err(|e| {
+        let own = own_reports(&s.ws.root, loaded.graph(), &outcome);
+        std::fs::write(path, junit_xml(&outcome, &own)).map_err(|e| {
             Error::Io(format!(
                 "Cannot write the JUnit report `{}`: {e}",
                 path.display()
@@ -459,4 +460,35 @@ pub(crate) fn clean(s: &Session) -> Result<u8, Error> {
         if removed == 1 { "" } else { "s" }
     ));
     Ok(0)
+}
+
+/// The JUnit files the tests of `outcome` wrote themselves (`reports = True`): a passing or
+/// cached test's from its reports directory in the workspace, a failing one's from what the
+/// store's logs kept of it.
+fn own_reports(
+    root: &std::path::Path,
+    graph: &crate::graph::Graph,
+    outcome: &BuildOutcome,
+) -> report::junit::OwnReports {
+    use crate::load::builtins::TEST_XML;
+    let mut own = report::junit::OwnReports::new();
+    for r in outcome.reports.iter().filter(|r| r.kind == Kind::Test) {
+        let Some(target) = graph.get(&r.label) else {
+            continue;
+        };
+        let Some(dir) = target.env.get("TEST_OUTPUTS_DIR") else {
+            continue;
+        };
+        let file = match r.failure.as_ref().map(|f| f.reports.as_ref()) {
+            Some(Some(kept)) => kept.join(TEST_XML),
+            Some(None) => continue,
+            None => WorkspacePath::in_package(r.label.package.as_str(), dir)
+                .map(|d| d.to_host(root).join(TEST_XML))
+                .unwrap_or_default(),
+        };
+        if let Ok(xml) = std::fs::read_to_string(&file) {
+            own.insert(r.label.clone(), xml);
+        }
+    }
+    own
 }

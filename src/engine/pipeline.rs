@@ -607,6 +607,7 @@ fn failed_with(
             stderr_tail: String::new(),
             tail_is_output: false,
             log: None,
+            reports: None,
         }),
         ..TargetReport::new(target, Status::Failed, key, started)
     };

@@ -262,6 +262,11 @@ impl Executor for LocalExecutor<'_> {
             .map_err(|e| sandbox_err(io_err("create", &stderr_path, e)))?;
         let network = matches!(action.kind, ActionKind::FixedOutput(_));
         let new_root = sandbox.path().join("newroot");
+        // The working directory as the command sees it.
+        let inner_workdir = match mode {
+            SandboxMode::Namespace => Path::new(sandbox::SANDBOX_ROOT).join(&action.working_dir),
+            _ => workdir.clone(),
+        };
         let mut command = match mode {
             SandboxMode::Namespace => {
                 fs::create_dir_all(&new_root)
@@ -297,6 +302,7 @@ impl Executor for LocalExecutor<'_> {
             // (The namespace sandbox replaces them with its own /home/cairn and /tmp.)
             .env("HOME", &home)
             .env("TMPDIR", &tmp)
+            .envs(absolute_report_vars(action, &inner_workdir))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -327,6 +333,7 @@ impl Executor for LocalExecutor<'_> {
                 stderr_tail: tail,
                 tail_is_output: combined,
                 log: save_log(self.store, label, &action.key, &logs),
+                reports: save_reports(self.store, label, &action.key, action, &root),
             }
         };
         if ended == Ended::Cancelled {
@@ -713,6 +720,51 @@ fn save_log(store: &Store, label: &Label, key: &Digest, logs: &Logs) -> Option<P
         &read(logs.stderr),
         logs.combined,
     )
+}
+
+/// A test's report variables (`reports = True`: `TEST_OUTPUTS_DIR`, `XML_OUTPUT_FILE`), which
+/// its `Command` holds relative to the working directory, made absolute for the run.
+fn absolute_report_vars(action: &PreparedAction, workdir: &Path) -> Vec<(String, PathBuf)> {
+    if action.kind != ActionKind::Test {
+        return Vec::new();
+    }
+    crate::load::builtins::TEST_REPORT_VARS
+        .iter()
+        .filter_map(|var| Some((var.to_string(), workdir.join(action.env.get(*var)?))))
+        .collect()
+}
+
+/// Keeps what a failing test left in its reports directory under the store's `logs/`
+/// (`<package>/<name>-<key>.reports/`): a failure is not cached, and its reports are what
+/// explains it.
+fn save_reports(
+    store: &Store,
+    label: &Label,
+    key: &Digest,
+    action: &PreparedAction,
+    root: &Path,
+) -> Option<PathBuf> {
+    let rel = action.env.get("TEST_OUTPUTS_DIR")?;
+    let from = root.join(&action.working_dir).join(rel);
+    if action.kind != ActionKind::Test || !from.is_dir() {
+        return None;
+    }
+    let to = store.logs_dir().join(label.package_dir()).join(format!(
+        "{}-{}.reports",
+        label.name,
+        key.short()
+    ));
+    let _ = fs::remove_dir_all(&to);
+    for entry in walkdir::WalkDir::new(&from).follow_links(false) {
+        let entry = entry.ok()?;
+        let dest = to.join(entry.path().strip_prefix(&from).ok()?);
+        if entry.file_type().is_dir() {
+            fs::create_dir_all(&dest).ok()?;
+        } else if entry.file_type().is_file() {
+            fs::copy(entry.path(), &dest).ok()?;
+        }
+    }
+    Some(to)
 }
 
 /// Writes an action's log (`combined`: a test's one stream, whose bytes are all in `stdout`).

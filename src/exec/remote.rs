@@ -195,6 +195,8 @@ impl RemoteExecutor<'_> {
             stderr_tail: tail,
             tail_is_output: test,
             log,
+            // A remote failure's reports stay in its result on the server (not fetched).
+            reports: None,
         }
     }
 }
@@ -225,6 +227,7 @@ impl Executor for RemoteExecutor<'_> {
                 stderr_tail: String::new(),
                 tail_is_output: false,
                 log: None,
+                reports: None,
             }));
         }
         if all {

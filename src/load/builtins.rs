@@ -433,7 +433,8 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// A cached check: passes when `cmd` exits 0. A passing test whose inputs are unchanged is
-    /// not run again; `flaky = N` retries a failure up to N times.
+    /// not run again; `flaky = N` retries a failure up to N times. `reports = True` gives it
+    /// `$TEST_OUTPUTS_DIR` (and `$XML_OUTPUT_FILE` in it), kept with its result.
     fn test(
         #[starlark(require = named)] name: &str,
         #[starlark(require = named)] cmd: &str,
@@ -450,13 +451,29 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = UnpackList::default())] pass_env: UnpackList<String>,
         #[starlark(require = named, default = UnpackDictEntries::default())]
         platform: UnpackDictEntries<String, String>,
+        #[starlark(require = named, default = false)] reports: bool,
         eval: &mut Evaluator,
     ) -> anyhow::Result<NoneType> {
         let mut a = Attrs::new(name, Kind::Test);
+        if reports {
+            // The test's reports directory: an ordinary output directory (cached, uploaded,
+            // restored like any), named to the test by Bazel's variables. The executor makes
+            // the values absolute; the key holds them relative to the package.
+            let dir = test_reports_dir(name);
+            for var in TEST_REPORT_VARS {
+                if env.entries.iter().any(|(k, _)| k == var) {
+                    bail!("`{var}` in `env` of test `{name}`: cairn sets it (`reports = True`)");
+                }
+            }
+            a.out_dirs = vec![dir.clone()];
+            a.env.push(("TEST_OUTPUTS_DIR".to_string(), dir.clone()));
+            a.env
+                .push(("XML_OUTPUT_FILE".to_string(), format!("{dir}/{TEST_XML}")));
+        }
         a.cmd = cmd.to_string();
         a.srcs = srcs.items;
         a.deps = deps.items;
-        a.env = env.entries;
+        a.env.extend(env.entries);
         a.tools = tools.items;
         a.timeout = timeout.to_string();
         a.flaky = flaky;
@@ -465,6 +482,17 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         a.platform = platform.entries;
         declare(eval, a)
     }
+}
+
+/// The variables a test with `reports = True` gets, Bazel's names: its reports directory and
+/// the JUnit file in it.
+pub(crate) const TEST_REPORT_VARS: [&str; 2] = ["TEST_OUTPUTS_DIR", "XML_OUTPUT_FILE"];
+/// The JUnit file's name in a test's reports directory.
+pub(crate) const TEST_XML: &str = "test.xml";
+
+/// A test's reports directory, relative to its package: `.cairn-test/<name>`.
+pub(crate) fn test_reports_dir(name: &str) -> String {
+    format!(".cairn-test/{name}")
 }
 
 /// The platform `fixed_output(digests = …)` picks for: `<os>-<arch>`, as Rust names them

@@ -289,6 +289,9 @@ impl ConsoleReporter {
             if let Some(log) = &f.log {
                 text.push_str(&format!("\n  full log: {}", log.display()));
             }
+            if let Some(reports) = &f.reports {
+                text.push_str(&format!("\n  reports: {}", reports.display()));
+            }
         }
         text
     }

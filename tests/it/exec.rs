@@ -343,6 +343,114 @@ fn a_failing_test_shows_its_combined_output_and_every_test_keeps_its_log() {
 }
 
 #[test]
+fn a_tests_reports_are_cached_restored_and_its_junit_cases_merged() {
+    // A test writing its own JUnit file and a report, as `pytest --junitxml` and coverage do.
+    let ws = Workspace::new();
+    ws.write(
+        "run.sh",
+        "{ echo '<testsuites><testsuite name=\"pytest\">'; cat cases.xml; echo '</testsuite></testsuites>'; } > \"$XML_OUTPUT_FILE\"\n\
+         cat v.txt > \"$TEST_OUTPUTS_DIR/coverage.txt\"\n\
+         echo 'checked calc'; exit $(cat code.txt)\n",
+    );
+    ws.write(
+        "BUILD.star",
+        "test(name = \"unit\", srcs = [\"run.sh\", \"cases.xml\", \"code.txt\", \"v.txt\"], reports = True, cmd = \"sh run.sh\")\n\
+         test(name = \"plain\", cmd = \"true\")\n",
+    );
+    let case = |name: &str, body: &str| {
+        format!(r#"<testcase classname="calc" name="{name}" time="0.001">{body}</testcase>"#)
+    };
+    let cases = |second: &str, code: u32| {
+        ws.write(
+            "cases.xml",
+            &format!("{}\n{second}\n", case("test_add", "")),
+        );
+        ws.write("code.txt", &format!("{code}\n"));
+    };
+    ws.write("v.txt", "81%\n");
+    cases(&case("test_sub", ""), 0);
+    let junit = ws.path("junit.xml");
+    let junit_arg = junit.to_str().unwrap();
+    let run = ws.json_run(&["test", "--junit", junit_arg], 0);
+    assert_eq!(run.statuses()["//:unit"], "executed");
+    assert_eq!(ws.read(".cairn-test/unit/coverage.txt"), "81%\n");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//:unit\" tests=\"2\" failures=\"0\"")
+            && xml
+                .contains(r#"<testcase classname="calc" name="test_add" time="0.001"></testcase>"#)
+            && xml.contains(r#"name="test_sub""#)
+            && xml.contains("<testcase name=\"//:plain\"")
+            && xml.contains("<testsuites name=\"cairn\" tests=\"3\" failures=\"0\""),
+        "{xml}"
+    );
+    assert!(
+        roxmltree::Document::parse(&xml).is_ok(),
+        "well-formed: {xml}"
+    );
+
+    // Cached: the reports come back from the store with the result.
+    std::fs::remove_dir_all(ws.path(".cairn-test")).unwrap();
+    let cached = ws.json_run(&["test", "--junit", junit_arg], 0);
+    assert_eq!(cached.statuses()["//:unit"], "cached", "{}", cached.stderr);
+    assert_eq!(ws.read(".cairn-test/unit/coverage.txt"), "81%\n");
+    assert!(
+        std::fs::read_to_string(&junit)
+            .unwrap()
+            .contains("name=\"test_sub\"")
+    );
+
+    // A failing test: its own failing case is in the report, its reports are kept.
+    cases(
+        &case("test_sub", r#"<failure message="assert 1 == 2"/>"#),
+        1,
+    );
+    let failed = ws.json_run(&["test", "--junit", junit_arg], 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//:unit\" tests=\"2\" failures=\"1\"")
+            && xml.contains(r#"<failure message="assert 1 == 2"/>"#)
+            && xml.contains("<system-out>checked calc</system-out>"),
+        "{xml}"
+    );
+    let kept = failed
+        .stderr
+        .split("reports: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("reports named: {}", failed.stderr));
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(kept).join("coverage.txt")).unwrap(),
+        "81%\n"
+    );
+
+    // Crashing after a passing JUnit: the failure is not hidden behind its cases.
+    cases(&case("test_sub", ""), 3);
+    ws.json_run(&["test", "--junit", junit_arg], 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//:unit\" tests=\"3\" failures=\"1\"")
+            && xml.contains("exited with code 3"),
+        "{xml}"
+    );
+
+    // Cairn sets the variables: a test's env cannot.
+    ws.write(
+        "BUILD.star",
+        "test(name = \"t\", cmd = \"true\", reports = True, env = {\"XML_OUTPUT_FILE\": \"x\"})\n",
+    );
+    let refused = ws.cairn(&["test"]);
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused
+            .stderr
+            .contains("`XML_OUTPUT_FILE` in `env` of test `t`: cairn sets it"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
 fn an_unstorable_output_is_named_by_its_workspace_path_once() {
     // `python3 -m venv` makes absolute links to the interpreter.
     let ws = Workspace::new();

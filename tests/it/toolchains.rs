@@ -34,9 +34,28 @@ fn pip_deps_and_pytest_from_pypi_cache_per_target_and_report_pytests_failures() 
     assert_eq!(run.count("executed"), 3, "{}", run.stderr);
     assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0);
 
+    // pytest's own JUnit cases (`--junitxml` into `$XML_OUTPUT_FILE`) are in cairn's, also
+    // when the tests are cached.
+    let junit = ws.path("junit.xml");
+    let junit_arg = junit.to_str().unwrap();
+    ws.json_run(&["test", "--junit", junit_arg], 0);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//:calc_test\" tests=\"1\" failures=\"0\"")
+            && xml.contains(r#"classname="tests.test_calc" name="test_add""#)
+            && xml.contains(r#"classname="tests.test_other" name="test_other""#),
+        "{xml}"
+    );
+
     // A broken function re-runs only the test that imports it, and shows pytest's report.
     ws.write("calc.py", "def add(a, b):\n    return a - b\n");
-    let broken = ws.json_run(&["test"], 1);
+    let broken = ws.json_run(&["test", "--junit", junit_arg], 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//:calc_test\" tests=\"1\" failures=\"1\"")
+            && xml.contains("<failure message=\"assert -1 == 3"),
+        "{xml}"
+    );
     let s = broken.statuses();
     assert_eq!(s["//:calc_test"], "failed");
     assert_eq!(s["//:other_test"], "cached");
@@ -78,17 +97,32 @@ fn node_test_and_npm_script_run_with_the_real_node_and_npm() {
     ws.write(
         "BUILD.star",
         "npm_script(name = \"bundle\", script = \"bundle\", srcs = [\"package.json\", \"build.js\"], outs = [\"dist/app.js\"])\n\
-         node_test(name = \"unit\", srcs = [\"lib.js\", \"test/add.test.js\"])\n",
+         node_test(name = \"unit\", srcs = [\"lib.js\", \"test/add.test.js\"])\n\
+         node_action(name = \"gen\", script = \"gen.js\", srcs = [\"lib.js\"], args = [\"out/sum.txt\", \"20\", \"22\"], outs = [\"out/sum.txt\"])\n",
+    );
+    ws.write(
+        "gen.js",
+        "const fs = require('node:fs');\nconst { add } = require('./lib.js');\nconst [out, a, b] = process.argv.slice(2);\nfs.mkdirSync('out', { recursive: true });\nfs.writeFileSync(out, String(add(Number(a), Number(b))) + '\\n');\n",
     );
     let run = ws.json_run(&["test"], 0);
-    assert_eq!(run.count("executed"), 2, "{}", run.stderr);
+    assert_eq!(run.count("executed"), 3, "{}", run.stderr);
     assert_eq!(ws.read("dist/app.js"), "export const answer = 42;\n");
+    assert_eq!(ws.read("out/sum.txt"), "42\n");
     assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0);
 
+    let junit = ws.path("junit.xml");
+    let junit_arg = junit.to_str().unwrap();
     ws.write("lib.js", "exports.add = (a, b) => a * b + 1;\n");
-    let broken = ws.json_run(&["test"], 1);
+    let broken = ws.json_run(&["test", "--junit", junit_arg], 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//:unit\"") && xml.contains(r#"name="adds""#),
+        "node's own JUnit case: {xml}"
+    );
     assert_eq!(broken.statuses()["//:unit"], "failed");
     assert_eq!(broken.statuses()["//:bundle"], "cached");
+    assert_eq!(broken.statuses()["//:gen"], "executed", "it reads lib.js");
+    assert_eq!(ws.read("out/sum.txt"), "441\n");
     assert!(broken.stderr.contains("failing tests"), "{}", broken.stderr);
     assert!(broken.stderr.contains("5 !== 4"), "{}", broken.stderr);
 }

@@ -61,6 +61,7 @@ impl Executor for MemoryExecutor {
                 stderr_tail: String::new(),
                 tail_is_output: false,
                 log: None,
+                reports: None,
             }));
         }
         let store = Store::open(self.store.as_ref().expect("a store")).unwrap();
