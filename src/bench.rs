@@ -72,6 +72,7 @@ impl ActionFixture {
             name: name.to_string(),
             path: PathBuf::from(format!("/usr/bin/{name}")),
             digest: Digest::of_bytes(name.as_bytes()),
+            installation: None,
         };
         ActionFixture {
             target,

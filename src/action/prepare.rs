@@ -15,7 +15,7 @@ use crate::workspace::WorkspacePath;
 /// Changes whenever cairn changes how it runs actions, so old cache entries are not reused.
 /// Guarded by `fixed_action_key_is_stable`. v2: tool identities moved from `Platform` into the
 /// salt (docs/decisions.md).
-const ACTION_SALT: &[u8] = b"cairn action v2";
+const ACTION_SALT: &[u8] = b"cairn action v3";
 
 /// `SOURCE_DATE_EPOCH` for every action: 1980-01-01T00:00:00Z, the earliest time a zip file
 /// can hold, so archivers that honour it never fail.
@@ -350,7 +350,7 @@ pub(crate) fn prepare_action(
 }
 
 /// The salt: cairn's action version, then every tool the action calls (name, resolved path,
-/// content digest), sorted by name. Key-only identity lives here, never in `Platform`, which
+/// content and installation digest), sorted by name. Key-only identity lives here, never in `Platform`, which
 /// REAPI servers match workers on: a worker cannot satisfy `cairn.tool.python3 = /usr/bin/…`.
 fn salt(sorted_tools: &[&Tool]) -> Vec<u8> {
     let mut salt = ACTION_SALT.to_vec();
@@ -360,7 +360,7 @@ fn salt(sorted_tools: &[&Tool]) -> Vec<u8> {
         salt.push(0);
         salt.extend_from_slice(tool.path.as_os_str().as_encoded_bytes());
         salt.push(0);
-        salt.extend_from_slice(tool.digest.to_string().as_bytes());
+        salt.extend_from_slice(tool.identity().as_bytes());
     }
     salt
 }
@@ -506,6 +506,7 @@ mod tests {
             name: "python3".into(),
             path: "/usr/bin/python3".into(),
             digest: Digest::of_bytes(content.as_bytes()),
+            installation: None,
         }
     }
 
@@ -699,7 +700,7 @@ mod tests {
     #[test]
     fn fixed_action_key_is_stable() {
         // Changing this key invalidates every cache: change it only deliberately. (Last: the
-        // v2 salt with tool identities, and OSFamily/ISA platform; pinned on x86-64 Linux.)
+        // v3 salt, whose tool identities hold installation digests; pinned on x86-64 Linux.)
         let a = prep(
             &target(),
             &files(&[("apps/web/src/app.ts", "x")]),
@@ -707,7 +708,7 @@ mod tests {
         );
         assert_eq!(
             a.key.to_string(),
-            "blake3:3d1113bfcee1530a70554fb4c7db7f944795043d402a03420257f93e48bca7db"
+            "blake3:ada81f6a7cce2eac917f84175b6b8af43fd837ca3d439293dc5db3fa8fca53e2"
         );
     }
 

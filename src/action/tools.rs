@@ -1,7 +1,7 @@
 //! Host tool identity. A tool an action calls (named in `tools`, the first word of `cmd`, and
-//! always `sh`) is resolved once per build on the tool path, and its path and content digest
-//! enter the action key as platform properties: replacing `python3` is a cache miss, not a
-//! wrong hit.
+//! always `sh`) is resolved once per build on the tool path, and its path, content digest and
+//! installation digest (see `install`) enter the action key's salt: replacing `python3`, or
+//! the libpython or standard library it runs, is a cache miss, not a wrong hit.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +18,20 @@ pub(crate) struct Tool {
     pub path: PathBuf,
     /// The digest of the file it resolves to (symlinks followed).
     pub digest: Digest,
+    /// The digest of what it runs from beyond that file (its shared libraries, an
+    /// interpreter's standard library, a script's package: see `install`).
+    pub installation: Option<Digest>,
+}
+
+impl Tool {
+    /// Its identity as the key's salt and `cairn why` show it: the content digest, and the
+    /// installation's when it has one.
+    pub fn identity(&self) -> String {
+        match &self.installation {
+            Some(i) => format!("{} installation {i}", self.digest),
+            None => self.digest.to_string(),
+        }
+    }
 }
 
 /// Shell words that are not programs: never resolved as tools.
@@ -67,6 +81,8 @@ pub(crate) struct ToolResolver<'a> {
     /// `search` as a `PATH` value.
     path_var: String,
     resolved: Mutex<HashMap<String, Option<Tool>>>,
+    /// Installation digests by resolved file.
+    installations: Mutex<HashMap<PathBuf, Option<Digest>>>,
     /// Where the file states of tools (outside the workspace) are remembered between builds.
     store: Option<&'a Store>,
 }
@@ -82,6 +98,7 @@ impl<'a> ToolResolver<'a> {
             search,
             path_var,
             resolved: Mutex::default(),
+            installations: Mutex::default(),
             store,
         }
     }
@@ -124,16 +141,40 @@ impl<'a> ToolResolver<'a> {
                 let _ = store.preload_file_state(states, &real);
             }
             let (info, _) = states.file_info(&real).ok()?;
+            let installation = self.installation(&real, &info.digest, states);
             Some(Tool {
                 name: name.to_string(),
                 path,
                 digest: info.digest,
+                installation,
             })
         });
         self.resolved
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), found.clone());
+        found
+    }
+}
+
+impl ToolResolver<'_> {
+    /// The installation digest of the tool file `real`, once per file per build (`python3`
+    /// and `python3.11` are one file).
+    fn installation(&self, real: &Path, digest: &Digest, states: &FileStates) -> Option<Digest> {
+        let done = |m: &Mutex<HashMap<PathBuf, Option<Digest>>>| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(real)
+                .cloned()
+        };
+        if let Some(found) = done(&self.installations) {
+            return found;
+        }
+        let found = super::install::installation_digest(real, digest, states, self.store);
+        self.installations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(real.to_path_buf(), found);
         found
     }
 }

@@ -148,6 +148,7 @@ impl KeyMemo {
             h.update(tool.path.as_os_str().as_encoded_bytes());
             h.update(b"\0");
             h.update(&tool.digest.hash);
+            h.update(&tool.installation.map_or([0; 32], |i| i.hash));
         }
         h.update(path_var.as_bytes());
         h.update(b"\0");
@@ -297,7 +298,7 @@ mod tests {
             fingerprint_on(&base, "/bin", &pool),
             "[remote.platform]"
         );
-        let changes: [fn(&mut ActionFixture); 6] = [
+        let changes: [fn(&mut ActionFixture); 7] = [
             |f| f.target.cmd.push(' '),
             |f| {
                 f.target.env.insert("A".into(), "1".into());
@@ -306,6 +307,7 @@ mod tests {
             |f| f.srcs.values_mut().next().unwrap().executable = true,
             |f| f.deps.values_mut().next().unwrap().digest = Digest::of_bytes(b"other"),
             |f| f.tools[0].digest = Digest::of_bytes(b"another sh"),
+            |f| f.tools[0].installation = Some(Digest::of_bytes(b"another libc")),
         ];
         for change in changes {
             let mut f = ActionFixture::new(3, 2);

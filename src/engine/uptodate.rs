@@ -93,8 +93,9 @@ fn dirs_unchanged(root: &Path, recorded: &[DirState]) -> bool {
     })
 }
 
-/// What a tool name resolved to: path, content hash and size (`None`: not found).
-type ToolIdentity = Option<(String, [u8; 32], u64)>;
+/// What a tool name resolved to: path, content hash and size, installation hash (`None`: not
+/// found).
+type ToolIdentity = Option<(String, [u8; 32], u64, Option<[u8; 32]>)>;
 
 /// What decides most misses, first in a `Record` so it can be read alone (postcard reads
 /// fields in order).
@@ -147,6 +148,7 @@ fn tool_identity(tool: &Option<Tool>) -> ToolIdentity {
             t.path.to_string_lossy().into_owned(),
             t.digest.hash,
             t.digest.size,
+            t.installation.map(|i| i.hash),
         )
     })
 }

@@ -303,19 +303,39 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
     // Host package directories no target declares: hidden from normal actions, so an
     // undeclared `import yaml` fails here as it would on a machine without Debian's package. A
     // fixed-output install (its result checked against a digest) may use them.
+    // Global node package directories are hidden too, but for the tools installed there
+    // (npm's own package under `/usr/lib/node_modules`), which are mounted back.
+    let mut hidden = Vec::new();
     if !args.network {
-        for dir in host_package_dirs() {
-            let dir = inside(&dir.to_string_lossy());
-            if dir.is_dir() {
-                mount(
-                    Some("tmpfs"),
-                    &dir,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
-                    Some("size=4k,mode=0555"),
-                )
-                .map_err(|e| format!("hiding {}: {e}", dir.display()))?;
+        for dir in host_package_dirs(&[]) {
+            let at = inside(&dir.to_string_lossy());
+            if at.is_dir() {
+                hide(&at)?;
+                hidden.push(dir);
             }
+        }
+        for dir in NODE_PACKAGE_DIRS.iter().map(Path::new) {
+            let at = inside(&dir.to_string_lossy());
+            if !at.is_dir() {
+                continue;
+            }
+            tmpfs(&at, "size=64k,mode=0755")?;
+            let mut shown: Vec<&PathBuf> = Vec::new();
+            for tool in args
+                .read_only
+                .iter()
+                .filter(|t| t.starts_with(dir) && t.is_dir())
+            {
+                if shown.iter().any(|s| tool.starts_with(s)) {
+                    continue;
+                }
+                let to = inside(&tool.to_string_lossy());
+                mkdir(&to)?;
+                bind(tool, &to, true)?;
+                shown.push(tool);
+            }
+            remount_read_only(&at)?;
+            hidden.push(dir.to_path_buf());
         }
     }
 
@@ -407,6 +427,22 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
         }
         bind(dir, &inside(&dir.to_string_lossy()), true)?;
     }
+    // A tool installation's own package directories (pyenv's `lib/python3.X/site-packages`):
+    // hidden like the host's.
+    if !args.network {
+        let own: Vec<&PathBuf> = args
+            .read_only
+            .iter()
+            .filter(|d| !SYSTEM_DIRS.iter().any(|s| d.starts_with(s)))
+            .collect();
+        for dir in host_package_dirs(&own) {
+            let at = inside(&dir.to_string_lossy());
+            if !hidden.contains(&dir) && at.is_dir() {
+                hide(&at)?;
+                hidden.push(dir);
+            }
+        }
+    }
     // Everything outside /tmp, $HOME and /workspace is read-only.
     mount(
         none,
@@ -442,11 +478,45 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
+/// Where `npm install -g` puts packages (Debian's npm: `/usr/local`; NodeSource's: `/usr`).
+const NODE_PACKAGE_DIRS: &[&str] = &["/usr/lib/node_modules", "/usr/local/lib/node_modules"];
+
+/// An empty read-only directory over `at`.
+fn hide(at: &Path) -> Result<(), String> {
+    mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+        Some("size=4k,mode=0555"),
+    )
+    .map_err(|e| format!("hiding {}: {e}", at.display()))
+}
+
+fn remount_read_only(at: &Path) -> Result<(), String> {
+    let none: Option<&str> = None;
+    mount(
+        none,
+        at,
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        none,
+    )
+    .map_err(|e| format!("making {} read-only: {e}", at.display()))
+}
+
 /// The host's package directories of interpreters: Debian's `dist-packages` and what `pip`
-/// installed system-wide under `/usr/local`.
-fn host_package_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
-    for parent in ["/usr/local/lib", "/usr/lib"] {
+/// installed system-wide under `/usr/local`; with `prefixes` (tool installations outside
+/// `/usr`), their `lib/python3.*/site-packages` instead.
+fn host_package_dirs(prefixes: &[&PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let parents: Vec<PathBuf> = if prefixes.is_empty() {
+        dirs.push(PathBuf::from("/usr/lib/python3/dist-packages"));
+        vec!["/usr/local/lib".into(), "/usr/lib".into()]
+    } else {
+        prefixes.iter().map(|p| p.join("lib")).collect()
+    };
+    for parent in &parents {
         let Ok(entries) = fs::read_dir(parent) else {
             continue;
         };

@@ -408,6 +408,24 @@ impl FileStates {
         Ok(())
     }
 
+    /// `preload` for every recorded file below the directory `dir` (a tool's installation),
+    /// in one query.
+    pub fn preload_under(&self, db: &Db, dir: &Path) -> Result<()> {
+        let mut prefix = dir.to_string_lossy().into_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let found = db.load_file_states(&prefix)?;
+        let fresh: Vec<(String, FileState)> = found
+            .into_iter()
+            .filter(|(path, _)| self.remembered(path).is_none())
+            .collect();
+        if !fresh.is_empty() {
+            self.learn(fresh);
+        }
+        Ok(())
+    }
+
     fn learnt(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, FileState>> {
         self.learnt.read().unwrap_or_else(|p| p.into_inner())
     }

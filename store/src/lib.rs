@@ -124,6 +124,11 @@ impl Store {
         states.preload(&self.db, path)
     }
 
+    /// `preload_file_state` for every recorded file below `dir`, in one query.
+    pub fn preload_file_states_under(&self, states: &FileStates, dir: &Path) -> Result<()> {
+        states.preload_under(&self.db, dir)
+    }
+
     /// The latest recorded run of every label of `workspace`: key and status.
     pub fn latest_history(
         &self,

@@ -496,6 +496,103 @@ fn a_tool_installed_outside_usr_runs_with_its_whole_installation_in_the_sandbox(
 }
 
 #[test]
+fn a_tools_installation_is_in_its_identity_and_its_own_packages_are_hidden() {
+    // A pyenv-like interpreter outside /usr: its standard library is part of what it is, its
+    // `site-packages` is not (and is hidden from normal actions); an npm-like script's package
+    // is part of what it is.
+    let inst = tempfile::tempdir().unwrap();
+    let prefix = inst.path().join("versions/3.12.9");
+    let write = |rel: &str, text: &str| {
+        let path = prefix.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "bin/python3.12",
+        "#!/bin/sh\nlib=\"$(dirname \"$(readlink -f \"$0\")\")/../lib/python3.12\"\ncat \"$lib/json/__init__.py\"\nls \"$lib/site-packages\" | wc -l\n",
+    );
+    write("lib/python3.12/os.py", "# os\n");
+    write("lib/python3.12/json/__init__.py", "json v1\n");
+    write("lib/python3.12/site-packages/six.py", "# six\n");
+    write(
+        "lib/node_modules/fake/package.json",
+        "{\"name\": \"fake\"}\n",
+    );
+    write(
+        "lib/node_modules/fake/bin/cli.sh",
+        "#!/bin/sh\ncat \"$(dirname \"$(readlink -f \"$0\")\")/../lib/x.txt\"\n",
+    );
+    write("lib/node_modules/fake/lib/x.txt", "fake v1\n");
+    use std::os::unix::fs::PermissionsExt;
+    for rel in ["bin/python3.12", "lib/node_modules/fake/bin/cli.sh"] {
+        std::fs::set_permissions(prefix.join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink("python3.12", prefix.join("bin/python3")).unwrap();
+    std::os::unix::fs::symlink(
+        "../lib/node_modules/fake/bin/cli.sh",
+        prefix.join("bin/fake"),
+    )
+    .unwrap();
+
+    let ws = Workspace::new();
+    ws.write(
+        "cairn.toml",
+        &format!(
+            "[build]\ntool_path = [\"{}/bin\", \"/usr/bin\", \"/bin\"]\n",
+            prefix.display()
+        ),
+    );
+    ws.write(
+        "BUILD.star",
+        "action(name = \"py\", cmd = \"python3 > $OUT\", outs = [\"py.txt\"])\n\
+         action(name = \"fake\", cmd = \"fake > $OUT\", outs = [\"fake.txt\"])\n",
+    );
+    let namespace = namespaces_available();
+    let sandbox = if namespace { "namespace" } else { "directory" };
+    let build = || ws.json_run(&["build", "--sandbox", sandbox], 0);
+    assert_eq!(build().count("executed"), 2);
+    // Hidden in the namespace sandbox: nothing in its site-packages.
+    let visible = if namespace { "0" } else { "1" };
+    assert_eq!(ws.read("py.txt"), format!("json v1\n{visible}\n"));
+    assert_eq!(ws.read("fake.txt"), "fake v1\n");
+
+    // An installed package is not the interpreter: still cached.
+    write("lib/python3.12/site-packages/six.py", "# six 2\n");
+    assert_eq!(build().count("executed"), 0);
+    // Its standard library is, and npm's package is npm.
+    write("lib/python3.12/json/__init__.py", "json v2\n");
+    write("lib/node_modules/fake/lib/x.txt", "fake v2\n");
+    let why = ws.cairn(&["why", "//:py"]);
+    assert!(
+        why.stdout.contains("tool python3 changed") && why.stdout.contains("installation"),
+        "{}",
+        why.stdout
+    );
+    let run = build();
+    assert_eq!(run.statuses()["//:py"], "executed", "{}", run.stderr);
+    assert_eq!(run.statuses()["//:fake"], "executed", "{}", run.stderr);
+    assert_eq!(ws.read("py.txt"), format!("json v2\n{visible}\n"));
+    assert_eq!(ws.read("fake.txt"), "fake v2\n");
+}
+
+#[test]
+fn global_node_packages_are_hidden_but_for_the_tools_installed_there() {
+    if !namespaces_available() || !std::path::Path::new("/usr/lib/node_modules/npm").is_dir() {
+        return;
+    }
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"plain\", cmd = \"ls /usr/lib/node_modules > $OUT\", outs = [\"plain.txt\"])\n\
+         action(name = \"npm\", cmd = \"npm --version > $OUT; ls /usr/lib/node_modules >> $OUT\", outs = [\"npm.txt\"])\n",
+    );
+    ws.json_run(&["build", "--sandbox", "namespace"], 0);
+    assert_eq!(ws.read("plain.txt"), "");
+    let npm = ws.read("npm.txt");
+    assert!(npm.ends_with("\nnpm\n"), "only npm itself is there: {npm}");
+}
+
+#[test]
 fn inputs_are_read_only_in_the_namespace_sandbox() {
     if !namespaces_available() {
         return;
