@@ -262,6 +262,7 @@ impl<'a> Session<'a> {
         let (analysis, states) = analyze(
             &self.ws.root,
             std::slice::from_ref(&self.store_dir),
+            &self.ws.tool_path(),
             &store,
             load_states,
         )

@@ -59,6 +59,8 @@ pub(crate) struct Analysis {
     pub loads: std::collections::BTreeMap<String, Vec<String>>,
     /// The workspace scan: package → the files it owns (package-relative, sorted).
     pub scan: Scan,
+    /// What `host_tools()` asked: tool name → whether it was found.
+    pub probes: std::collections::BTreeMap<String, bool>,
 }
 
 /// Scans and loads the workspace (reusing the analysis cache stored in `store`) and checks
@@ -67,6 +69,7 @@ pub(crate) struct Analysis {
 pub(crate) fn analyze<E: Send>(
     root: &Path,
     skip: &[std::path::PathBuf],
+    tool_path: &[std::path::PathBuf],
     store: &Store,
     load_states: impl FnOnce() -> Result<Arc<FileStates>, E> + Send,
 ) -> Result<Result<(Analysis, Arc<FileStates>), AnalysisError>, E> {
@@ -98,7 +101,7 @@ pub(crate) fn analyze<E: Send>(
     });
     let states = states?;
     let result = read.and_then(|(scan, mut cache)| {
-        let (analysis, encoded) = analyze_with(root, scan, &states, &mut cache, false)?;
+        let (analysis, encoded) = analyze_with(root, scan, &states, &mut cache, false, tool_path)?;
         if let Some(bytes) = encoded {
             let began = Instant::now();
             // Best effort: a cache that cannot be saved only costs an evaluation next time.
@@ -117,8 +120,9 @@ pub(crate) fn analyze_scanned(
     scan: Scan,
     states: &FileStates,
     cache: &mut AnalysisCache,
+    tool_path: &[std::path::PathBuf],
 ) -> Result<Analysis, AnalysisError> {
-    analyze_with(root, scan, states, cache, true).map(|(analysis, _)| analysis)
+    analyze_with(root, scan, states, cache, true, tool_path).map(|(analysis, _)| analysis)
 }
 
 /// `analyze_scanned`; without `keep_cache`, the cache is consumed, and returned encoded if
@@ -129,9 +133,10 @@ fn analyze_with(
     states: &FileStates,
     cache: &mut AnalysisCache,
     keep_cache: bool,
+    tool_path: &[std::path::PathBuf],
 ) -> Result<(Analysis, Option<Vec<u8>>), AnalysisError> {
     let began = Instant::now();
-    let mut loaded = load_workspace(root, &scan, states, cache, keep_cache)?;
+    let mut loaded = load_workspace(root, &scan, states, cache, keep_cache, tool_path)?;
     let encoded = loaded.encoded_cache.take();
     span("load packages", began);
     let began = Instant::now();
@@ -151,6 +156,7 @@ fn analyze_with(
         packages: loaded.packages,
         evaluated: loaded.evaluated,
         loads: loaded.loads,
+        probes: loaded.probes,
         scan,
     };
     Ok((analysis, encoded))

@@ -11,7 +11,7 @@ pub(crate) mod scan;
 
 pub(crate) use cache::AnalysisCache;
 pub(crate) use diagnostic::Diagnostic;
-pub(crate) use eval::load_workspace;
+pub(crate) use eval::{load_workspace, probes_hold};
 pub(crate) use scan::{Scan, scan_cached, scan_workspace, stored_scan_is_current};
 
 use std::path::PathBuf;

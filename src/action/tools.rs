@@ -117,11 +117,9 @@ impl<'a> ToolResolver<'a> {
             .collect()
     }
 
-    /// The first executable file named `name` on the tool path.
+    /// The first executable file named `name` on the tool path (or at `name`, an absolute
+    /// path: an interpreter named by its installation, `/opt/python3.12/bin/python3`).
     pub fn resolve(&self, name: &str, states: &FileStates) -> Option<Tool> {
-        if name.is_empty() || name.contains('/') {
-            return None;
-        }
         if let Some(found) = self
             .resolved
             .lock()
@@ -130,12 +128,8 @@ impl<'a> ToolResolver<'a> {
         {
             return found.clone();
         }
-        let found = self.search.iter().find_map(|dir| {
-            let path = dir.join(name);
+        let found = find_tool(&self.search, name).and_then(|path| {
             let real = std::fs::canonicalize(&path).ok()?;
-            if !is_executable_file(&real) {
-                return None;
-            }
             if let Some(store) = self.store {
                 // Best effort: without it the tool is only hashed again.
                 let _ = store.preload_file_state(states, &real);
@@ -177,6 +171,23 @@ impl ToolResolver<'_> {
             .insert(real.to_path_buf(), found);
         found
     }
+}
+
+/// Where the tool `name` is: the first executable file of that name in a directory of
+/// `search`, or `name` itself when it is an absolute path to one. `None` for another relative
+/// path.
+pub(crate) fn find_tool(search: &[PathBuf], name: &str) -> Option<PathBuf> {
+    if name.starts_with('/') {
+        let path = PathBuf::from(name);
+        return is_executable_file(&path).then_some(path);
+    }
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    search
+        .iter()
+        .map(|dir| dir.join(name))
+        .find(|path| is_executable_file(path))
 }
 
 fn is_executable_file(path: &Path) -> bool {

@@ -143,8 +143,7 @@ pub(crate) fn build(
             &s.ws,
             &loaded.store,
             &loaded.states,
-            loaded.graph(),
-            !loaded.analysis.evaluated.is_empty(),
+            &loaded.analysis,
             &command,
             &outcome,
         );

@@ -66,7 +66,7 @@ pub(crate) fn watch(
                 })
         })
         .collect();
-    let analysis = analyze_scanned(&s.ws.root, scan, &states, &mut cache)?;
+    let analysis = analyze_scanned(&s.ws.root, scan, &states, &mut cache, &s.ws.tool_path())?;
     let patterns = s.patterns(patterns)?;
     let mut loaded = Loaded {
         store,
@@ -223,7 +223,7 @@ impl Watch<'_> {
             } else {
                 loaded.analysis.scan.clone()
             };
-            match analyze_scanned(&s.ws.root, scan, &loaded.states, cache) {
+            match analyze_scanned(&s.ws.root, scan, &loaded.states, cache, &s.ws.tool_path()) {
                 Ok(analysis) => {
                     loaded.analysis = analysis;
                     self.broken = false;

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::{Tool, ToolResolver};
 use crate::engine::memo::{binary_identity, now_ms};
 use crate::engine::{BuildOutcome, Status, TargetReport};
-use crate::graph::{Graph, Kind, Label};
+use crate::graph::{Kind, Label};
 use crate::load::stored_scan_is_current;
 use crate::workspace::Workspace;
 use std::path::Path;
@@ -118,6 +118,9 @@ struct Record {
     targets: Vec<RecordedTarget>,
     /// Every directory of the targets' output directories.
     out_dirs: Vec<DirState>,
+    /// What the packages' `host_tools()` calls found (an interpreter installed since is a
+    /// package to evaluate again).
+    probes: std::collections::BTreeMap<String, bool>,
 }
 
 /// The identity of a command: what it builds, from where, with which settings.
@@ -196,7 +199,7 @@ pub(crate) fn replay(
         .tools
         .iter()
         .all(|(name, was)| tool_identity(&tools.resolve(name, states)) == *was);
-    if !same_tools {
+    if !same_tools || !crate::load::probes_hold(&ws.tool_path(), &record.probes) {
         return None;
     }
     let mut reports = Vec::with_capacity(record.targets.len());
@@ -228,16 +231,16 @@ pub(crate) fn replay(
 }
 
 /// Records `outcome` as the up-to-date answer to `command`, if it may be (see the module
-/// doc). Call after the file states were saved.
+/// doc), from the build's `analysis`. Call after the file states were saved.
 pub(crate) fn record(
     ws: &Workspace,
     store: &Store,
     states: &FileStates,
-    graph: &Graph,
-    evaluated: bool,
+    analysis: &crate::engine::Analysis,
     command: &str,
     outcome: &BuildOutcome,
 ) {
+    let (graph, evaluated) = (&analysis.graph, !analysis.evaluated.is_empty());
     let (workspace, id) = (ws.key(), record_id(command));
     let key = cairn_store::Record::UpToDate {
         workspace: &workspace,
@@ -296,6 +299,7 @@ pub(crate) fn record(
             .collect(),
         targets,
         out_dirs,
+        probes: analysis.probes.clone(),
     };
     if let Ok(bytes) = postcard::to_stdvec(&record) {
         let _ = store.put_record(&key, &bytes);

@@ -34,15 +34,25 @@ pub(crate) struct PackageContext {
     pub targets: RefCell<Vec<Target>>,
     /// Paths returned by `glob()`.
     pub globbed: RefCell<HashSet<WorkspacePath>>,
+    /// The tool path, for `host_tools()`.
+    pub tool_path: Arc<Vec<std::path::PathBuf>>,
+    /// What `host_tools()` asked: tool name → whether it was found.
+    pub probes: RefCell<std::collections::BTreeMap<String, bool>>,
 }
 
 impl PackageContext {
-    pub fn new(package: String, files: Arc<Vec<String>>) -> PackageContext {
+    pub fn new(
+        package: String,
+        files: Arc<Vec<String>>,
+        tool_path: Arc<Vec<std::path::PathBuf>>,
+    ) -> PackageContext {
         PackageContext {
             package,
             files,
             targets: RefCell::default(),
             globbed: RefCell::default(),
+            tool_path,
+            probes: RefCell::default(),
         }
     }
 }
@@ -299,6 +309,31 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
             }
         }
         Ok(matched)
+    }
+
+    /// The tools of `candidates` this machine has, in their order: names found on the tool
+    /// path, absolute paths to an executable. For a matrix over what is installed:
+    /// `[pytest(name = "test_" + py, python = py, ...) for py in host_tools(["python3.11",
+    /// "python3.12"])]`. What was asked is recorded: installing or removing one of them makes
+    /// the package evaluate again.
+    fn host_tools<'v>(
+        #[starlark(require = pos)] candidates: UnpackList<String>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Vec<String>> {
+        let ctx = context(eval)?;
+        let mut probes = ctx.probes.borrow_mut();
+        let mut found = Vec::new();
+        for name in candidates.items {
+            if !name.starts_with('/') && (name.is_empty() || name.contains('/')) {
+                bail!("host_tools(): `{name}` is neither a tool name nor an absolute path");
+            }
+            let here = crate::action::tools::find_tool(&ctx.tool_path, &name).is_some();
+            probes.insert(name.clone(), here);
+            if here {
+                found.push(name);
+            }
+        }
+        Ok(found)
     }
 
     /// The package of the BUILD file being evaluated (`"apps/web"`; `""` at the root).

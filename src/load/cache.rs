@@ -31,6 +31,8 @@ pub(crate) struct PackageEntry {
     /// `definition_digest()` of each target, in order: decoded targets get theirs from here.
     pub definitions: Vec<[u8; 32]>,
     pub globbed: Vec<WorkspacePath>,
+    /// What `host_tools()` asked: tool name → whether it was found.
+    pub probes: BTreeMap<String, bool>,
 }
 
 impl AnalysisCache {
@@ -95,6 +97,7 @@ mod tests {
                 build: "b".into(),
                 files: "f".into(),
                 loads: BTreeMap::new(),
+                probes: BTreeMap::new(),
                 targets,
                 definitions,
                 globbed: Vec::new(),

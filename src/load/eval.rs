@@ -34,6 +34,8 @@ pub(crate) struct Loaded {
     pub loads: BTreeMap<String, Vec<String>>,
     /// When the cache was not kept and something was evaluated: the encoded new cache.
     pub encoded_cache: Option<Vec<u8>>,
+    /// What the packages' `host_tools()` calls asked: tool name → whether it was found.
+    pub probes: BTreeMap<String, bool>,
 }
 
 fn build_dialect() -> Dialect {
@@ -214,8 +216,10 @@ pub(crate) fn load_workspace(
     states: &FileStates,
     cache: &mut AnalysisCache,
     keep: bool,
+    tool_path: &[std::path::PathBuf],
 ) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
+    let tool_path = Arc::new(tool_path.to_vec());
     // Built on first need: a fully cached load never starts Starlark. Shared by all packages,
     // so each `.star` file is evaluated once per build.
     let mut loader: Option<StarLoader> = None;
@@ -247,6 +251,7 @@ pub(crate) fn load_workspace(
                 && e.loads
                     .iter()
                     .all(|(f, d)| current_digest(f).as_ref() == Some(d))
+                && probes_hold(&tool_path, &e.probes)
         });
         let entry = match reusable {
             Some(entry) => entry,
@@ -270,7 +275,7 @@ pub(crate) fn load_workspace(
                     });
                 }
                 let loader = loader.as_ref().expect("initialised above");
-                let entry = evaluate_package(loader, package, files, &build, source)?;
+                let entry = evaluate_package(loader, package, files, &build, source, &tool_path)?;
                 loaded.evaluated.push(package.clone());
                 PackageEntry {
                     build: build_digest,
@@ -279,6 +284,9 @@ pub(crate) fn load_workspace(
                 }
             }
         };
+        loaded
+            .probes
+            .extend(entry.probes.iter().map(|(k, v)| (k.clone(), *v)));
         entries.insert(package.clone(), entry);
     }
     loaded.packages = entries.len();
@@ -316,8 +324,13 @@ fn evaluate_package(
     files: &[String],
     build: &str,
     source: String,
+    tool_path: &Arc<Vec<std::path::PathBuf>>,
 ) -> Result<PackageEntry, LoadError> {
-    let ctx = PackageContext::new(package.to_string(), Arc::new(files.to_vec()));
+    let ctx = PackageContext::new(
+        package.to_string(),
+        Arc::new(files.to_vec()),
+        tool_path.clone(),
+    );
     loader.touched.borrow_mut().push(BTreeSet::new());
     let result = loader.evaluate(&format!("//{build}"), source, &build_dialect(), Some(&ctx));
     let touched = loader.touched.borrow_mut().pop().unwrap_or_default();
@@ -330,7 +343,9 @@ fn evaluate_package(
     let mut globbed: Vec<WorkspacePath> = ctx.globbed.into_inner().into_iter().collect();
     globbed.sort();
     let targets = ctx.targets.into_inner();
+    let probes = ctx.probes.into_inner();
     Ok(PackageEntry {
+        probes,
         build: String::new(),
         files: String::new(),
         loads,
@@ -338,4 +353,14 @@ fn evaluate_package(
         targets,
         globbed,
     })
+}
+
+/// Whether every `host_tools()` answer still holds: each tool is (or is not) there as it was.
+pub(crate) fn probes_hold(
+    tool_path: &[std::path::PathBuf],
+    probes: &BTreeMap<String, bool>,
+) -> bool {
+    probes
+        .iter()
+        .all(|(name, was)| crate::action::tools::find_tool(tool_path, name).is_some() == *was)
 }

@@ -231,3 +231,67 @@ fn a_star_file_first_loaded_by_an_evaluation_is_watched_too() {
     );
     assert_eq!(run.statuses()["//lib:greet"], "failed");
 }
+
+#[test]
+fn host_tools_makes_a_matrix_of_what_is_installed_and_sees_one_installed_later() {
+    let ws = Workspace::new();
+    let bin = tempfile::tempdir().unwrap();
+    ws.write(
+        "cairn.toml",
+        &format!(
+            "[build]\ntool_path = [\"{}\", \"/usr/bin\", \"/bin\"]\n",
+            bin.path().display()
+        ),
+    );
+    let install = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = bin.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho {name}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    install("interp3.11");
+    ws.write(
+        "BUILD.star",
+        "[test(name = \"test_\" + py.rsplit(\"/\", 1)[-1], cmd = py) for py in host_tools([\"interp3.11\", \"interp3.12\", \"/usr/bin/env\", \"/nonexistent/python3\"])]\n",
+    );
+    let labels = |run: &Run| {
+        let mut l: Vec<String> = run.statuses().into_keys().collect();
+        l.sort();
+        l
+    };
+    let first = ws.json_run(&["test"], 0);
+    assert_eq!(
+        labels(&first),
+        ["//:test_env", "//:test_interp3.11"],
+        "{}",
+        first.stderr
+    );
+    // Repeated: the up-to-date replay answers, with the same matrix.
+    pause();
+    assert_eq!(labels(&settle(&ws, 2)), labels(&first));
+    // A newly installed interpreter joins the matrix (neither the replay nor the analysis
+    // cache hides it).
+    install("interp3.12");
+    let second = ws.json_run(&["-v", "test"], 0);
+    assert!(!replayed(&second), "{}", second.stderr);
+    assert_eq!(
+        labels(&second),
+        ["//:test_env", "//:test_interp3.11", "//:test_interp3.12"],
+        "{}",
+        second.stderr
+    );
+    assert_eq!(second.statuses()["//:test_interp3.12"], "executed");
+    assert_eq!(second.statuses()["//:test_interp3.11"], "cached");
+
+    ws.write("BUILD.star", "x = host_tools([\"bin/python3\"])\n");
+    let bad = ws.cairn(&["build"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("BUILD.star:1:")
+            && bad
+                .stderr
+                .contains("`bin/python3` is neither a tool name nor an absolute path"),
+        "{}",
+        bad.stderr
+    );
+}
