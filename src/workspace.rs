@@ -247,10 +247,15 @@ impl Workspace {
         self.root.display().to_string()
     }
 
-    /// The tool path: `cairn.toml`'s `tool_path`, else the system default.
+    /// The tool path: `cairn.toml`'s `tool_path`, else the system default. An entry may start
+    /// with `~/` (the home directory) and hold `*` in its components (`~/.pyenv/versions/*/bin`:
+    /// every installed version, in name order; none is no directory).
     pub fn tool_path(&self) -> Vec<PathBuf> {
         match &self.config.build.tool_path {
-            Some(dirs) => dirs.iter().map(|d| self.root.join(d)).collect(),
+            Some(dirs) => dirs
+                .iter()
+                .flat_map(|d| expand_dir(&self.root, d))
+                .collect(),
             None => DEFAULT_TOOL_PATH.iter().map(PathBuf::from).collect(),
         }
     }
@@ -358,9 +363,89 @@ impl fmt::Debug for WorkspacePath {
     }
 }
 
+/// `HOME`, for `~/` in the tool path (read where the tool path is needed, in this file as
+/// `HostEnv` is).
+#[allow(clippy::disallowed_methods)]
+fn home_dir() -> Option<std::ffi::OsString> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty())
+}
+
+/// One `tool_path` entry as directories: `~/` is the home directory, a relative entry is below
+/// the workspace `root`, and a component with `*` matches every directory it names.
+fn expand_dir(root: &Path, entry: &Path) -> Vec<PathBuf> {
+    let text = entry.to_string_lossy();
+    let start = match (text.strip_prefix("~/"), home_dir()) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => root.join(entry),
+    };
+    if !text.contains('*') {
+        return vec![start];
+    }
+    let mut found = vec![PathBuf::new()];
+    for part in start.components() {
+        let part = part.as_os_str();
+        let name = part.to_string_lossy();
+        if !name.contains('*') {
+            found.iter_mut().for_each(|p| p.push(part));
+            continue;
+        }
+        let Ok(glob) = globset::Glob::new(&name) else {
+            return Vec::new();
+        };
+        let matcher = glob.compile_matcher();
+        found = found
+            .iter()
+            .flat_map(|dir| {
+                let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| matcher.is_match(e.file_name()) && e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect();
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_path_entries_expand_home_and_stars() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["3.9.18", "3.12.1", "3.10.13"] {
+            std::fs::create_dir_all(dir.path().join(format!("versions/{v}/bin"))).unwrap();
+        }
+        std::fs::write(dir.path().join("versions/file"), "").unwrap();
+        let found = expand_dir(dir.path(), Path::new("versions/*/bin"));
+        let names: Vec<String> = found
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "versions/3.10.13/bin",
+                "versions/3.12.1/bin",
+                "versions/3.9.18/bin"
+            ]
+        );
+        assert!(expand_dir(dir.path(), Path::new("none/*/bin")).is_empty());
+        assert_eq!(
+            expand_dir(dir.path(), Path::new("/usr/bin")),
+            [PathBuf::from("/usr/bin")]
+        );
+        let home = PathBuf::from(home_dir().unwrap());
+        assert_eq!(
+            expand_dir(dir.path(), Path::new("~/bin")),
+            [home.join("bin")]
+        );
+    }
 
     #[test]
     fn paths_are_normalised_and_kept_in_their_package() {

@@ -32,6 +32,12 @@ pub(crate) fn installation_digest(
     } else {
         Vec::new()
     };
+    if let Some(store) = store {
+        for lib in &files {
+            // Best effort, as below.
+            let _ = store.preload_file_state(states, lib);
+        }
+    }
     let mut trees = Vec::new();
     if let Some(stdlib) = python_stdlib(real) {
         trees.push((stdlib, true));
@@ -45,7 +51,14 @@ pub(crate) fn installation_digest(
             // Best effort: without it the tree is only hashed again.
             let _ = store.preload_file_states_under(states, tree);
         }
-        walk(tree, *stdlib, &mut files, &mut links);
+        let listed = listing(tree, *stdlib, store);
+        files.extend(listed.files.into_iter().map(PathBuf::from));
+        links.extend(
+            listed
+                .links
+                .into_iter()
+                .map(|(p, t)| (PathBuf::from(p), PathBuf::from(t))),
+        );
     }
     if files.is_empty() && links.is_empty() {
         return None;
@@ -53,15 +66,26 @@ pub(crate) fn installation_digest(
     files.sort();
     files.dedup();
     links.sort();
+    // One `stat` per known file (its state is remembered), on every core.
+    use rayon::prelude::*;
+    let digests: Vec<Option<(Digest, bool)>> = files
+        .par_iter()
+        .map(|path| {
+            states
+                .file_info(path)
+                .ok()
+                .map(|(info, _)| (info.digest, info.executable))
+        })
+        .collect();
     let mut listing = Vec::new();
-    for path in &files {
-        let Ok((info, _)) = states.file_info(path) else {
+    for (path, found) in files.iter().zip(digests) {
+        let Some((digest, executable)) = found else {
             continue;
         };
         listing.extend_from_slice(path.as_os_str().as_encoded_bytes());
         listing.push(0);
-        listing.extend_from_slice(&info.digest.hash);
-        listing.push(u8::from(info.executable));
+        listing.extend_from_slice(&digest.hash);
+        listing.push(u8::from(executable));
     }
     for (path, target) in &links {
         listing.extend_from_slice(path.as_os_str().as_encoded_bytes());
@@ -170,9 +194,71 @@ fn script_package(real: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Every file and symlink of `tree`; a standard library without its packages, caches and
-/// top-level `test` package.
-fn walk(tree: &Path, stdlib: bool, files: &mut Vec<PathBuf>, links: &mut Vec<(PathBuf, PathBuf)>) {
+/// What a tree holds: its directories as `lstat` saw them (path, mtime and ctime in ns, inode),
+/// files and symlinks (with their targets).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Listing {
+    dirs: Vec<(String, i64, i64, u64)>,
+    files: Vec<String>,
+    links: Vec<(String, String)>,
+}
+
+fn dir_state(path: &Path) -> Option<(i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((
+        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        m.ino(),
+    ))
+}
+
+/// The listing of `tree`, remembered in the store while none of its directories changed (a
+/// file that appears, vanishes or is replaced changes its directory's times): a `stat` per
+/// directory instead of reading each.
+fn listing(tree: &Path, stdlib: bool, store: Option<&Store>) -> Listing {
+    let remembered = store.map(|s| {
+        let id = format!("{}\0{stdlib}", tree.display());
+        s.root().join("tools").join(format!(
+            "{}.tree",
+            &Digest::of_bytes(id.as_bytes()).hex()[..32]
+        ))
+    });
+    if let Some(path) = &remembered
+        && let Ok(bytes) = std::fs::read(path)
+        && let Ok(listed) = postcard::from_bytes::<Listing>(&bytes)
+        && listed
+            .dirs
+            .iter()
+            .all(|(d, m, c, i)| dir_state(Path::new(d)) == Some((*m, *c, *i)))
+    {
+        return listed;
+    }
+    let listed = walk(tree, stdlib);
+    // Not while a directory may still change within its clock tick unseen.
+    let now_ns = crate::engine::memo::now_ms().saturating_mul(1_000_000);
+    let settled = listed
+        .dirs
+        .iter()
+        .all(|(_, m, c, _)| now_ns - (*m).max(*c) > cairn_store::RACY_WINDOW_NS);
+    if let Some(path) = remembered
+        && settled
+        && let Some(dir) = path.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+        && let Ok(bytes) = postcard::to_stdvec(&listed)
+    {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+    listed
+}
+
+/// Every directory, file and symlink of `tree`; a standard library without its packages,
+/// caches and top-level `test` package.
+fn walk(tree: &Path, stdlib: bool) -> Listing {
+    let mut listed = Listing::default();
     let entries = walkdir::WalkDir::new(tree)
         .follow_links(false)
         .into_iter()
@@ -183,16 +269,22 @@ fn walk(tree: &Path, stdlib: bool, files: &mut Vec<PathBuf>, links: &mut Vec<(Pa
             let name = e.file_name().to_string_lossy();
             !(NOT_STDLIB.contains(&name.as_ref()) || (e.depth() == 1 && name == "test"))
         });
+    let text = |p: &Path| p.to_string_lossy().into_owned();
     for entry in entries.flatten() {
         let kind = entry.file_type();
-        if kind.is_file() {
-            files.push(entry.into_path());
+        if kind.is_dir() {
+            if let Some((m, c, i)) = dir_state(entry.path()) {
+                listed.dirs.push((text(entry.path()), m, c, i));
+            }
+        } else if kind.is_file() {
+            listed.files.push(text(entry.path()));
         } else if kind.is_symlink()
             && let Ok(target) = std::fs::read_link(entry.path())
         {
-            links.push((entry.into_path(), target));
+            listed.links.push((text(entry.path()), text(&target)));
         }
     }
+    listed
 }
 
 #[cfg(test)]

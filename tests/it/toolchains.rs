@@ -213,3 +213,106 @@ fn the_tokens_node_example_builds_and_tests_with_style_dictionary_and_esbuild() 
     assert_eq!(s["//apps/mobile:unit"], "cached");
     assert_eq!(s["//:deps"], "cached");
 }
+
+/// The interpreters of `examples/pytools`' matrix this machine has, as its cairn.toml finds
+/// them (the system's directories, then pyenv's versions).
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn pytools_interpreters() -> Vec<String> {
+    let mut dirs: Vec<std::path::PathBuf> = ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        let versions = std::path::Path::new(&home).join(".pyenv/versions");
+        let mut found: Vec<_> = std::fs::read_dir(versions)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .collect();
+        found.sort();
+        dirs.extend(found);
+    }
+    ["3.9", "3.10", "3.11", "3.12", "3.13"]
+        .iter()
+        .filter(|v| dirs.iter().any(|d| d.join(format!("python{v}")).is_file()))
+        .map(|v| v.to_string())
+        .collect()
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // Test configuration, not build input.
+fn the_pytools_example_runs_its_suites_on_every_interpreter_with_junit_and_a_coverage_gate() {
+    let ws = Workspace::example("pytools");
+    let junit = ws.path("junit.xml");
+    let junit_arg = junit.to_str().unwrap();
+    let run = ws.cairn(&["test", "--json", "--junit", junit_arg]);
+    if run.code != 0 && run.stderr.contains("//:pydeps") && !run.stderr.contains("actual:") {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_SERVERS").is_none(),
+            "pip could not install:\n{}",
+            run.stderr
+        );
+        return;
+    }
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pythons = pytools_interpreters();
+    assert!(!pythons.is_empty());
+    let statuses = run.statuses();
+    for v in &pythons {
+        for suite in ["tokens", "stats", "report"] {
+            assert_eq!(statuses[&format!("//:{suite}_py{v}")], "executed", "{v}");
+        }
+    }
+    // The matrix is exactly what is installed, plus the tree, the report and its gate.
+    assert_eq!(statuses.len(), 3 * pythons.len() + 3, "{statuses:?}");
+    // Each target's pytest cases, in cairn's JUnit, under the target's own suite.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    for v in &pythons {
+        assert!(
+            xml.contains(&format!(
+                "<testsuite name=\"//:tokens_py{v}\" tests=\"4\" failures=\"0\""
+            )),
+            "{xml}"
+        );
+    }
+    assert_eq!(
+        xml.matches(r#"name="test_apostrophes_stay_inside_words""#)
+            .count(),
+        pythons.len()
+    );
+    assert!(
+        ws.read(".cairn-test/report_py3.11/test.xml")
+            .contains("test_report_lists_the_top_words")
+    );
+    assert_eq!(ws.json_run(&["test"], 0).count("executed"), 0);
+
+    // A change to `stats` re-runs the suites that import it, on every interpreter, and the
+    // coverage report; not the tokens suites.
+    ws.edit(
+        "src/textstats/stats.py",
+        "key=lambda item: (-item[1], item[0])",
+        "key=lambda pair: (-pair[1], pair[0])",
+    );
+    let edit = ws.json_run(&["test"], 0);
+    let s = edit.statuses();
+    for v in &pythons {
+        assert_eq!(s[&format!("//:stats_py{v}")], "executed");
+        assert_eq!(s[&format!("//:report_py{v}")], "executed");
+        assert_eq!(s[&format!("//:tokens_py{v}")], "cached");
+    }
+    assert_eq!(s["//:coverage_report"], "executed");
+
+    // Untested code: the coverage gate fails with the figure.
+    ws.write(
+        "src/textstats/extra.py",
+        "def unused(a, b):\n    if a:\n        return b\n    c = a + b\n    d = c * 2\n    e = d - 1\n    return e\n",
+    );
+    let gate = ws.json_run(&["test", "--keep-going"], 1);
+    assert_eq!(gate.statuses()["//:coverage"], "failed");
+    assert!(
+        gate.stderr.contains("below the minimum of 90%"),
+        "{}",
+        gate.stderr
+    );
+}

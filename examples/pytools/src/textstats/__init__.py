@@ -1,0 +1,1 @@
+"""Word statistics of plain text: tokens, counts, and a printable report."""
