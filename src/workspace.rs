@@ -329,6 +329,23 @@ impl WorkspacePath {
         root.join(&self.0)
     }
 
+    /// Whether a symlink at this path pointing at `target` stays inside the workspace: relative,
+    /// and never climbing above its root (`..` resolved lexically, as every link an output may
+    /// hold is relative and links only to paths that are themselves in the workspace).
+    pub fn link_stays_inside(&self, target: &str) -> bool {
+        if target.starts_with('/') {
+            return false;
+        }
+        let joined = match self.0.rsplit_once('/') {
+            Some((parent, _)) => format!("{parent}/{target}"),
+            None => target.to_string(),
+        };
+        !matches!(
+            WorkspacePath::in_package("", &joined),
+            Err(PathError::Escapes(_) | PathError::Absolute(_))
+        )
+    }
+
     /// Whether `self` is `other` or lies below it.
     pub fn is_within(&self, other: &WorkspacePath) -> bool {
         self.0 == other.0
@@ -475,6 +492,21 @@ mod tests {
         );
         assert_eq!(p.relative_to("packages/tokens"), "dist/web.css");
         assert_eq!(p.relative_to(""), "packages/tokens/dist/web.css");
+    }
+
+    #[test]
+    fn a_link_stays_inside_unless_it_climbs_above_the_root_or_is_absolute() {
+        let link = WorkspacePath::from_normalized("apps/web/node_modules/pkg".into());
+        assert!(link.link_stays_inside("../../../packages/pkg"));
+        assert!(link.link_stays_inside("../../.."));
+        assert!(!link.link_stays_inside("../../../.."));
+        assert!(link.link_stays_inside("./x/../y"));
+        assert!(!link.link_stays_inside("../../../../outside"));
+        assert!(!link.link_stays_inside("x/../../../../../etc/passwd"));
+        assert!(!link.link_stays_inside("/etc/passwd"));
+        let top = WorkspacePath::from_normalized("link".into());
+        assert!(top.link_stays_inside("a/b"));
+        assert!(!top.link_stays_inside(".."));
     }
 
     #[test]

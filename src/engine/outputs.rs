@@ -79,17 +79,26 @@ pub(crate) fn outputs_of(
             .and_then(Digest::from_reapi)
             .ok_or_else(|| bad("digest"))?;
         let contents = read_tree(cas, &digest)?;
-        if restore {
-            restore_contents(cas, states, &contents, &path.to_host(root))?;
-        }
         let entry = |rel: &str| {
             WorkspacePath::in_package(path.as_str(), rel).map_err(|_| bad("tree entry"))
         };
         for (rel, info) in &contents.files {
             provided.files.insert(entry(rel)?, *info);
         }
-        for (rel, target) in contents.symlinks {
-            provided.links.insert(entry(&rel)?, target);
+        for (rel, target) in &contents.symlinks {
+            let link = entry(rel)?;
+            // A result from elsewhere (a remote, an archive) must not plant a way out of the
+            // workspace; one made here never holds one (the executor refuses it).
+            if !link.link_stays_inside(target) {
+                return Err(StoreError::BadTree {
+                    digest: *key,
+                    why: format!("its symlink `{link}` (-> {target}) points outside the workspace"),
+                });
+            }
+            provided.links.insert(link, target.clone());
+        }
+        if restore {
+            restore_contents(cas, states, &contents, &path.to_host(root))?;
         }
     }
     Ok(provided)

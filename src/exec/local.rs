@@ -385,8 +385,10 @@ impl Executor for LocalExecutor<'_> {
                 ..Default::default()
             });
         }
-        // For a fixed-output action: every output file by package-relative path.
+        // For a fixed-output action: every output file and symlink by package-relative path
+        // (a `node_modules/.bin` link, pnpm's layout: the declared digest vouches for them too).
         let mut produced: BTreeMap<String, FileInfo> = BTreeMap::new();
+        let mut produced_links: BTreeMap<String, String> = BTreeMap::new();
         for f in &result.output_files {
             if let Some(d) = f.digest.as_ref().and_then(Digest::from_reapi) {
                 produced.insert(
@@ -415,9 +417,22 @@ impl Executor for LocalExecutor<'_> {
                 }
                 Err(e) => return Err(capture_err(e)),
             };
+            // Links stay inside the workspace (an npm workspace link may leave its tree):
+            // one leading out would let dependents read the host through it.
+            if let Some((link, target)) = contents.symlinks.iter().find(|(link, target)| {
+                WorkspacePath::in_package(dir.as_str(), link)
+                    .is_ok_and(|p| !p.link_stays_inside(target))
+            }) {
+                return Ok(ExecOutcome::Failed(failure(format!(
+                    "made `{dir}/{link}` (-> {target}), which points outside the workspace: an output's symlinks must stay inside it"
+                ))));
+            }
             let rel = dir.relative_to(&action.working_dir);
             for (path, info) in contents.files {
                 produced.insert(format!("{rel}/{path}"), info);
+            }
+            for (path, target) in contents.symlinks {
+                produced_links.insert(format!("{rel}/{path}"), target);
             }
             result.output_directories.push(reapi::OutputDirectory {
                 path: dir.relative_to(&action.working_dir),
@@ -426,7 +441,7 @@ impl Executor for LocalExecutor<'_> {
             });
         }
         if let ActionKind::FixedOutput(expected) = action.kind {
-            let actual = MerkleTree::build(&produced).root;
+            let actual = MerkleTree::build_with_dirs(&produced, &produced_links, &[]).root;
             if actual.hash != expected.hash {
                 return Ok(ExecOutcome::Failed(failure(format!(
                     "produced outputs whose digest differs from the declared one\n  expected: {expected}\n  actual:   {actual}\n  (if the new outputs are right, set digest = \"{actual}\"; if `actual` changes on every run, the action is not reproducible: look for timestamps, absolute paths or unordered listings in its outputs)"

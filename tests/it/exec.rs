@@ -529,3 +529,40 @@ fn npm_deps_installs_a_workspaces_lockfile_from_the_registry_with_its_links() {
     );
     assert_eq!(ws.json_run(&["build"], 0).count("executed"), 0);
 }
+
+#[test]
+fn an_output_symlink_leading_out_of_the_workspace_fails_the_action_naming_it() {
+    // Leaving its own tree is fine (an npm workspace link); leaving the workspace is not: a
+    // dependent would read the host through it, and a remote would hand it to other machines.
+    let ws = Workspace::new();
+    ws.write(
+        "pkg/BUILD.star",
+        "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = \"mkdir -p node_modules/a && ln -s ../../../lib node_modules/a/lib && ln -s ../../../../../etc node_modules/etc\")\n",
+    );
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "made `pkg/node_modules/etc` (-> ../../../../../etc), which points outside the workspace"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("made `pkg/node_modules/a/lib`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path("pkg/node_modules/etc").exists());
+
+    // Inside the workspace, though outside the tree: stored and restored as it is.
+    ws.write(
+        "pkg/BUILD.star",
+        "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = \"mkdir -p node_modules/a && ln -s ../../../lib node_modules/a/lib\")\n",
+    );
+    ws.json_run(&["build"], 0);
+    assert_eq!(
+        std::fs::read_link(ws.path("pkg/node_modules/a/lib")).unwrap(),
+        std::path::Path::new("../../../lib")
+    );
+}

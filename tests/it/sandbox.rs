@@ -714,6 +714,29 @@ fn fixed_output_digests_pick_this_platforms_one() {
 }
 
 #[test]
+fn a_fixed_output_digest_covers_the_symlinks_of_its_tree() {
+    // npm's `.bin` links and pnpm's whole layout are links: the same files with a link moved
+    // are other outputs, and the declared digest must say so.
+    let ws = Workspace::new();
+    let build = |target: &str, digest: &str| {
+        format!(
+            "fixed_output(name = \"deps\", cmd = \"mkdir -p node_modules/.bin node_modules/a node_modules/b && echo a > node_modules/a/cli && echo b > node_modules/b/cli && ln -s {target} node_modules/.bin/cli\", out_dirs = [\"node_modules\"], digest = \"{digest}\")\n"
+        )
+    };
+    ws.write("BUILD.star", &build("../a/cli", &no_digest()));
+    let actual = ws.json_run(&["build"], 1).actual_digest();
+    ws.write("BUILD.star", &build("../a/cli", &actual));
+    ws.json_run(&["build"], 0);
+    assert_eq!(
+        std::fs::read_link(ws.path("node_modules/.bin/cli")).unwrap(),
+        std::path::Path::new("../a/cli")
+    );
+    ws.write("BUILD.star", &build("../b/cli", &actual));
+    let moved = ws.json_run(&["build"], 1);
+    assert_ne!(moved.actual_digest(), actual, "{}", moved.stderr);
+}
+
+#[test]
 fn host_python_packages_are_hidden_from_normal_actions_in_the_namespace_sandbox() {
     if !namespaces_available()
         || !std::path::Path::new("/usr/lib/python3/dist-packages/yaml").is_dir()
