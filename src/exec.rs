@@ -65,13 +65,13 @@ pub(crate) enum ExecError {
     },
     /// Linux refuses to start a program with one argument or environment string over
     /// `MAX_ARG_STRLEN` (128 KiB): said before trying, naming the culprit.
-    #[error(
-        "Cannot start `{label}`: {what} is {size} bytes, over Linux's limit of 131072 for one environment variable or argument"
-    )]
+    #[error("Cannot start `{label}`: {what} is {size} bytes, over Linux's limit of {limit}")]
     TooLarge {
         label: Label,
         what: String,
         size: usize,
+        /// The limit passed, and what it applies to.
+        limit: String,
     },
     #[error("Cannot store the outputs of `{label}`: {source}")]
     Capture {

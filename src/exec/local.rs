@@ -541,15 +541,17 @@ const MAX_ARG_STRLEN: usize = 32 * 4096;
 /// Refuses an action whose command or one of whose environment variables `execve` would
 /// refuse with a bare E2BIG ("Argument list too long").
 fn too_large(label: &Label, action: &PreparedAction) -> Result<(), ExecError> {
-    let err = |what: String, size: usize| ExecError::TooLarge {
+    let err = |what: String, size: usize, limit: String| ExecError::TooLarge {
         label: label.clone(),
         what,
         size,
+        limit,
     };
+    let one = || format!("{MAX_ARG_STRLEN} for one environment variable or argument");
     // `umask 022; ` and the NUL.
     let cmd = action.cmd.len() + 12;
     if cmd > MAX_ARG_STRLEN {
-        return Err(err("its command".to_string(), cmd));
+        return Err(err("its command".to_string(), cmd, one()));
     }
     for (name, value) in action.env.iter().chain(&action.pass_env) {
         let size = name.len() + value.len() + 2;
@@ -558,8 +560,30 @@ fn too_large(label: &Label, action: &PreparedAction) -> Result<(), ExecError> {
                 "SRCS" => "`$SRCS` (every source file, by path)".to_string(),
                 _ => format!("the environment variable `{name}`"),
             };
-            return Err(err(what, size));
+            return Err(err(what, size, one()));
         }
+    }
+    // And all of them together, with their pointers, against `ARG_MAX` (a quarter of the
+    // stack limit, usually 2 MiB): named by the largest variable, the one to shrink.
+    let strings = action.env.iter().chain(&action.pass_env);
+    let total: usize = cmd
+        + 3 * 8
+        + strings
+            .clone()
+            .map(|(n, v)| n.len() + v.len() + 2 + 8)
+            .sum::<usize>();
+    let limit = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
+        .ok()
+        .flatten()
+        .map_or(2 << 20, |n| n as usize);
+    if total > limit
+        && let Some((name, _)) = strings.max_by_key(|(n, v)| n.len() + v.len())
+    {
+        return Err(err(
+            format!("its command and environment together (the largest variable is `{name}`)"),
+            total,
+            format!("{limit} for all of them (`ARG_MAX`)"),
+        ));
     }
     Ok(())
 }

@@ -240,6 +240,25 @@ fn an_environment_variable_too_large_to_start_names_itself() {
         "{}",
         run.stderr
     );
+
+    // Each variable under the limit for one, all of them over the limit for the whole.
+    ws.write(
+        "BUILD.star",
+        "action(name = \"wide\", cmd = \"true > $OUT\", outs = [\"w.txt\"], env = {\"V\" + str(10 + i): \"x\" * (100000 + i) for i in range(30)})\n",
+    );
+    let wide = ws.json_run(&["build"], 1);
+    assert!(
+        wide.stderr
+            .contains("its command and environment together (the largest variable is `V39`) is")
+            && wide.stderr.contains("for all of them (`ARG_MAX`)"),
+        "{}",
+        wide.stderr
+    );
+    assert!(
+        !wide.stderr.contains("Argument list too long"),
+        "{}",
+        wide.stderr
+    );
 }
 
 #[test]
