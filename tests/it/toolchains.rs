@@ -212,6 +212,49 @@ fn the_tokens_node_example_builds_and_tests_with_style_dictionary_and_esbuild() 
     assert_eq!(s["//apps/web:size_budget"], "cached", "{}", edit.stderr);
     assert_eq!(s["//apps/mobile:unit"], "cached");
     assert_eq!(s["//:deps"], "cached");
+
+    // A token's value: every platform's tokens, the bundle and the tests reading them run
+    // again.
+    ws.edit(
+        "packages/design-tokens/tokens/color.json",
+        "#1a1a1a",
+        "#202020",
+    );
+    let value = ws.json_run(&["test"], 0);
+    let s = value.statuses();
+    for label in [
+        "//packages/design-tokens:tokens_web",
+        "//apps/web:bundle",
+        "//apps/mobile:unit",
+    ] {
+        assert_eq!(s[label], "executed", "{label}: {}", value.stderr);
+    }
+    assert_eq!(s["//:deps"], "cached");
+    assert!(
+        ws.read("packages/design-tokens/dist/web/tokens.css")
+            .contains("--color-text: #202020;")
+    );
+
+    // Clean, then everything restored from the store, node_modules with its links included.
+    let bundle = ws.read("apps/web/dist/app.js");
+    assert_eq!(ws.cairn(&["clean"]).code, 0);
+    assert!(!ws.path("node_modules").exists());
+    let restored = ws.json_run(&["test"], 0);
+    assert_eq!(restored.count("executed"), 0, "{}", restored.stderr);
+    assert_eq!(ws.read("apps/web/dist/app.js"), bundle);
+    assert!(
+        std::fs::symlink_metadata(ws.path("node_modules/.bin/esbuild"))
+            .unwrap()
+            .is_symlink()
+    );
+
+    // Reproducible: --check runs every action again, the install included, to the same bytes.
+    let check = ws.json_run(&["build", "--check"], 0);
+    assert!(
+        check.stderr.contains("re-run by --check"),
+        "{}",
+        check.stderr
+    );
 }
 
 /// The interpreters of `examples/pytools`' matrix this machine has, as its cairn.toml finds
