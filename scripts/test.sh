@@ -54,4 +54,7 @@ else
 fi
 
 cargo test --workspace --locked
+# The torture suite's bounded mode (issue 15): SIGKILLs, concurrent builds, flipped bytes and a
+# full disk against the real binary (~20 s); the long mode writes RELIABILITY.md (see there).
+python3 tests/torture.py --cairn target/debug/cairn
 python3 benches/macro.py --smoke --cairn target/debug/cairn

@@ -48,3 +48,45 @@ pub(crate) enum LoadError {
     #[error("Cannot scan the workspace: {0}")]
     Scan(#[from] ignore::Error),
 }
+
+/// Property tests (issue 15): stored records are packed with `pack`; unpacking any bytes is
+/// the bytes or `None`, never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// zstd's frame magic number, so that frame headers (and their content sizes) are read.
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+    proptest! {
+        #[test]
+        fn packed_bytes_unpack_to_themselves(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            prop_assert_eq!(unpack(&pack(&bytes)), Some(bytes));
+        }
+
+        #[test]
+        fn any_bytes_unpack_or_not(
+            framed in any::<bool>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let bytes = if framed { [MAGIC.as_slice(), &bytes].concat() } else { bytes };
+            unpack(&bytes);
+        }
+
+        #[test]
+        fn a_damaged_pack_unpacks_or_not(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let mut packed = pack(&bytes);
+            let at = flip.0.index(packed.len());
+            packed[at] ^= flip.1;
+            packed.truncate(cut.index(packed.len() + 1));
+            unpack(&packed);
+        }
+    }
+}

@@ -517,3 +517,107 @@ mod tests {
         assert!(!WorkspacePath::from_normalized("a/distx".into()).is_within(&dir));
     }
 }
+
+/// Property tests (issue 15): `WorkspacePath` is the only path that enters a key, so
+/// normalising never panics and never yields a path that leaves the workspace.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A package as labels make them: names, never `.` or `..`.
+    fn package() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-c]{1,2}|[a-c]\\.[a-c]", 0..4).prop_map(|p| p.join("/"))
+    }
+
+    /// A relative path made of the components that matter to normalising.
+    fn rel() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => proptest::collection::vec(
+                prop::sample::select(vec!["a", "b", "c.txt", ".", "..", "", "...", ".a"]),
+                0..7,
+            )
+            .prop_map(|parts| parts.join("/")),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn normal() -> impl Strategy<Value = WorkspacePath> {
+        proptest::collection::vec("[a-c]{1,2}", 1..5)
+            .prop_map(|parts| WorkspacePath::from_normalized(parts.join("/")))
+    }
+
+    /// The reference: `rel`'s components resolved lexically below `base`'s; `None` if a `..`
+    /// climbs above `base`'s root.
+    fn resolve<'a>(base: &[&'a str], rel: &'a str) -> Option<Vec<&'a str>> {
+        let mut parts = base.to_vec();
+        for part in rel.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                p => parts.push(p),
+            }
+        }
+        Some(parts)
+    }
+
+    fn is_normal(path: &str) -> bool {
+        !path.starts_with('/') && path.split('/').all(|c| !matches!(c, "" | "." | ".."))
+    }
+
+    proptest! {
+        #[test]
+        fn in_package_never_panics(package in any::<String>(), rel in any::<String>()) {
+            let _ = WorkspacePath::in_package(&package, &rel);
+        }
+
+        #[test]
+        fn in_package_is_normal_and_stays_in_its_package(package in package(), rel in rel()) {
+            let got = WorkspacePath::in_package(&package, &rel);
+            match resolve(&[], &rel) {
+                _ if rel.starts_with('/') => {
+                    prop_assert_eq!(got, Err(PathError::Absolute(rel.clone())))
+                }
+                None => prop_assert_eq!(got, Err(PathError::Escapes(rel.clone()))),
+                Some(parts) if parts.is_empty() => prop_assert_eq!(got, Err(PathError::Empty)),
+                Some(parts) => {
+                    let path = got.unwrap();
+                    prop_assert!(is_normal(path.as_str()), "{path:?}");
+                    let expected = if package.is_empty() {
+                        parts.join("/")
+                    } else {
+                        format!("{package}/{}", parts.join("/"))
+                    };
+                    prop_assert_eq!(path.as_str(), expected.as_str());
+                    if !package.is_empty() {
+                        let pkg = WorkspacePath::from_normalized(package.clone());
+                        prop_assert!(path.is_within(&pkg));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn link_stays_inside_agrees_with_a_lexical_resolver(link in normal(), target in rel()) {
+            let parent: Vec<&str> = match link.as_str().rsplit_once('/') {
+                Some((dir, _)) => dir.split('/').collect(),
+                None => Vec::new(),
+            };
+            let inside = !target.starts_with('/') && resolve(&parent, &target).is_some();
+            prop_assert_eq!(link.link_stays_inside(&target), inside);
+        }
+
+        #[test]
+        fn relative_to_resolves_back_to_the_path(path in normal(), package in package()) {
+            let rel = path.relative_to(&package);
+            let base: Vec<&str> = package.split('/').filter(|p| !p.is_empty()).collect();
+            prop_assert_eq!(
+                resolve(&base, &rel).map(|parts| parts.join("/")),
+                Some(path.as_str().to_string()),
+                "{:?} from {:?}", rel, package
+            );
+        }
+    }
+}

@@ -211,6 +211,18 @@ pub(crate) fn execute(
 ) -> Result<BuildOutcome, Error> {
     // Shared with other builds; `store gc` waits for it.
     let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
+    // One writer of this workspace's outputs at a time (a second build, a watch beside it).
+    let _writer = loaded
+        .store
+        .lock_workspace(&s.ws.key(), |pid| {
+            let holder = pid.map_or("another cairn process".to_string(), |p| {
+                format!("cairn (pid {p})")
+            });
+            report::print_stderr(&format!(
+                "Waiting for {holder}, which is building this workspace..."
+            ));
+        })
+        .map_err(|e| s.store_error(e))?;
     let reporter = ConsoleReporter::new(s.style, s.opts.verbose).for_watch(watch);
     let mode = sandbox_mode(s);
     let warn = |text: &str| reporter.warning(text);

@@ -108,10 +108,27 @@ pub(crate) fn verify(s: &Session) -> Result<u8, Error> {
             "blobs": r.blobs,
             "corrupt": r.corrupt.iter().map(|h| format!("blake3:{h}")).collect::<Vec<_>>(),
             "results_removed": r.results_removed,
+            "dangling_removed": r.dangling_removed,
+            "database_problems": r.database_problems,
         }));
-    } else if r.corrupt.is_empty() {
+    } else if r.is_sound() {
         report::print_stderr(&format!("All {} blobs are sound", r.blobs));
     } else {
+        for problem in &r.database_problems {
+            report::print_stderr(&format!(
+                "{} the metadata database: {problem}",
+                s.style.red("error:")
+            ));
+        }
+        if r.dangling_removed > 0 {
+            report::print_stderr(&format!(
+                "{} {} action results named blobs the store does not have (removed); the next build re-creates them",
+                s.style.red("error:"),
+                r.dangling_removed
+            ));
+        }
+    }
+    if !r.corrupt.is_empty() {
         for hex in &r.corrupt {
             report::print_stderr(&format!(
                 "{} corrupt blob blake3:{hex} (removed)",
@@ -125,7 +142,7 @@ pub(crate) fn verify(s: &Session) -> Result<u8, Error> {
             r.results_removed
         ));
     }
-    Ok(if r.corrupt.is_empty() { 0 } else { 1 })
+    Ok(if r.is_sound() { 0 } else { 1 })
 }
 
 /// `cairn store keygen NAME --secret-file PATH`: a new signing key. The secret goes to PATH

@@ -563,3 +563,49 @@ mod tests {
         assert!(!store.cas().contains(&Digest::of_bytes(b"wrong")));
     }
 }
+
+/// Property tests (issue 15): the digests manifest of a remote result is bytes from elsewhere;
+/// reading any of them is a map or `None`, and a written manifest reads back to its pairs.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn written_manifests_read_back(
+            pairs in proptest::collection::btree_map(
+                any::<[u8; 32]>(),
+                (any::<[u8; 32]>(), 0..=i64::MAX as u64),
+                0..6,
+            ),
+        ) {
+            let mut pairs: Vec<(RemoteDigest, Digest)> = pairs
+                .into_iter()
+                .map(|(sha, (hash, size))| {
+                    let remote = RemoteDigest { function: DigestFunction::Sha256, hash: sha, size };
+                    (remote, Digest { hash, size })
+                })
+                .collect();
+            let expected: HashMap<RemoteDigest, Digest> = pairs.iter().copied().collect();
+            prop_assert_eq!(parse_digests_manifest(&digests_manifest(&mut pairs)), Some(expected));
+        }
+
+        #[test]
+        fn any_manifest_bytes_read_or_are_refused(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                "([0-9a-f]{64} -?[0-9]{1,20} [0-9a-fA-F]{63,65}( x)?\n){0,3}"
+                    .prop_map(String::into_bytes),
+            ],
+        ) {
+            if let Some(map) = parse_digests_manifest(&bytes) {
+                let text = std::str::from_utf8(&bytes).unwrap();
+                prop_assert!(map.len() <= text.lines().count());
+                for (remote, local) in map {
+                    prop_assert_eq!(remote.size, local.size);
+                }
+            }
+        }
+    }
+}

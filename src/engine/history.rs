@@ -124,7 +124,10 @@ impl super::Recorder for HistoryRecorder {
 }
 
 fn short(hex: &str) -> String {
-    format!("blake3:{}…", &hex[..hex.len().min(8)])
+    // The first 8 characters, not bytes: a recorded digest is not trusted to be hex
+    // (`any_two_recorded_manifests_are_explained`).
+    let end = hex.char_indices().nth(8).map_or(hex.len(), |(i, _)| i);
+    format!("blake3:{}…", &hex[..end])
 }
 
 /// The differences between the last recorded manifest and the current one, most specific
@@ -140,7 +143,9 @@ pub(crate) fn explain(
     let mut own = Vec::new();
     let mut deps = Vec::new();
     let producer = |path: &str| -> Option<(Label, String)> {
-        let wp = WorkspacePath::from_normalized(path.to_string());
+        // Normalised, not trusted to be: a manifest read back may be damaged or foreign
+        // (`any_two_recorded_manifests_are_explained`).
+        let wp = WorkspacePath::in_package("", path).ok()?;
         graph.all_outputs().find_map(|(t, out)| {
             wp.is_within(out)
                 .then(|| (t.label.clone(), wp.relative_to(&t.label.package)))
@@ -234,4 +239,80 @@ pub(crate) fn explain(
         ));
     }
     own.into_iter().chain(deps).chain(rest).collect()
+}
+
+/// Property tests (issue 15): a manifest read back from the history may be damaged or written
+/// by another cairn; decoding any bytes is a manifest or `None`, and explaining the difference
+/// between any two never panics.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map("[a-c/]{1,6}|\\PC{0,6}", "[0-9a-f]{0,64}|\\PC{0,12}", 0..4)
+    }
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        (
+            "\\PC{0,16}",
+            map(),
+            map(),
+            map(),
+            proptest::collection::vec("\\PC{0,8}", 0..3),
+            any::<u64>(),
+            map(),
+        )
+            .prop_map(|(cmd, env, tools, inputs, outputs, timeout_ms, platform)| {
+                Manifest {
+                    cmd,
+                    env,
+                    tools,
+                    inputs,
+                    outputs,
+                    timeout_ms,
+                    platform,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn manifests_round_trip(manifest in manifest()) {
+            prop_assert_eq!(Manifest::decode(&manifest.encode()), Some(manifest));
+        }
+
+        #[test]
+        fn any_bytes_decode_to_a_manifest_or_none(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..128),
+                "\\{(\"[a-z_]{2,10}\":(\"\\PC{0,4}\"|[0-9]{1,3}|\\{\\}|\\[\\]),?){0,4}\\}"
+                    .prop_map(String::into_bytes),
+            ],
+        ) {
+            Manifest::decode(&bytes);
+        }
+
+        #[test]
+        fn any_two_recorded_manifests_are_explained(old in manifest(), new in manifest()) {
+            let graph = Graph::new(Vec::new(), &|_, _| false).unwrap();
+            let reasons = explain(&graph, &old, &new, &BTreeSet::new());
+            prop_assert_eq!(reasons.is_empty(), {
+                let env = |m: &Manifest| -> BTreeMap<String, String> {
+                    m.env
+                        .iter()
+                        .filter(|(k, _)| !DERIVED_ENV.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                };
+                old.inputs == new.inputs
+                    && env(&old) == env(&new)
+                    && old.tools == new.tools
+                    && (old.platform.is_empty() || old.platform == new.platform)
+                    && old.cmd == new.cmd
+                    && old.outputs == new.outputs
+                    && old.timeout_ms == new.timeout_ms
+            });
+        }
+    }
 }

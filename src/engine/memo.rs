@@ -347,3 +347,96 @@ mod tests {
         assert_eq!(KeyMemo::load(&db, "/other").outcome(label, &fp), None);
     }
 }
+
+/// Property tests (issue 15): the memo read back from the store may be damaged or foreign;
+/// loading any bytes is a memo (empty when unreadable), never a panic, and what was saved
+/// loads back as it was.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    fn path() -> impl Strategy<Value = WorkspacePath> {
+        "[a-c]{1,2}(/[a-c.]{1,3}){0,2}"
+            .prop_filter_map("a normal path", |p| WorkspacePath::in_package("", &p).ok())
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        let info = (any::<[u8; 32]>(), any::<u64>(), any::<bool>()).prop_map(
+            |(hash, size, executable)| FileInfo {
+                digest: Digest { hash, size },
+                executable,
+            },
+        );
+        (
+            any::<[u8; 32]>(),
+            any::<([u8; 32], u64)>(),
+            proptest::collection::btree_map(path(), info, 0..3),
+            proptest::collection::btree_map(path(), "\\PC{0,8}", 0..2),
+            any::<(u64, i64)>(),
+        )
+            .prop_map(
+                |(fingerprint, (hash, size), files, links, (saved_ms, used_ms))| Outcome {
+                    fingerprint,
+                    key: Digest { hash, size },
+                    outputs: Provides { files, links },
+                    saved_ms,
+                    used_ms,
+                },
+            )
+    }
+
+    fn label() -> impl Strategy<Value = Label> {
+        "//[a-c]{1,2}(/[a-c]{1,2}){0,2}:[a-c]{1,3}".prop_map(|t| Label::parse(&t, "").unwrap())
+    }
+
+    #[test]
+    fn saved_outcomes_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let strategy = proptest::collection::btree_map(label(), outcome(), 0..4);
+        TestRunner::default()
+            .run(&strategy, |outcomes| {
+                store.remove_record(&record_of("/ws")).unwrap();
+                let memo = KeyMemo::load(&store, "/ws");
+                for (label, outcome) in &outcomes {
+                    memo.remember(label, outcome.clone());
+                }
+                memo.save(&store, "/ws").unwrap();
+                let memo = KeyMemo::load(&store, "/ws");
+                for (label, outcome) in &outcomes {
+                    prop_assert_eq!(memo.outcome(label, &outcome.fingerprint), Some(outcome));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn any_stored_memo_loads_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // This binary's identity first, so that decoding goes on into the entries.
+        let identity = postcard::to_stdvec(&binary_identity()).unwrap();
+        let strategy = (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..512),
+        );
+        TestRunner::default()
+            .run(&strategy, |(ours, rest)| {
+                let bytes = if ours {
+                    [identity.as_slice(), &rest].concat()
+                } else {
+                    rest
+                };
+                store.put_record(&record_of("/ws"), &bytes).unwrap();
+                let memo = KeyMemo::load(&store, "/ws");
+                for (path, _) in memo.known.values().flat_map(|o| &o.outputs.files) {
+                    prop_assert!(WorkspacePath::in_package("", path.as_str()).as_ref() == Ok(path));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -224,7 +224,8 @@ impl Step<'_> {
         }
         // The store keeps use times to the hour: a use recorded by this memo within the hour
         // needs no write (a no-op build writes nothing).
-        let touch = super::memo::now_ms() - known.used_ms >= cairn_store::TOUCH_GRANULARITY_MS;
+        let touch = super::memo::now_ms().saturating_sub(known.used_ms)
+            >= cairn_store::TOUCH_GRANULARITY_MS;
         if touch {
             ctx.cache.store().mark_used(&known.key);
         }

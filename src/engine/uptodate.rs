@@ -176,7 +176,8 @@ pub(crate) fn replay(
         .ok()
         .flatten()?;
     let (head, _) = postcard::take_from_bytes::<RecordHead>(&bytes).ok()?;
-    let fresh = now_ms() - head.recorded_ms;
+    // Saturating: a record's clock may be anything (`any_stored_record_replays_without_panicking`).
+    let fresh = now_ms().saturating_sub(head.recorded_ms);
     if head.binary != binary_identity()
         || head.command != command
         || head.generation != states.generation()
@@ -303,5 +304,119 @@ pub(crate) fn record(
     };
     if let Ok(bytes) = postcard::to_stdvec(&record) {
         let _ = store.put_record(&key, &bytes);
+    }
+}
+
+/// Property tests (issue 15): an up-to-date record read back may be damaged, foreign or from
+/// another clock; replaying any bytes is an answer (here always "no": nothing is checked as
+/// unchanged), never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    const COMMAND: &str = "build patterns=[\"//...\"]";
+
+    /// A head's fields: often this binary's and command's, the clock any time at all.
+    fn head() -> impl Strategy<Value = (String, String, u64, i64)> {
+        (
+            prop_oneof![Just(binary_identity()), "\\PC{0,8}"],
+            prop_oneof![Just(COMMAND.to_string()), "\\PC{0,8}"],
+            prop_oneof![Just(0u64), any::<u64>()],
+            prop_oneof![Just(now_ms()), any::<i64>(), Just(i64::MIN), Just(i64::MAX)],
+        )
+    }
+
+    fn head_of(
+        (binary, command, generation, recorded_ms): (String, String, u64, i64),
+    ) -> RecordHead {
+        RecordHead {
+            binary,
+            command,
+            generation,
+            recorded_ms,
+        }
+    }
+
+    type Target = (String, [u8; 32], u64, u64);
+
+    /// A whole record's bytes, with any contents.
+    fn record() -> impl Strategy<Value = Vec<u8>> {
+        let target = (
+            "\\PC{0,12}|//[a-c]{1,2}:[a-c]{1,2}",
+            any::<([u8; 32], u64, u64)>(),
+        )
+            .prop_map(|(label, (key, size, saved))| (label, key, size, saved));
+        (
+            head(),
+            proptest::collection::vec(
+                (
+                    "\\PC{0,6}",
+                    any::<Option<(String, [u8; 32], u64, Option<[u8; 32]>)>>(),
+                ),
+                0..2,
+            ),
+            proptest::collection::vec(target, 0..3),
+            proptest::collection::vec(("\\PC{0,6}", any::<(i64, i64, u64)>()), 0..2),
+            proptest::collection::btree_map("\\PC{0,6}", any::<bool>(), 0..2),
+        )
+            .prop_map(|(head, tools, targets, dirs, probes)| {
+                let targets = targets
+                    .into_iter()
+                    .map(|(label, key, key_size, saved_ms): Target| RecordedTarget {
+                        label,
+                        kind: Kind::Action,
+                        key,
+                        key_size,
+                        saved_ms,
+                    })
+                    .collect();
+                let record = Record {
+                    head: head_of(head),
+                    tools,
+                    targets,
+                    out_dirs: dirs
+                        .into_iter()
+                        .map(|(p, (m, c, i))| (p, m, c, i))
+                        .collect(),
+                    probes,
+                };
+                postcard::to_stdvec(&record).unwrap()
+            })
+    }
+
+    #[test]
+    fn any_stored_record_replays_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace {
+            root: dir.path().join("ws"),
+            config: Default::default(),
+        };
+        std::fs::create_dir_all(&ws.root).unwrap();
+        let store_dir = dir.path().join("store");
+        let store = Store::open(&store_dir).unwrap();
+        let states = FileStates::default();
+        let (workspace, id) = (ws.key(), record_id(COMMAND));
+        let key = cairn_store::Record::UpToDate {
+            workspace: &workspace,
+            command: &id,
+        };
+        let bytes = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..128),
+            (head(), proptest::collection::vec(any::<u8>(), 0..128)).prop_map(|(head, rest)| {
+                [postcard::to_stdvec(&head_of(head)).unwrap(), rest].concat()
+            }),
+            record(),
+        ];
+        TestRunner::default()
+            .run(&bytes, |bytes| {
+                store.put_record(&key, &bytes).unwrap();
+                prop_assert!(replay(&ws, &store_dir, &store, &states, COMMAND).is_none());
+                // Decoding the whole record, as a replay that got that far would.
+                let _ = postcard::from_bytes::<Record>(&bytes);
+                Ok(())
+            })
+            .unwrap();
     }
 }

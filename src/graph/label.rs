@@ -224,3 +224,93 @@ mod tests {
         );
     }
 }
+
+/// Property tests (issue 15): labels and patterns come from users, BUILD files and stored
+/// records; parsing any text is a label or an error, and a printed label parses back to itself.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_.+=,@~-]{1,8}"
+            .prop_filter("`.` and `..` are not names", |n| n != "." && n != "..")
+    }
+
+    fn package() -> impl Strategy<Value = String> {
+        proptest::collection::vec(name(), 0..4)
+            .prop_map(|parts| parts.join("/"))
+            .prop_filter("`...` is not a package name", |p| valid_package(p))
+    }
+
+    fn label() -> impl Strategy<Value = Label> {
+        (package(), name()).prop_map(|(package, name)| Label { package, name })
+    }
+
+    /// Text that is often close to a label or pattern.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "(//)?[a-c./:*-]{0,10}",
+            "(//|:)?[a-c]{0,3}(/[a-c.]{0,3}){0,3}(:[a-c*.]{0,4}|/\\.\\.\\.)?",
+        ]
+    }
+
+    /// The reference for `Pattern::Recursive`: the package is `pkg` or below it, component
+    /// by component.
+    fn below(package: &str, pkg: &str) -> bool {
+        let parts: Vec<&str> = package.split('/').collect();
+        let prefix: Vec<&str> = pkg.split('/').collect();
+        pkg.is_empty() || parts.starts_with(&prefix)
+    }
+
+    proptest! {
+        #[test]
+        fn a_printed_label_parses_back_to_itself(label in label(), elsewhere in package()) {
+            prop_assert_eq!(Label::parse(&label.to_string(), &elsewhere), Ok(label.clone()));
+            let relative = format!(":{}", label.name);
+            prop_assert_eq!(Label::parse(&relative, &label.package), Ok(label.clone()));
+            let pattern = Pattern::parse(&label.to_string(), &elsewhere).unwrap();
+            if label.name == "all" {
+                prop_assert_eq!(pattern, Pattern::Package(label.package.clone()));
+            } else {
+                prop_assert_eq!(pattern, Pattern::Target(label.clone()));
+            }
+        }
+
+        #[test]
+        fn any_text_parses_to_a_valid_label_or_is_refused(text in text(), current in package()) {
+            if let Ok(label) = Label::parse(&text, &current) {
+                prop_assert!(valid_package(&label.package) && valid_name(&label.name), "{label}");
+                prop_assert_eq!(Label::parse(&label.to_string(), ""), Ok(label));
+            }
+        }
+
+        #[test]
+        fn any_text_parses_as_a_pattern_or_is_refused(text in text(), current in package()) {
+            match Pattern::parse(&text, &current) {
+                Ok(Pattern::Recursive(pkg) | Pattern::Package(pkg)) => {
+                    prop_assert!(valid_package(&pkg), "{pkg:?}");
+                }
+                Ok(Pattern::Target(label)) => {
+                    prop_assert!(valid_package(&label.package) && valid_name(&label.name));
+                }
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn patterns_match_by_whole_components(pkg in package(), label in label()) {
+            prop_assert_eq!(
+                Pattern::Recursive(pkg.clone()).matches(&label),
+                below(&label.package, &pkg)
+            );
+            prop_assert_eq!(Pattern::Package(pkg.clone()).matches(&label), label.package == pkg);
+            if let Ok(p) = Pattern::parse(&format!("//{pkg}/..."), "") {
+                prop_assert_eq!(p.matches(&label), below(&label.package, &pkg));
+            }
+            let all = Pattern::parse(&format!("//{pkg}:all"), "").unwrap();
+            prop_assert_eq!(all.matches(&label), label.package == pkg);
+        }
+    }
+}

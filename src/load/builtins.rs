@@ -551,3 +551,171 @@ mod tests {
         assert!(parse_timeout("0s").is_err());
     }
 }
+
+/// Property tests (issue 15): `glob()` over a package's file list matches what a reference
+/// matcher for `*`, `?`, `**` and literal names says (include minus exclude, in file order),
+/// records exactly what it returned, and refuses patterns that leave the package.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use starlark::environment::{Globals, Module};
+    use starlark::syntax::{AstModule, Dialect};
+    use starlark::values::list::{AllocList, ListRef};
+
+    const PACKAGE: &str = "pkg";
+
+    /// `glob(include, exclude = exclude)` evaluated in a package owning `files`: the list it
+    /// returned and what it recorded, or the error.
+    fn glob(
+        globals: &Globals,
+        files: &[String],
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<(Vec<String>, Vec<WorkspacePath>), String> {
+        let ctx = PackageContext::new(
+            PACKAGE.to_string(),
+            Arc::new(files.to_vec()),
+            Arc::new(Vec::new()),
+        );
+        let returned = Module::with_temp_heap(|module| {
+            let heap = module.heap();
+            let list = |items: &[String]| heap.alloc(AllocList(items.iter().map(String::as_str)));
+            module.set("include", list(include));
+            module.set("exclude", list(exclude));
+            let ast = AstModule::parse(
+                "BUILD.star",
+                "glob(include, exclude = exclude)".to_string(),
+                &Dialect::Extended,
+            )
+            .map_err(|e| e.to_string())?;
+            let mut eval = Evaluator::new(&module);
+            eval.extra = Some(&ctx);
+            let value = eval.eval_module(ast, globals).map_err(|e| e.to_string())?;
+            let list = ListRef::from_value(value).ok_or("glob() returned no list")?;
+            Ok::<_, String>(
+                list.iter()
+                    .map(|v| v.unpack_str().unwrap_or_default().to_string())
+                    .collect(),
+            )
+        })?;
+        let mut recorded: Vec<WorkspacePath> = ctx.globbed.into_inner().into_iter().collect();
+        recorded.sort();
+        Ok((returned, recorded))
+    }
+
+    /// The reference: `pattern`'s components against `path`'s; `**` alone is any number of
+    /// components (at least one at the end: `a/**` is what is inside `a`).
+    fn matches(pattern: &[&str], path: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => path.is_empty(),
+            Some((&"**", [])) => !path.is_empty(),
+            Some((&"**", rest)) => (0..=path.len()).any(|skip| matches(rest, &path[skip..])),
+            Some((first, rest)) => {
+                !path.is_empty()
+                    && component_matches(first.as_bytes(), path[0].as_bytes())
+                    && matches(rest, &path[1..])
+            }
+        }
+    }
+
+    fn component_matches(pattern: &[u8], name: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => name.is_empty(),
+            Some((b'*', rest)) => {
+                (0..=name.len()).any(|skip| component_matches(rest, &name[skip..]))
+            }
+            Some((b'?', rest)) => !name.is_empty() && component_matches(rest, &name[1..]),
+            Some((c, rest)) => name.first() == Some(c) && component_matches(rest, &name[1..]),
+        }
+    }
+
+    fn any_matches(patterns: &[String], file: &str) -> bool {
+        let path: Vec<&str> = file.split('/').collect();
+        patterns
+            .iter()
+            .any(|p| matches(&p.split('/').collect::<Vec<_>>(), &path))
+    }
+
+    /// Files as a scan lists them: package-relative, sorted, unique.
+    fn files() -> impl Strategy<Value = Vec<String>> {
+        let name = prop::sample::select(vec!["a", "b", "ab", "a.rs", "b.rs", ".hidden", "x.txt"]);
+        proptest::collection::btree_set(
+            proptest::collection::vec(name, 1..4).prop_map(|p| p.join("/")),
+            0..16,
+        )
+        .prop_map(|set| set.into_iter().collect())
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        let part = prop::sample::select(vec![
+            "a", "b", "a.rs", "*", "**", "?", "*.rs", "a*", "*b*", ".hidden", "?.rs", "x.*",
+        ]);
+        proptest::collection::vec(part, 1..4).prop_map(|p| p.join("/"))
+    }
+
+    /// A pattern that must be refused: it leaves the package.
+    fn escaping() -> impl Strategy<Value = String> {
+        prop_oneof![
+            pattern().prop_map(|p| format!("/{p}")),
+            pattern().prop_map(|p| format!("../{p}")),
+            pattern().prop_map(|p| format!("{p}/../..")),
+        ]
+    }
+
+    fn globals() -> Globals {
+        GlobalsBuilder::standard().with(register_builtins).build()
+    }
+
+    proptest! {
+        #[test]
+        fn glob_matches_the_reference_and_honours_excludes(
+            files in files(),
+            include in proptest::collection::vec(pattern(), 1..4),
+            exclude in proptest::collection::vec(pattern(), 0..3),
+        ) {
+            let (returned, recorded) = glob(&globals(), &files, &include, &exclude).unwrap();
+            let expected: Vec<String> = files
+                .iter()
+                .filter(|f| any_matches(&include, f) && !any_matches(&exclude, f))
+                .cloned()
+                .collect();
+            prop_assert_eq!(&returned, &expected);
+            let expected: Vec<WorkspacePath> = expected
+                .iter()
+                .map(|f| WorkspacePath::in_package(PACKAGE, f).unwrap())
+                .collect();
+            prop_assert_eq!(recorded, expected);
+        }
+
+        #[test]
+        fn patterns_leaving_the_package_are_refused(
+            files in files(),
+            bad in escaping(),
+            others in proptest::collection::vec(pattern(), 0..2),
+            in_exclude in any::<bool>(),
+        ) {
+            let mut patterns = others.clone();
+            patterns.push(bad);
+            let (include, exclude) = if in_exclude {
+                (others, patterns)
+            } else {
+                (patterns, others)
+            };
+            let err = glob(&globals(), &files, &include, &exclude).unwrap_err();
+            prop_assert!(err.contains("stay inside it"), "{err}");
+        }
+
+        #[test]
+        fn any_pattern_globs_or_is_refused(
+            files in files(),
+            include in proptest::collection::vec(any::<String>(), 0..3),
+            exclude in proptest::collection::vec("[a-c*?/\\[\\]{},.!\\\\-]{0,8}", 0..3),
+        ) {
+            if let Ok((returned, recorded)) = glob(&globals(), &files, &include, &exclude) {
+                prop_assert!(returned.iter().all(|f| files.contains(f)));
+                prop_assert_eq!(recorded.len(), returned.len());
+            }
+        }
+    }
+}

@@ -123,3 +123,37 @@ mod tests {
         assert!(AnalysisCache::decode(Some(&bytes)).packages.is_empty());
     }
 }
+
+/// Property tests (issue 15): a stored analysis cache may be damaged or foreign; decoding any
+/// bytes is a cache (empty when untrusted), never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes that decode past the fingerprint: this cairn's, then anything.
+    fn after_fingerprint(rest: &[u8]) -> Vec<u8> {
+        let mut bytes = postcard::to_stdvec(&fingerprint()).unwrap();
+        bytes.extend_from_slice(rest);
+        bytes
+    }
+
+    proptest! {
+        #[test]
+        fn any_stored_bytes_decode_to_a_cache(
+            form in 0..3,
+            rest in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let bytes = match form {
+                0 => rest,
+                1 => super::super::pack(&rest),
+                _ => super::super::pack(&after_fingerprint(&rest)),
+            };
+            let cache = AnalysisCache::decode(Some(&bytes));
+            prop_assert_eq!(cache.fingerprint, fingerprint());
+            for entry in cache.packages.values() {
+                prop_assert_eq!(entry.targets.len(), entry.definitions.len());
+            }
+        }
+    }
+}

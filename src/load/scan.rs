@@ -395,3 +395,87 @@ mod tests {
         assert_eq!(scan.packages, scan_workspace(&root, &[]).unwrap().packages);
     }
 }
+
+/// Property tests (issue 15): a stored scan may be damaged or foreign; whatever its bytes, a
+/// scan is the stored one only while it is current, else a fresh walk, and never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    fn sig() -> impl Strategy<Value = Sig> {
+        any::<(u64, i64, i64)>().prop_map(|(ino, mtime_ns, ctime_ns)| Sig {
+            ino,
+            mtime_ns,
+            ctime_ns,
+        })
+    }
+
+    fn rel() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("a".to_string()),
+            Just("a/.gitignore".to_string()),
+            "[a-c./]{0,8}",
+            "\\PC{0,6}",
+        ]
+    }
+
+    /// A record as cairn writes it, with any contents.
+    fn record(fingerprint: String) -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec((rel(), sig()), 0..3),
+            proptest::collection::vec((rel(), proptest::option::of(sig())), 0..3),
+            proptest::collection::btree_map(
+                rel(),
+                proptest::collection::vec("\\PC{0,6}", 0..3),
+                0..3,
+            ),
+        )
+            .prop_map(move |(dirs, guards, packages)| {
+                let record = ScanRecord {
+                    deps: ScanDeps {
+                        fingerprint: fingerprint.clone(),
+                        dirs,
+                        guards,
+                    },
+                    scan: Scan { packages },
+                };
+                postcard::to_stdvec(&record).unwrap()
+            })
+    }
+
+    #[test]
+    fn any_stored_scan_is_used_only_while_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        for path in ["BUILD.star", "a/BUILD.star", "a/x.ts", "a/.gitignore"] {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let walked = scan_workspace(&root, &[]).unwrap().packages;
+        let workspace = record_of(&root);
+        let key = Record::Scan {
+            workspace: &workspace,
+        };
+        let bytes = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            proptest::collection::vec(any::<u8>(), 0..256).prop_map(|b| super::super::pack(&b)),
+            record(fingerprint(&[])).prop_map(|b| super::super::pack(&b)),
+            (record(fingerprint(&[])), any::<prop::sample::Index>())
+                .prop_map(|(b, cut)| { super::super::pack(&b[..cut.index(b.len() + 1)]) }),
+        ];
+        TestRunner::default()
+            .run(&bytes, |bytes| {
+                store.put_record(&key, &bytes).unwrap();
+                let current = stored_scan_is_current(&root, &[], &store);
+                let scan = scan_cached(&root, &[], &store).unwrap();
+                prop_assert!(current || scan.packages == walked);
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -638,3 +638,209 @@ mod tests {
         );
     }
 }
+
+/// Property tests (issue 15): an archive is bytes from outside (a CI cache); importing any of
+/// them is a report or an error, never a panic, and an error leaves the store as it was.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    /// One generated entry after the version entry.
+    #[derive(Debug, Clone)]
+    enum Entry {
+        /// A blob under its own name.
+        Blob(Vec<u8>),
+        /// A blob under the name of other bytes (or another size).
+        Misnamed(Vec<u8>, u64),
+        /// A result under a valid name naming some of the archive's blobs (by index), some
+        /// digests of its own and perhaps a tree.
+        Result(
+            Vec<proptest::sample::Index>,
+            Vec<(String, i64)>,
+            Option<usize>,
+        ),
+        /// A result of any bytes.
+        RawResult(Vec<u8>),
+        /// Any name at all.
+        Named(String, Vec<u8>),
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..64)
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        prop_oneof![
+            3 => bytes().prop_map(Entry::Blob),
+            1 => (bytes(), any::<u64>()).prop_map(|(b, s)| Entry::Misnamed(b, s)),
+            2 => (
+                proptest::collection::vec(any::<proptest::sample::Index>(), 0..3),
+                proptest::collection::vec(("[0-9a-f]{64}|\\PC{0,3}", any::<i64>()), 0..2),
+                any::<Option<usize>>(),
+            )
+                .prop_map(|(i, d, t)| Entry::Result(i, d, t)),
+            1 => bytes().prop_map(Entry::RawResult),
+            1 => ("[a-z/.]{0,12}|blobs/[0-9a-f-]{0,70}|\\PC{0,20}", bytes())
+                .prop_map(|(n, b)| Entry::Named(n, b)),
+        ]
+    }
+
+    fn result_name(seed: usize) -> String {
+        entry_name("results", &Digest::of_bytes(&seed.to_le_bytes()))
+    }
+
+    /// The archive's tar entries: name and bytes, version entry first.
+    fn entries(list: &[Entry]) -> Vec<(String, Vec<u8>)> {
+        let blobs: Vec<Digest> = list
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Blob(b) => Some(Digest::of_bytes(b)),
+                _ => None,
+            })
+            .collect();
+        let mut out = vec![(VERSION_ENTRY.to_string(), VERSION.to_vec())];
+        for (i, e) in list.iter().enumerate() {
+            out.push(match e {
+                Entry::Blob(b) => (entry_name("blobs", &Digest::of_bytes(b)), b.clone()),
+                Entry::Misnamed(b, size) => {
+                    let mut d = Digest::of_bytes(b);
+                    d.size = *size;
+                    (entry_name("blobs", &d), b.clone())
+                }
+                Entry::Result(named, digests, tree) => {
+                    let mut result = reapi::ActionResult::default();
+                    for (n, index) in named.iter().enumerate() {
+                        let digest = match blobs.len() {
+                            0 => Digest::of_bytes(b"absent"),
+                            len => blobs[index.index(len)],
+                        };
+                        result.output_files.push(reapi::OutputFile {
+                            path: format!("out{n}"),
+                            digest: Some(digest.to_reapi()),
+                            ..Default::default()
+                        });
+                    }
+                    for (hash, size_bytes) in digests {
+                        result.stdout_digest = Some(reapi::Digest {
+                            hash: hash.clone(),
+                            size_bytes: *size_bytes,
+                        });
+                    }
+                    if let (Some(t), false) = (tree, blobs.is_empty()) {
+                        result.output_directories.push(reapi::OutputDirectory {
+                            path: "dir".into(),
+                            tree_digest: Some(blobs[t % blobs.len()].to_reapi()),
+                            ..Default::default()
+                        });
+                    }
+                    (result_name(i), result.encode_to_vec())
+                }
+                Entry::RawResult(b) => (result_name(i), b.clone()),
+                Entry::Named(name, b) => (name.clone(), b.clone()),
+            });
+        }
+        out
+    }
+
+    fn archive_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        {
+            let mut builder = tar::Builder::new(&mut encoder);
+            for (name, bytes) in entries {
+                let mut h = tar::Header::new_gnu();
+                // Raw names (`set_path` refuses `..` and absolute paths), cut to the field.
+                let raw = &name.as_bytes()[..name.len().min(100)];
+                h.as_old_mut().name[..raw.len()].copy_from_slice(raw);
+                h.set_size(bytes.len() as u64);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_cksum();
+                builder.append(&h, bytes.as_slice()).unwrap();
+            }
+            builder.finish().unwrap();
+        }
+        encoder.finish().unwrap()
+    }
+
+    /// What an import may change: the blobs and results stored.
+    fn contents(store: &Store) -> (Vec<(String, u64)>, u64) {
+        let mut blobs = store.cas().list().unwrap();
+        blobs.sort();
+        (blobs, store.stats().unwrap().actions)
+    }
+
+    proptest! {
+        #[test]
+        fn entry_names_round_trip_and_any_name_parses_or_not(
+            hash in any::<[u8; 32]>(),
+            size in any::<u64>(),
+            text in "[0-9a-f]{64}-[0-9]{1,21}|\\PC{0,80}",
+        ) {
+            let digest = Digest { hash, size };
+            let name = entry_name("blobs", &digest);
+            prop_assert_eq!(parse_name(name.strip_prefix("blobs/").unwrap()), Some(digest));
+            // (A size with leading zeros is accepted too: `-007` is 7.)
+            if let Some(d) = parse_name(&text) {
+                prop_assert_eq!(Some((d.hex(), d.size)), text
+                    .split_once('-')
+                    .map(|(hex, size)| (hex.to_string(), size.parse().unwrap())));
+            }
+        }
+    }
+
+    #[test]
+    fn any_bytes_are_refused_as_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let strategy = (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..2048),
+        );
+        TestRunner::default()
+            .run(&strategy, |(compressed, bytes)| {
+                let input = if compressed {
+                    zstd::bulk::compress(&bytes, 1).unwrap()
+                } else {
+                    bytes
+                };
+                prop_assert!(store.import_archive(&mut input.as_slice()).is_err());
+                prop_assert_eq!(contents(&store), (Vec::new(), 0));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn any_entries_are_refused_or_imported_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let strategy = proptest::collection::vec(entry(), 0..6);
+        TestRunner::default()
+            .run(&strategy, |list| {
+                let entries = entries(&list);
+                let before = contents(&store);
+                match store.import_archive(&mut archive_of(&entries).as_slice()) {
+                    Ok(report) => {
+                        let results: Vec<Digest> = entries
+                            .iter()
+                            .filter_map(|(n, _)| parse_name(n.strip_prefix("results/")?))
+                            .collect();
+                        prop_assert_eq!(report.results, results.len() as u64);
+                        for key in results {
+                            prop_assert!(store.get_action_result(&key).unwrap().is_some());
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(contents(&store), before),
+                }
+                prop_assert_eq!(
+                    std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+                    0,
+                    "no staging left"
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+}

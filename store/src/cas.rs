@@ -192,7 +192,7 @@ impl Cas {
         let mut pending = self.pending(&dest)?;
         let mut source = File::open(path).at("read", path)?;
         let mut writer = HashingWriter::new(pending.file());
-        io::copy(&mut source, &mut writer).at("copy", path)?;
+        io::copy(&mut source, &mut writer).copying(path, &self.tmp)?;
         if writer.digest() != digest {
             return Err(changed_while_storing(path));
         }
@@ -392,7 +392,10 @@ impl Cas {
             Stored::Raw(path) => fs::read(&path).at("read", &path)?,
             Stored::Zstd(path) => {
                 let file = File::open(&path).at("read", &path)?;
-                let mut out = Vec::with_capacity(digest.size as usize);
+                // The size comes from a record that may be damaged (guarded by
+                // `a_read_with_any_size_is_the_blob_or_an_error`): reserve no more than a
+                // compressed blob can hold.
+                let mut out = Vec::with_capacity(digest.size.min(COMPRESS_MAX) as usize);
                 zstd::stream::read::Decoder::new(file)
                     .and_then(|mut d| d.read_to_end(&mut out))
                     .at("decompress", &path)?;
@@ -647,7 +650,7 @@ pub fn copy_verified(src: &Path, dest: &Path, digest: &Digest, executable: bool)
     let mut from = File::open(src).at("read", src)?;
     let to = File::create_new(dest).at("create", dest)?;
     let mut writer = HashingWriter::new(&to);
-    io::copy(&mut from, &mut writer).at("copy", src)?;
+    io::copy(&mut from, &mut writer).copying(src, dest)?;
     if writer.digest() != *digest {
         let _ = fs::remove_file(dest);
         return Err(changed_since_hashed(src));
@@ -915,5 +918,39 @@ mod tests {
         assert!(copy_verified(&src, &other, &digest, false).is_err());
         assert!(!other.exists());
         assert!(verify_file(&src, &digest).is_err());
+    }
+}
+
+/// Property tests (issue 15): digests reach the CAS from decoded records (action results,
+/// trees, archives), so their sizes may be anything; a read is the blob or an error.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_read_with_any_size_is_the_blob_or_an_error(
+            compressible in any::<bool>(),
+            size in prop_oneof![any::<u64>(), 0..(1u64 << 20)],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
+            let data = if compressible {
+                "abc".repeat(2_000).into_bytes()
+            } else {
+                b"raw".to_vec()
+            };
+            let stored = cas.put_bytes(&data).unwrap();
+            prop_assert_eq!(cas.blob_path(&stored).unwrap().1, compressible);
+            let asked = Digest { size, ..stored };
+            match cas.get_bytes(&asked) {
+                Ok(bytes) => prop_assert!(size == stored.size && bytes == data),
+                Err(e) => prop_assert!(
+                    size != stored.size && matches!(e, StoreError::Corrupt { .. }),
+                    "{e}"
+                ),
+            }
+        }
     }
 }

@@ -385,3 +385,69 @@ mod tests {
         assert_eq!(DigestFunction::Sha256.as_str(), "sha256");
     }
 }
+
+/// Property tests (issue 15): digests come back from text and REAPI messages that may have
+/// been damaged or written by someone else; parsing them is an answer, never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn digest() -> impl Strategy<Value = Digest> {
+        (any::<[u8; 32]>(), 0..=i64::MAX as u64).prop_map(|(hash, size)| Digest { hash, size })
+    }
+
+    /// Hash text: sometimes 64 hex digits (either case), sometimes anything.
+    fn hash_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f]{64}",
+            "[0-9a-fA-F]{62,66}",
+            any::<String>(),
+            "[0-9a-f]{63}[^0-9a-f]",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_printed_digest_parses_back_to_its_hash(d in digest()) {
+            let parsed: Digest = d.to_string().parse().unwrap();
+            prop_assert_eq!(parsed.hash, d.hash);
+        }
+
+        #[test]
+        fn any_text_parses_as_a_digest_or_is_refused(text in prop_oneof![
+            any::<String>(),
+            hash_text().prop_map(|h| format!("blake3:{h}")),
+        ]) {
+            if let Ok(d) = text.parse::<Digest>() {
+                prop_assert_eq!(format!("blake3:{}", d.hex()), text.to_ascii_lowercase());
+            }
+        }
+
+        #[test]
+        fn reapi_digests_round_trip(d in digest()) {
+            prop_assert_eq!(Digest::from_reapi(&d.to_reapi()), Some(d));
+            for function in [DigestFunction::Blake3, DigestFunction::Sha256] {
+                let remote = RemoteDigest { function, hash: d.hash, size: d.size };
+                let back = RemoteDigest::from_reapi(function, &remote.to_reapi());
+                prop_assert_eq!(back, Some(remote));
+            }
+        }
+
+        #[test]
+        fn any_reapi_digest_is_read_or_refused(hash in hash_text(), size_bytes in any::<i64>()) {
+            let message = reapi::Digest { hash: hash.clone(), size_bytes };
+            let remote = RemoteDigest::from_reapi(DigestFunction::Sha256, &message);
+            let lowercase_hex =
+                hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            prop_assert_eq!(remote.is_some(), lowercase_hex && size_bytes >= 0);
+            if let Some(remote) = remote {
+                prop_assert_eq!(remote.to_reapi(), message.clone());
+            }
+            if let Some(local) = Digest::from_reapi(&message) {
+                prop_assert_eq!(local.size, size_bytes as u64);
+                prop_assert_eq!(local.hex(), hash.to_ascii_lowercase());
+            }
+        }
+    }
+}

@@ -127,6 +127,29 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Adds the path and operation to an `io::Error`.
 pub(crate) trait IoContext<T> {
     fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+
+    /// For a copy from `src` into `dest`: a full disk (or quota) is named by where it was
+    /// being written, anything else by what was being read.
+    fn copying(self, src: &std::path::Path, dest: &std::path::Path) -> Result<T>
+    where
+        Self: Sized,
+    {
+        self.at("copy", src).map_err(|e| match e {
+            StoreError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                StoreError::Io {
+                    op: "write",
+                    path: dest.to_path_buf(),
+                    source,
+                }
+            }
+            other => other,
+        })
+    }
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {

@@ -766,3 +766,86 @@ mod tests {
         assert!(!again.is_complete());
     }
 }
+
+/// Property tests (issue 15): a file-state record read back from the database may be damaged,
+/// truncated or foreign; decoding it keeps what could be read and never panics.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn state() -> impl Strategy<Value = FileState> {
+        (
+            any::<(u64, u64, i64, i64, u32)>(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |((dev, ino, mtime_ns, ctime_ns, mode), hash, size)| FileState {
+                    dev,
+                    ino,
+                    mtime_ns,
+                    ctime_ns,
+                    mode,
+                    digest: Digest { hash, size },
+                },
+            )
+    }
+
+    fn states() -> impl Strategy<Value = BTreeMap<String, FileState>> {
+        proptest::collection::btree_map("[a-z0-9._/-]{1,24}|\\PC{1,8}", state(), 0..12)
+    }
+
+    fn decoded(bytes: &[u8]) -> BTreeMap<String, FileState> {
+        let mut loaded = LoadedStates::default();
+        decode_states(bytes, &mut loaded);
+        loaded
+            .iter()
+            .map(|(path, entry)| (path.to_string(), entry.state))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_bytes_decode_without_panicking(
+            tagged in any::<bool>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let bytes = if tagged { [RECORD_TAG.as_slice(), &bytes].concat() } else { bytes };
+            decoded(&bytes);
+        }
+
+        #[test]
+        fn encoded_states_decode_to_themselves(states in states()) {
+            let encoded = encode_states(states.iter().map(|(p, s)| (p.as_str(), s)).collect());
+            prop_assert_eq!(decoded(&encoded), states);
+        }
+
+        #[test]
+        fn a_truncated_or_damaged_record_yields_only_states_it_holds(
+            states in states(),
+            cut in any::<proptest::sample::Index>(),
+            flip in any::<Option<(proptest::sample::Index, u8)>>(),
+        ) {
+            let mut encoded =
+                encode_states(states.iter().map(|(p, s)| (p.as_str(), s)).collect());
+            encoded.truncate(cut.index(encoded.len() + 1));
+            let damaged = match flip {
+                Some((at, byte)) if !encoded.is_empty() => {
+                    let at = at.index(encoded.len());
+                    encoded[at] ^= byte | 1;
+                    true
+                }
+                _ => false,
+            };
+            let back = decoded(&encoded);
+            if !damaged {
+                // Only truncated: every state decoded is one that was written.
+                for (path, state) in &back {
+                    prop_assert_eq!(states.get(path), Some(state));
+                }
+            }
+        }
+    }
+}

@@ -45,6 +45,43 @@ pub struct VerifyReport {
     pub corrupt: Vec<String>,
     /// Action results removed because they referenced a corrupt blob.
     pub results_removed: u64,
+    /// Action results removed because a blob they name was missing (never made by cairn, which
+    /// stores blobs before the result naming them: a store edited or copied in part).
+    pub dangling_removed: u64,
+    /// What SQLite's integrity check reported about the metadata database (empty: sound).
+    pub database_problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether the store was found sound (nothing corrupt, missing or inconsistent).
+    pub fn is_sound(&self) -> bool {
+        self.corrupt.is_empty() && self.dangling_removed == 0 && self.database_problems.is_empty()
+    }
+}
+
+/// Whether every blob `result` names is in the store (its output trees read and walked); an
+/// empty blob needs no file.
+fn names_only_present_blobs(store: &Store, result: &reapi::ActionResult) -> bool {
+    let present = |d: Option<&reapi::Digest>| {
+        d.and_then(Digest::from_reapi)
+            .is_none_or(|d| d.size == 0 || store.cas().contains(&d))
+    };
+    let files = result.output_files.iter().map(|f| f.digest.as_ref());
+    let logs = [result.stdout_digest.as_ref(), result.stderr_digest.as_ref()];
+    if !files.chain(logs).all(present) {
+        return false;
+    }
+    result.output_directories.iter().all(|dir| {
+        let Some(tree) = dir.tree_digest.as_ref().and_then(Digest::from_reapi) else {
+            return false;
+        };
+        read_tree(store.cas(), &tree).is_ok_and(|contents| {
+            contents
+                .files
+                .values()
+                .all(|info| info.digest.size == 0 || store.cas().contains(&info.digest))
+        })
+    })
 }
 
 /// The blobs (hex) an action result needs, including the files inside its output trees.
@@ -88,7 +125,11 @@ impl Store {
         let blobs = self.blob_ages()?;
         let sizes: HashMap<&str, u64> = blobs.iter().map(|(h, n, _)| (h.as_str(), *n)).collect();
         let now = now_ms();
-        let cutoff_ms = policy.older_than.map(|d| now - d.as_millis() as i64);
+        // An age beyond what the clocks hold makes nothing old (guarded by
+        // `gc_with_any_age_or_size_budget_runs`), here and for blobs below.
+        let cutoff_ms = policy
+            .older_than
+            .map(|d| i64::try_from(d.as_millis()).map_or(i64::MIN, |ms| now.saturating_sub(ms)));
 
         // Results, most recently used first: keep while they are young enough and fit.
         let mut kept_blobs: HashSet<String> = HashSet::new();
@@ -132,9 +173,9 @@ impl Store {
             .collect();
         candidates.sort_by_key(|(_, _, mtime)| *mtime);
         #[allow(clippy::disallowed_methods)] // GC ages blobs by the wall clock; never hashed.
-        let age_line = policy.older_than.map(|d| SystemTime::now() - d);
+        let age_line = policy.older_than.map(|d| SystemTime::now().checked_sub(d));
         for (hex, size, mtime) in candidates {
-            let too_old = age_line.is_some_and(|line| *mtime < line);
+            let too_old = age_line.is_some_and(|line| line.is_some_and(|line| *mtime < line));
             let over = policy.max_bytes.is_some_and(|max| total > max);
             if !too_old && !over {
                 continue;
@@ -150,10 +191,14 @@ impl Store {
         Ok(report)
     }
 
-    /// Re-hashes every blob; removes corrupt ones and every result that references one.
+    /// Checks the database (SQLite's integrity check), re-hashes every blob, removes corrupt
+    /// ones and every result that references one, and every result naming a missing blob.
     pub fn verify(&self) -> Result<VerifyReport> {
         let _exclusive = self.lock(true)?;
-        let mut report = VerifyReport::default();
+        let mut report = VerifyReport {
+            database_problems: self.db().integrity_problems()?,
+            ..VerifyReport::default()
+        };
         for (hex, _) in self.cas().list()? {
             report.blobs += 1;
             // A corrupt blob's `sha256_map` row (if any) stays: it was computed from the
@@ -162,13 +207,11 @@ impl Store {
                 report.corrupt.push(hex);
             }
         }
-        if report.corrupt.is_empty() {
-            return Ok(report);
-        }
         let corrupt: HashSet<&String> = report.corrupt.iter().collect();
+        let mut dangling = 0;
         for (key, bytes, _) in self.db().all_action_results()? {
             let bad = match reapi::ActionResult::decode(bytes.as_slice()) {
-                Ok(result) => {
+                Ok(result) if !corrupt.is_empty() => {
                     referenced(self, &result)
                         .iter()
                         .any(|h| corrupt.contains(h))
@@ -178,13 +221,23 @@ impl Store {
                                 .is_some_and(|t| corrupt.contains(&t.hash))
                         })
                 }
+                Ok(_) => false,
                 Err(_) => true,
             };
             if bad {
                 self.db().remove_action_result(&key)?;
                 report.results_removed += 1;
+                continue;
+            }
+            // Corrupt blobs are gone by now: what is still missing was missing before.
+            let whole = reapi::ActionResult::decode(bytes.as_slice())
+                .is_ok_and(|result| names_only_present_blobs(self, &result));
+            if !whole {
+                self.db().remove_action_result(&key)?;
+                dangling += 1;
             }
         }
+        report.dangling_removed = dangling;
         Ok(report)
     }
 
@@ -229,16 +282,18 @@ pub fn parse_size(text: &str) -> Option<u64> {
 /// Parses `30d`, `12h`, `45m`, `90s`.
 pub fn parse_age(text: &str) -> Option<Duration> {
     let t = text.trim();
-    let (num, unit) = t.split_at(t.len().checked_sub(1)?);
+    // The unit is the last character, whatever its width; a count of seconds past `u64` is
+    // refused (`any_size_or_age_text_parses_or_is_refused` guards both).
+    let (num, unit) = t.split_at(t.char_indices().next_back()?.0);
     let n: u64 = num.parse().ok()?;
     let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        "w" => n * 604_800,
-        _ => return None,
-    };
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        "w" => n.checked_mul(604_800),
+        _ => None,
+    }?;
     Some(Duration::from_secs(secs))
 }
 
@@ -281,5 +336,156 @@ mod tests {
         assert_eq!(report.results_removed, 1);
         assert!(store.cas().contains(&good));
         assert!(store.verify().unwrap().corrupt.is_empty());
+    }
+
+    #[test]
+    fn verify_removes_a_result_naming_a_missing_blob_and_checks_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = store.cas().put_bytes(b"kept").unwrap();
+        let gone = Digest::of_bytes(b"never stored");
+        let with = |d: Digest| reapi::ActionResult {
+            output_files: vec![reapi::OutputFile {
+                path: "out".into(),
+                digest: Some(d.to_reapi()),
+                ..Default::default()
+            }],
+            stdout_digest: Some(Digest::of_bytes(b"").to_reapi()),
+            ..Default::default()
+        };
+        let (sound, dangling) = (Digest::of_bytes(b"k1"), Digest::of_bytes(b"k2"));
+        for (key, blob) in [(sound, kept), (dangling, gone)] {
+            let bytes = with(blob).encode_to_vec();
+            store.db().put_action_result(&key, &bytes).unwrap();
+        }
+        let report = store.verify().unwrap();
+        assert_eq!(report.dangling_removed, 1);
+        assert!(report.database_problems.is_empty());
+        assert!(!report.is_sound());
+        assert!(store.db().get_action_result(&sound).unwrap().is_some());
+        assert!(store.db().get_action_result(&dangling).unwrap().is_none());
+        assert!(store.verify().unwrap().is_sound());
+    }
+}
+
+/// Property tests (issue 15): GC and verify read back every stored result, whatever its bytes;
+/// and the sizes and ages they are given are parsed or refused, never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    proptest! {
+        #[test]
+        fn any_size_or_age_text_parses_or_is_refused(
+            text in "\\PC{0,12}|[0-9]{1,25}(\\.[0-9]{0,3})? ?\
+                     (b|k|kb|KiB|m|MB|mib|g|gb|GiB|t|tb|tib|s|m|h|d|w|x)?",
+        ) {
+            parse_size(&text);
+            parse_age(&text);
+        }
+
+        #[test]
+        fn ages_are_their_number_of_units_or_refused_when_too_long(
+            n in prop_oneof![0u64..1_000_000, any::<u64>()],
+            unit in prop::sample::select(vec![
+                ("s", 1u64),
+                ("m", 60),
+                ("h", 3600),
+                ("d", 86_400),
+                ("w", 604_800),
+            ]),
+        ) {
+            let (suffix, secs) = unit;
+            prop_assert_eq!(
+                parse_age(&format!("{n}{suffix}")),
+                n.checked_mul(secs).map(Duration::from_secs)
+            );
+        }
+    }
+
+    /// What a stored result may hold: any bytes, or a result whose digests are anything.
+    fn result_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let digest = ("[0-9a-f]{64}|\\PC{0,4}", any::<i64>())
+            .prop_map(|(hash, size_bytes)| reapi::Digest { hash, size_bytes });
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            (
+                proptest::option::of(digest.clone()),
+                proptest::option::of(digest)
+            )
+                .prop_map(|(file, tree)| {
+                    reapi::ActionResult {
+                        output_files: vec![reapi::OutputFile {
+                            path: "f".into(),
+                            digest: file,
+                            ..Default::default()
+                        }],
+                        output_directories: vec![reapi::OutputDirectory {
+                            path: "d".into(),
+                            tree_digest: tree,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                }),
+        ]
+    }
+
+    #[test]
+    fn gc_with_any_age_or_size_budget_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.cas().put_bytes(b"a blob").unwrap();
+        let strategy = (
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(prop_oneof![any::<u64>(), 0..10_000_000_000u64]),
+        );
+        TestRunner::default()
+            .run(&strategy, |(max_bytes, secs)| {
+                let policy = GcPolicy {
+                    max_bytes,
+                    older_than: secs.map(Duration::from_secs),
+                };
+                store.gc(&policy).unwrap();
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn gc_and_verify_read_any_stored_result_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A blob that results may name, stored compressed.
+        let blob = store
+            .cas()
+            .put_bytes(&"abc".repeat(10_000).into_bytes())
+            .unwrap();
+        let strategy = (result_bytes(), any::<bool>());
+        TestRunner::default()
+            .run(&strategy, |(bytes, gc)| {
+                let key = Digest::of_bytes(&bytes);
+                store.db().put_action_result(&key, &bytes).unwrap();
+                if gc {
+                    store.gc(&GcPolicy::default()).unwrap();
+                } else {
+                    store.verify().unwrap();
+                }
+                // Whatever verify kept is a result.
+                if !gc && let Some(kept) = store.db().get_action_result(&key).unwrap() {
+                    prop_assert!(reapi::ActionResult::decode(kept.as_slice()).is_ok());
+                }
+                store.db().remove_action_result(&key).unwrap();
+                store
+                    .cas()
+                    .put_bytes(&"abc".repeat(10_000).into_bytes())
+                    .unwrap();
+                prop_assert!(store.cas().contains(&blob));
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -227,6 +227,48 @@ impl Store {
         Ok(file)
     }
 
+    /// Takes the lock of the workspace `key` names (its root), exclusively: one cairn process
+    /// writes a workspace's outputs at a time. When another holds it, `waiting` is told that
+    /// process's PID (as it wrote it) before this one blocks until it is released. Released
+    /// when the returned file is dropped, or when its process dies.
+    pub fn lock_workspace(
+        &self,
+        key: &str,
+        waiting: impl FnOnce(Option<u32>),
+    ) -> Result<std::fs::File> {
+        use std::io::{Read, Seek, Write};
+        let dir = self.root.join("locks");
+        let path = dir.join(format!("{}.lock", Digest::of_bytes(key.as_bytes()).hex()));
+        let io = |op, source| StoreError::Io {
+            op,
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("open", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                waiting(holder.trim().parse().ok());
+                file.lock().map_err(|e| io("lock", e))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", e)),
+        }
+        // Ours now: say who holds it, for the next one to wait.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(file)
+    }
+
     /// Records the last use of every action result read since the previous call, in one
     /// transaction. Call once at the end of a build.
     pub fn flush_usage(&self) -> Result<()> {
@@ -261,4 +303,55 @@ fn referenced_blobs(result: &reapi::ActionResult) -> impl Iterator<Item = Option
         .chain(dirs)
         .chain(logs)
         .map(|d| d.and_then(Digest::from_reapi))
+}
+
+/// Property tests (issue 15): a stored action result is read back as a usable result or as
+/// absent (and then dropped), whatever its bytes.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    #[test]
+    fn any_stored_result_is_usable_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let present = store.cas().put_bytes(b"present").unwrap();
+        let digest = prop_oneof![
+            Just(present.to_reapi()),
+            ("[0-9a-f]{64}|\\PC{0,4}", any::<i64>())
+                .prop_map(|(hash, size_bytes)| reapi::Digest { hash, size_bytes }),
+        ];
+        let result = proptest::collection::vec(proptest::option::of(digest), 0..3).prop_map(|ds| {
+            reapi::ActionResult {
+                output_files: ds
+                    .into_iter()
+                    .map(|digest| reapi::OutputFile {
+                        path: "f".into(),
+                        digest,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        });
+        let bytes = prop_oneof![proptest::collection::vec(any::<u8>(), 0..64), result];
+        let key = Digest::of_bytes(b"key");
+        TestRunner::default()
+            .run(&bytes, |bytes| {
+                store.db.put_action_result(&key, &bytes).unwrap();
+                match store.get_action_result(&key).unwrap() {
+                    Some(result) => {
+                        let decoded = reapi::ActionResult::decode(bytes.as_slice()).ok();
+                        prop_assert_eq!(Some(&result), decoded.as_ref());
+                        prop_assert!(referenced_blobs(&result).all(|d| d == Some(present)));
+                    }
+                    None => prop_assert_eq!(store.db.get_action_result(&key).unwrap(), None),
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 }

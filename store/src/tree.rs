@@ -379,3 +379,207 @@ mod tests {
         assert_eq!(dirs, vec!["sub".to_string(), "sub/empty".to_string()]);
     }
 }
+
+/// Property tests (issue 15): a stored `Tree` may be damaged, or come from a remote or an
+/// imported archive; reading it back is contents or an error, never a panic, and never a path
+/// that leaves the directory it is restored into.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn cas() -> (tempfile::TempDir, Cas) {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
+        (dir, cas)
+    }
+
+    /// An entry name: mostly plain, sometimes one that must be refused.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => "[a-c]{1,2}",
+            1 => Just(String::new()),
+            1 => Just(".".to_string()),
+            1 => Just("..".to_string()),
+            1 => "[a-c]/[a-c]",
+            1 => "/[a-c]",
+            1 => any::<String>(),
+        ]
+    }
+
+    /// What a digest field of a generated message holds.
+    #[derive(Debug, Clone)]
+    enum DigestField {
+        /// The digest of an earlier child (by index, wrapped), or of some bytes.
+        Real(proptest::sample::Index),
+        /// Any hash text and size.
+        Garbage(String, i64),
+        Missing,
+    }
+
+    fn digest_field() -> impl Strategy<Value = DigestField> {
+        prop_oneof![
+            4 => any::<proptest::sample::Index>().prop_map(DigestField::Real),
+            1 => ("[0-9a-fA-F]{0,66}|\\PC{0,4}", any::<i64>())
+                .prop_map(|(h, s)| DigestField::Garbage(h, s)),
+            1 => Just(DigestField::Missing),
+        ]
+    }
+
+    type Spec = (
+        Vec<(String, DigestField, bool)>,
+        Vec<(String, String)>,
+        Vec<(String, DigestField)>,
+    );
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            proptest::collection::vec((name(), digest_field(), any::<bool>()), 0..3),
+            proptest::collection::vec((name(), "[a-c./]{0,6}"), 0..2),
+            proptest::collection::vec((name(), digest_field()), 0..3),
+        )
+    }
+
+    /// A `Tree` from specs: each directory refers to earlier ones (so the tree is a DAG, as
+    /// content addressing makes any real one), the last is the root.
+    fn tree_of(specs: &[Spec], with_root: bool) -> reapi::Tree {
+        let mut dirs: Vec<reapi::Directory> = Vec::new();
+        for (files, symlinks, subdirs) in specs {
+            let field = |f: &DigestField, dirs: &[reapi::Directory]| match f {
+                DigestField::Real(i) if !dirs.is_empty() => {
+                    Some(Digest::of_bytes(&dirs[i.index(dirs.len())].encode_to_vec()).to_reapi())
+                }
+                DigestField::Real(i) => Some(Digest::of_bytes(&[i.index(256) as u8]).to_reapi()),
+                DigestField::Garbage(hash, size_bytes) => Some(reapi::Digest {
+                    hash: hash.clone(),
+                    size_bytes: *size_bytes,
+                }),
+                DigestField::Missing => None,
+            };
+            let dir = reapi::Directory {
+                files: files
+                    .iter()
+                    .map(|(name, d, x)| reapi::FileNode {
+                        name: name.clone(),
+                        digest: field(d, &dirs),
+                        is_executable: *x,
+                        node_properties: None,
+                    })
+                    .collect(),
+                symlinks: symlinks
+                    .iter()
+                    .map(|(name, target)| reapi::SymlinkNode {
+                        name: name.clone(),
+                        target: target.clone(),
+                        node_properties: None,
+                    })
+                    .collect(),
+                directories: subdirs
+                    .iter()
+                    .map(|(name, d)| reapi::DirectoryNode {
+                        name: name.clone(),
+                        digest: field(d, &dirs),
+                    })
+                    .collect(),
+                node_properties: None,
+            };
+            dirs.push(dir);
+        }
+        let root = if with_root { dirs.pop() } else { None };
+        reapi::Tree {
+            root,
+            children: dirs,
+        }
+    }
+
+    /// Every path is relative and normal: it stays in the directory it is restored into.
+    fn all_normal(contents: &DirContents) -> bool {
+        let mut paths = contents.files.keys().chain(contents.symlinks.keys());
+        paths.all(|p| p.split('/').all(|c| !matches!(c, "" | "." | "..")))
+            && contents
+                .dirs
+                .iter()
+                .all(|p| p.split('/').all(|c| !matches!(c, "" | "." | "..")))
+    }
+
+    /// Non-conflicting paths: none is a directory of another.
+    fn paths(max: usize) -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::btree_set("[a-c]{1,2}(/[a-c]{1,2}){0,3}", 0..max).prop_map(|set| {
+            let all: Vec<String> = set.into_iter().collect();
+            all.iter()
+                .filter(|p| !all.iter().any(|q| q.starts_with(&format!("{p}/"))))
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+        path.match_indices('/').map(|(i, _)| &path[..i])
+    }
+
+    proptest! {
+        #[test]
+        fn any_tree_bytes_read_back_or_fail(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let (_dir, cas) = cas();
+            let digest = cas.put_bytes(&bytes).unwrap();
+            if let Ok(contents) = read_tree(&cas, &digest) {
+                prop_assert!(all_normal(&contents), "{contents:?}");
+            }
+        }
+
+        #[test]
+        fn any_tree_message_reads_back_to_normal_paths_or_fails(
+            specs in proptest::collection::vec(spec(), 1..6),
+            with_root in any::<bool>(),
+        ) {
+            let (_dir, cas) = cas();
+            let tree = tree_of(&specs, with_root);
+            let digest = cas.put_bytes(&tree.encode_to_vec()).unwrap();
+            if let Ok(contents) = read_tree(&cas, &digest) {
+                prop_assert!(all_normal(&contents), "{contents:?}");
+            }
+        }
+
+        #[test]
+        fn built_trees_read_back_to_their_contents(
+            all in paths(12),
+            split in any::<proptest::sample::Index>(),
+            executable in any::<bool>(),
+            empty in paths(4),
+        ) {
+            let (links, files) = all.split_at(split.index(all.len() + 1));
+            let files: BTreeMap<String, FileInfo> = files
+                .iter()
+                .map(|p| {
+                    let digest = Digest::of_bytes(p.as_bytes());
+                    (p.clone(), FileInfo { digest, executable })
+                })
+                .collect();
+            let symlinks: BTreeMap<String, String> =
+                links.iter().map(|p| (p.clone(), format!("../{p}"))).collect();
+            // An empty directory may not be (or be below) a file or link.
+            let taken: BTreeSet<&str> = all.iter().map(String::as_str).collect();
+            let empty: Vec<String> = empty
+                .into_iter()
+                .filter(|d| !taken.contains(d.as_str()) && !ancestors(d).any(|a| taken.contains(a)))
+                .filter(|d| !all.iter().any(|p| p.starts_with(&format!("{d}/"))))
+                .collect();
+            let tree = MerkleTree::build_with_dirs(&files, &symlinks, &empty);
+            let (_dir, cas) = cas();
+            let digest = cas.put_bytes(&tree.to_reapi_tree().encode_to_vec()).unwrap();
+            let back = read_tree(&cas, &digest).unwrap();
+            prop_assert_eq!(&back.files, &files);
+            prop_assert_eq!(&back.symlinks, &symlinks);
+            let dirs: BTreeSet<&str> = back.dirs.iter().map(String::as_str).collect();
+            let expected: BTreeSet<&str> = all
+                .iter()
+                .flat_map(|p| ancestors(p))
+                .chain(empty.iter().flat_map(|d| ancestors(d).chain([d.as_str()])))
+                .collect();
+            prop_assert_eq!(dirs, expected);
+        }
+    }
+}

@@ -224,3 +224,61 @@ fn ctrl_c_stops_the_build_kills_its_actions_and_records_nothing() {
     let again = ws.json_run(&["build", ":quick"], 0);
     assert_eq!(again.statuses()["//:quick"], "cached", "{}", again.stderr);
 }
+
+#[test]
+fn a_second_build_of_a_workspace_waits_for_the_first_naming_its_pid() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // The first build's action runs in the workspace (no sandbox) and waits for `go`, so the
+    // second build surely starts while the first holds the workspace.
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"slow\", cmd = \"while [ ! -f go ]; do sleep 0.02; done; echo slow > $OUT\", outs = [\"slow.txt\"])\n\
+         action(name = \"quick\", cmd = \"echo quick > $OUT\", outs = [\"quick.txt\"])\n",
+    );
+    let start = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("-C")
+            .arg(ws.root())
+            .args(args)
+            .env("CAIRN_STORE", ws.store())
+            .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start(&["build", "--sandbox", "none", "//:slow"]);
+    // The first holds the lock once its action runs: its sandbox-less action has made no
+    // output yet, so wait for the lock file to name it.
+    let locks = ws.store().join("locks");
+    let pid = first.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&locks)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|held| held == pid))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first build never took the lock"
+        );
+        std::thread::yield_now();
+    }
+    let mut second = start(&["build", "//:quick"]);
+    let mut lines = BufReader::new(second.stderr.take().unwrap()).lines();
+    let said = lines.next().unwrap().unwrap();
+    assert_eq!(
+        said,
+        format!("Waiting for cairn (pid {pid}), which is building this workspace...")
+    );
+    ws.write("go", "");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(second.wait().unwrap().success(), "{rest:?}");
+    assert!(first.wait_with_output().unwrap().status.success());
+    assert_eq!(ws.read("slow.txt"), "slow\n");
+    assert_eq!(ws.read("quick.txt"), "quick\n");
+}
