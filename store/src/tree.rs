@@ -236,18 +236,72 @@ pub fn read_tree(cas: &Cas, tree_digest: &Digest) -> Result<DirContents> {
         .collect();
     let mut out = DirContents::default();
     if let Some(root) = &tree.root {
-        flatten(root, "", &by_digest, tree_digest, &mut out)?;
+        // Counted before walked, each distinct directory once.
+        if unfolded_size(root, 0, &by_digest, &mut HashMap::new()) > MAX_TREE_ENTRIES {
+            return Err(unfolds_too_far(tree_digest));
+        }
+        flatten(root, "", 0, &by_digest, tree_digest, &mut out)?;
     }
     Ok(out)
+}
+
+/// How deep, and how many entries in all, a stored tree may unfold to: a `Tree` names each
+/// child directory by digest, so a hostile one listing the next directory twice at each level
+/// unfolds to 2^depth paths from a few hundred bytes (an imported archive, a damaged store).
+const MAX_TREE_DEPTH: usize = 512;
+const MAX_TREE_ENTRIES: usize = 10_000_000;
+
+fn unfolds_too_far(tree_digest: &Digest) -> StoreError {
+    StoreError::BadTree {
+        digest: *tree_digest,
+        why: format!(
+            "it unfolds deeper than {MAX_TREE_DEPTH} directories or to more than {MAX_TREE_ENTRIES} entries"
+        ),
+    }
+}
+
+/// How many entries `dir` unfolds to (saturating; a missing child counts as empty, for
+/// `flatten` to report).
+fn unfolded_size(
+    dir: &reapi::Directory,
+    depth: usize,
+    by_digest: &HashMap<Digest, &reapi::Directory>,
+    memo: &mut HashMap<Digest, usize>,
+) -> usize {
+    if depth > MAX_TREE_DEPTH {
+        return usize::MAX;
+    }
+    let mut total = dir.files.len() + dir.symlinks.len() + dir.directories.len();
+    for sub in &dir.directories {
+        let Some(digest) = sub.digest.as_ref().and_then(Digest::from_reapi) else {
+            continue;
+        };
+        let size = match memo.get(&digest) {
+            Some(n) => *n,
+            None => {
+                let n = by_digest
+                    .get(&digest)
+                    .map_or(0, |child| unfolded_size(child, depth + 1, by_digest, memo));
+                memo.insert(digest, n);
+                n
+            }
+        };
+        total = total.saturating_add(size);
+    }
+    total
 }
 
 fn flatten(
     dir: &reapi::Directory,
     rel: &str,
+    depth: usize,
     by_digest: &HashMap<Digest, &reapi::Directory>,
     tree_digest: &Digest,
     out: &mut DirContents,
 ) -> Result<()> {
+    if depth > MAX_TREE_DEPTH {
+        return Err(unfolds_too_far(tree_digest));
+    }
     let join = |name: &str| {
         if rel.is_empty() {
             name.to_string()
@@ -288,7 +342,7 @@ fn flatten(
         let child = by_digest.get(&digest).ok_or_else(bad)?;
         let path = join(&sub.name);
         out.dirs.push(path.clone());
-        flatten(child, &path, by_digest, tree_digest, out)?;
+        flatten(child, &path, depth + 1, by_digest, tree_digest, out)?;
     }
     Ok(())
 }
@@ -580,6 +634,43 @@ mod proptests {
                 .chain(empty.iter().flat_map(|d| ancestors(d).chain([d.as_str()])))
                 .collect();
             prop_assert_eq!(dirs, expected);
+        }
+    }
+}
+
+#[cfg(test)]
+mod unfolding {
+    use super::*;
+
+    #[test]
+    fn a_tree_unfolding_exponentially_is_refused_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
+        // Each level lists the one below twice: 2^60 paths from 60 small messages.
+        let mut child = reapi::Directory::default();
+        let mut children = Vec::new();
+        for _ in 0..60 {
+            let digest = Digest::of_bytes(&child.encode_to_vec());
+            children.push(child);
+            child = reapi::Directory {
+                directories: ["a", "b"]
+                    .iter()
+                    .map(|name| reapi::DirectoryNode {
+                        name: name.to_string(),
+                        digest: Some(digest.to_reapi()),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+        }
+        let tree = reapi::Tree {
+            root: Some(child),
+            children,
+        };
+        let digest = cas.put_bytes(&tree.encode_to_vec()).unwrap();
+        match read_tree(&cas, &digest) {
+            Err(StoreError::BadTree { why, .. }) => assert!(why.contains("unfolds"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 }
