@@ -32,8 +32,10 @@ use options::RemoteExec;
 
 pub fn main() -> ExitCode {
     let mut raw = std::env::args_os().skip(1);
-    if raw.next().is_some_and(|a| a == sandbox::HELPER_ARG) {
-        return sandbox::helper_main(raw.collect());
+    match raw.next() {
+        Some(a) if a == sandbox::HELPER_ARG => return sandbox::helper_main(raw.collect()),
+        Some(a) if a == sandbox::REAPER_ARG => return sandbox::reaper_main(raw.collect()),
+        _ => {}
     }
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -127,7 +129,7 @@ fn run(args: &Args, opts: Options, env: &HostEnv, style: Style) -> Result<u8, Er
                 max_size,
                 older_than,
             } => store::gc(&s, max_size.as_deref(), older_than.as_deref()),
-            StoreCommand::Verify => store::verify(&s),
+            StoreCommand::Verify { repair } => store::verify(&s, *repair),
             StoreCommand::Keygen { .. } => unreachable!("handled before the workspace is opened"),
         },
     }
@@ -145,7 +147,11 @@ fn print_error(e: &Error, style: &Style) {
     if matches!(e, Error::Store { .. }) {
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
+            // Most messages carry their cause's text already: say each once.
+            let said = s.to_string();
+            if !text.contains(&said) {
+                text.push_str(&format!(": {said}"));
+            }
             source = s.source();
         }
     }

@@ -260,8 +260,14 @@ pub(crate) enum StoreCommand {
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
-    /// Re-hash every blob; remove corrupt ones and the results that use them. Exit 1 if any.
-    Verify,
+    /// Check the database and re-hash every blob; remove corrupt blobs and the results that
+    /// use them or name missing ones. Exit 1 if any.
+    Verify {
+        /// If the database is damaged, move it aside and rebuild it, keeping every result it
+        /// can still read (blobs are never touched).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Make a new ed25519 key for signing uploaded results: writes the secret key to PATH
     /// (mode 0600) and prints the public key for `trusted_keys`, both as `NAME:base64`.
     Keygen {

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use cairn_store::Store;
+
 use super::{Session, human_bytes};
 use crate::error::Error;
 use crate::exec::local::format_ms;
@@ -100,8 +102,21 @@ pub(crate) fn gc(
     Ok(0)
 }
 
-pub(crate) fn verify(s: &Session) -> Result<u8, Error> {
-    let store = s.open_store()?;
+pub(crate) fn verify(s: &Session, repair: bool) -> Result<u8, Error> {
+    let store = if repair {
+        let (store, repaired) =
+            Store::open_repairing(&s.store_dir).map_err(|e| s.store_error(e))?;
+        if let Some(damaged) = &repaired.damaged {
+            report::print_stderr(&format!(
+                "Rebuilt the store's database: carried over the {} action results the damaged one still gave; it is kept at `{}`",
+                repaired.salvaged,
+                damaged.display()
+            ));
+        }
+        store
+    } else {
+        s.open_store()?
+    };
     let r = store.verify().map_err(|e| s.store_error(e))?;
     if s.opts.json {
         report::print_json(&json!({

@@ -5,6 +5,7 @@
 //! `--check` are one small policy each (`execute_with_retries`, `check::check_reproducible`).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +31,10 @@ pub(crate) enum TargetError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "source file `{path}` is a symlink to `{target}`, outside the workspace: inputs must be in the workspace, where every checkout has them and `watch` sees them (copy the file in, or fetch it with a `fixed_output`)"
+    )]
+    SourceOutside { path: WorkspacePath, target: String },
     #[error(
         "tool `{name}` was not found on the tool path `{tool_path}` (set `tool_path` in cairn.toml to add directories)"
     )]
@@ -680,6 +685,16 @@ fn hash_sources(ctx: &BuildContext, target: &Target) -> Result<Vec<FileInfo>, Ta
                 return Ok(info);
             }
             let host = src.to_host(ctx.workspace_root);
+            // A source may be a link (its target's content is the input), but only to a file
+            // in the workspace.
+            if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_symlink())
+                && let Some(outside) = link_leaving(&host, ctx.workspace_root)
+            {
+                return Err(TargetError::SourceOutside {
+                    path: src.clone(),
+                    target: outside,
+                });
+            }
             match ctx.states.file_info(&host) {
                 Ok((info, _)) => Ok(info),
                 Err(source) => Err(TargetError::Source {
@@ -689,6 +704,14 @@ fn hash_sources(ctx: &BuildContext, target: &Target) -> Result<Vec<FileInfo>, Ta
             }
         })
         .collect()
+}
+
+/// Where the symlink `host` leads, when that is outside the workspace at `root` (both
+/// resolved, so links through links count where they end).
+fn link_leaving(host: &Path, root: &Path) -> Option<String> {
+    let resolved = std::fs::canonicalize(host).ok()?;
+    let root = std::fs::canonicalize(root).ok()?;
+    (!resolved.starts_with(&root)).then(|| resolved.display().to_string())
 }
 
 /// The sources by path, from `hash_sources`.

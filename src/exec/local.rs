@@ -287,8 +287,10 @@ impl Executor for LocalExecutor<'_> {
                 // (on the command's first line, so its line numbers stay as written), not by
                 // a hook between fork and exec, which would make the spawn a full `fork` of
                 // this process (copying its page tables) instead of a `vfork`.
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c")
+                // Under the reaper (this binary), so that no process the action starts
+                // outlives it, daemons included.
+                let mut c = Command::new(&self.helper);
+                c.args([sandbox::REAPER_ARG, "--", "/bin/sh", "-c"])
                     .arg(format!("umask 022; {}", action.cmd))
                     .current_dir(&workdir);
                 c
@@ -311,8 +313,12 @@ impl Executor for LocalExecutor<'_> {
             label: label.clone(),
             source,
         })?;
-        let (status, ended) =
-            wait_for(child, Duration::from_millis(action.timeout_ms), self.cancel);
+        let (status, ended) = wait_for(
+            child,
+            Duration::from_millis(action.timeout_ms),
+            self.cancel,
+            mode != SandboxMode::Namespace,
+        );
         let duration_ms = start.elapsed().as_millis() as u64;
 
         let exit_code = status.and_then(|s| s.code());
@@ -621,11 +627,16 @@ const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// Waits for the child; on timeout or cancellation kills its whole process group. Either way,
 /// the group is killed afterwards so no background process outlives its action.
+/// How long the reaper has to stop an action it was asked to stop.
+const REAPER_GRACE: Duration = Duration::from_secs(5);
+
 fn wait_for(
     mut child: std::process::Child,
     timeout: Duration,
     cancel: Option<&AtomicBool>,
+    reaper: bool,
 ) -> (Option<std::process::ExitStatus>, Ended) {
+    use nix::sys::signal::{Signal, kill, killpg};
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -633,8 +644,21 @@ fn wait_for(
         let _ = tx.send(status);
     });
     let deadline = Instant::now() + timeout;
-    let kill = || {
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let kill_group = || {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    };
+    // The reaper kills the action and all it left when asked (SIGTERM); killing the reaper
+    // itself would orphan the daemons it is there to catch. Its group is killed too if it
+    // has not finished within a moment.
+    let stop = |rx: &mpsc::Receiver<Option<std::process::ExitStatus>>| {
+        if reaper {
+            let _ = kill(pgid, Signal::SIGTERM);
+            if let Ok(status) = rx.recv_timeout(REAPER_GRACE) {
+                return status;
+            }
+        }
+        kill_group();
+        rx.recv().ok().flatten()
     };
     let (status, ended) = loop {
         let slice = deadline
@@ -645,17 +669,15 @@ fn wait_for(
             Err(mpsc::RecvTimeoutError::Disconnected) => break (None, Ended::Exited),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-                    kill();
-                    break (rx.recv().ok().flatten(), Ended::Cancelled);
+                    break (stop(&rx), Ended::Cancelled);
                 }
                 if Instant::now() >= deadline {
-                    kill();
-                    break (rx.recv().ok().flatten(), Ended::TimedOut);
+                    break (stop(&rx), Ended::TimedOut);
                 }
             }
         }
     };
-    kill();
+    kill_group();
     let _ = waiter.join();
     (status, ended)
 }

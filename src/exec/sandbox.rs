@@ -626,3 +626,107 @@ fn loopback_up() -> Result<(), String> {
         result
     }
 }
+
+/// The first argument that turns the binary into the reaper the directory and `none`
+/// sandboxes run each action under.
+pub(crate) const REAPER_ARG: &str = "__reap";
+
+/// Set by the reaper's SIGTERM handler: cairn asks it to stop the action (timeout, Ctrl-C).
+static REAPER_TERM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_reaper_term(_: nix::libc::c_int) {
+    REAPER_TERM.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `cairn __reap -- ARGV...`: runs ARGV in a process group of its own and, once it exits (or
+/// on SIGTERM, after killing that group), kills every process the action left behind.
+/// Daemons that left the group (`setsid`, double forks) included: as a child subreaper, the
+/// reaper inherits every orphan below it. (The namespace sandbox needs none of this: its PID
+/// namespace dies with its first process.) Exits with the command's exit code, 128 + signal
+/// if it was killed, or 125 if it could not start it.
+#[allow(clippy::print_stderr)] // The reaper's only channel is the action's stderr.
+pub(crate) fn reaper_main(args: Vec<OsString>) -> ExitCode {
+    use nix::sys::signal::{
+        SaFlags, SigAction, SigHandler, SigSet, Signal, kill, killpg, sigaction,
+    };
+    let argv: Vec<OsString> = args.into_iter().skip_while(|a| a != "--").skip(1).collect();
+    if argv.is_empty() {
+        eprintln!("usage: cairn __reap -- ARGV...");
+        return ExitCode::from(SETUP_FAILED);
+    }
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("cairn reaper: cannot become a child subreaper: {e}");
+        return ExitCode::from(SETUP_FAILED);
+    }
+    // No SA_RESTART: the SIGTERM interrupts the wait below, which then kills the action.
+    let action = SigAction::new(
+        SigHandler::Handler(on_reaper_term),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    if let Err(e) = unsafe { sigaction(Signal::SIGTERM, &action) } {
+        eprintln!("cairn reaper: sigaction: {e}");
+        return ExitCode::from(SETUP_FAILED);
+    }
+    let child = match Command::new(&argv[0])
+        .args(&argv[1..])
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn reaper: cannot start {:?}: {e}", argv[0]);
+            return ExitCode::from(SETUP_FAILED);
+        }
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let code = loop {
+        if REAPER_TERM.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code as u8,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as u8,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("cairn reaper: waitpid: {e}");
+                break SETUP_FAILED;
+            }
+        }
+    };
+    // Everything still below us: the group's stragglers and the orphans that were reparented
+    // here. Killing one may orphan its children to us in turn, so list again until none is left.
+    let _ = killpg(pid, Signal::SIGKILL);
+    loop {
+        let left = own_children();
+        if left.is_empty() {
+            break;
+        }
+        for p in &left {
+            let _ = kill(*p, Signal::SIGKILL);
+        }
+        // Reaps at least one (each was killed), so the loop ends.
+        let _ = waitpid(None, None);
+    }
+    ExitCode::from(code)
+}
+
+/// This process's children, as the kernel lists them per thread.
+fn own_children() -> Vec<nix::unistd::Pid> {
+    let mut out = Vec::new();
+    for task in fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .map(nix::unistd::Pid::from_raw),
+            );
+        }
+    }
+    out
+}

@@ -296,12 +296,24 @@ pub(crate) fn register_builtins(builder: &mut GlobalsBuilder) {
         let ctx = context(eval)?;
         let inc = compile_globs(&include.items, "include")?;
         let exc = compile_globs(&exclude.items, "exclude")?;
-        let matched: Vec<String> = ctx
-            .files
-            .iter()
-            .filter(|f| inc.is_match(f.as_str()) && !exc.is_match(f.as_str()))
-            .cloned()
-            .collect();
+        let mut matched: Vec<String> = Vec::new();
+        for f in ctx.files.iter() {
+            let (name, utf8) = match f.strip_suffix(super::scan::NOT_UTF8) {
+                Some(name) => (name, false),
+                None => (f.as_str(), true),
+            };
+            if !inc.is_match(name) || exc.is_match(name) {
+                continue;
+            }
+            if !utf8 {
+                let shown = WorkspacePath::in_package(&ctx.package, name)
+                    .map_or(name.to_string(), |p| p.to_string());
+                bail!(
+                    "glob() matches `{shown}`, whose name is not UTF-8 (shown with '\u{FFFD}' for the bytes that are not): cairn's paths are UTF-8 strings, as REAPI's are; rename the file or exclude it"
+                );
+            }
+            matched.push(f.clone());
+        }
         let mut globbed = ctx.globbed.borrow_mut();
         for f in &matched {
             if let Ok(p) = WorkspacePath::in_package(&ctx.package, f) {

@@ -54,6 +54,10 @@ impl Sig {
 
 const RACY_WINDOW_NS: i64 = 1_000_000_000;
 
+/// Ends the (lossy) name of a file whose real name is not UTF-8, in a package's file list: no
+/// file name holds a NUL, so no real name is taken for one of these.
+pub(crate) const NOT_UTF8: char = '\0';
+
 #[allow(clippy::disallowed_methods)] // The racy check compares against the wall clock.
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -103,7 +107,7 @@ fn record_of(root: &Path) -> String {
 }
 
 fn fingerprint(skip: &[PathBuf]) -> String {
-    let mut text = format!("cairn {} scan v1", env!("CARGO_PKG_VERSION"));
+    let mut text = format!("cairn {} scan v2", env!("CARGO_PKG_VERSION"));
     for s in skip {
         text.push('\0');
         text.push_str(&s.to_string_lossy());
@@ -244,7 +248,12 @@ fn walk(root: &Path, skip: &[PathBuf]) -> Result<(Scan, Vec<DirSig>), LoadError>
             let Ok(rel) = entry.path().strip_prefix(root) else {
                 return ignore::WalkState::Continue;
             };
-            let rel = rel.to_string_lossy().into_owned();
+            // A name that is not UTF-8 cannot be an input (REAPI's paths are strings): kept,
+            // marked, for glob() to refuse by name rather than to miss silently.
+            let rel = match rel.to_str() {
+                Some(text) => text.to_owned(),
+                None => format!("{}{NOT_UTF8}", rel.to_string_lossy()),
+            };
             if kind.is_file() || kind.is_symlink() {
                 found.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
             } else if kind.is_dir() {

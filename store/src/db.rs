@@ -128,13 +128,45 @@ pub struct Db {
     reader: std::sync::OnceLock<Option<Mutex<Connection>>>,
 }
 
+/// A database error, told apart when it means the file is damaged (a recovery command exists).
+fn db_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    let path = path.to_path_buf();
+    match source.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::DamagedDatabase { path, source },
+        _ => StoreError::Db { path, source },
+    }
+}
+
+/// The action results a damaged database at `path` still gives (key, encoded result), in
+/// order until the first row it cannot read: what `store verify --repair` carries over.
+pub(crate) fn salvage_action_results(path: &Path) -> Vec<(Digest, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(conn) = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return out;
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT key, result FROM action_cache") else {
+        return out;
+    };
+    let Ok(mut rows) = stmt.query([]) else {
+        return out;
+    };
+    while let Ok(Some(row)) = rows.next() {
+        let (Ok(key), Ok(result)) = (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)) else {
+            continue;
+        };
+        if let Ok(hash) = <[u8; 32]>::try_from(key.as_slice()) {
+            out.push((Digest { hash, size: 0 }, result));
+        }
+    }
+    out
+}
+
 impl Db {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Db> {
-        let err = |source| StoreError::Db {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| db_error(path, source);
         let conn = Connection::open(path).map_err(err)?;
         // Concurrent cairn processes share the store: wait for a writer instead of failing.
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
@@ -152,10 +184,7 @@ impl Db {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            source,
-        }
+        db_error(&self.path, source)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

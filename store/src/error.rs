@@ -18,6 +18,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The SQLite metadata database is damaged (truncated, overwritten, corrupt pages).
+    #[error(
+        "The store's database `{path}` is damaged ({source}): run `cairn store verify --repair` to rebuild it (every sound blob, and every result it can still read, is kept)"
+    )]
+    DamagedDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
     /// The SQLite metadata database failed.
     #[error("Store database `{path}`: {source}")]
     Db {

@@ -207,7 +207,67 @@ impl Store {
     /// Takes the store lock: shared for a build (many at once), exclusive for GC and verify
     /// (which wait for running builds). Released when the returned file is dropped.
     pub fn lock(&self, exclusive: bool) -> Result<std::fs::File> {
-        let path = self.root.join("lock");
+        lock_at(&self.root, exclusive)
+    }
+
+    /// Opens the store at `root`, first rebuilding its database if that is damaged (it cannot
+    /// be opened, or SQLite's integrity check fails): the damaged file is moved aside to
+    /// `metadata.sqlite.damaged`, a fresh one is made, and every action result the damaged
+    /// one still gives is carried over (run `verify` next: it drops those naming blobs that
+    /// are gone). Blobs are never touched; the file states, history and analysis caches start
+    /// empty (they are caches).
+    pub fn open_repairing(root: &Path) -> Result<(Store, Repaired)> {
+        match Store::open(root) {
+            Ok(store) if store.db.integrity_problems().is_ok_and(|p| p.is_empty()) => {
+                return Ok((store, Repaired::default()));
+            }
+            Ok(store) => drop(store),
+            Err(StoreError::DamagedDatabase { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let lock = lock_at(root, true)?;
+        let db = root.join("metadata.sqlite");
+        let salvaged = db::salvage_action_results(&db);
+        let aside = root.join("metadata.sqlite.damaged");
+        std::fs::rename(&db, &aside).map_err(|source| StoreError::Io {
+            op: "move aside",
+            path: db.clone(),
+            source,
+        })?;
+        for ext in ["-wal", "-shm"] {
+            let _ = std::fs::rename(
+                root.join(format!("metadata.sqlite{ext}")),
+                root.join(format!("metadata.sqlite.damaged{ext}")),
+            );
+        }
+        drop(lock);
+        let store = Store::open(root)?;
+        for (key, bytes) in &salvaged {
+            store.db.put_action_result(key, bytes)?;
+        }
+        Ok((
+            store,
+            Repaired {
+                damaged: Some(aside),
+                salvaged: salvaged.len() as u64,
+            },
+        ))
+    }
+}
+
+/// What [`Store::open_repairing`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Where the damaged database was moved, if it was rebuilt.
+    pub damaged: Option<PathBuf>,
+    /// Action results carried over from it.
+    pub salvaged: u64,
+}
+
+/// Takes the lock of the store at `root` (see [`Store::lock`]).
+fn lock_at(root: &Path, exclusive: bool) -> Result<std::fs::File> {
+    {
+        let path = root.join("lock");
         let io = |source| StoreError::Io {
             op: "lock",
             path: path.clone(),
@@ -226,7 +286,9 @@ impl Store {
         }
         Ok(file)
     }
+}
 
+impl Store {
     /// Takes the lock of the workspace `key` names (its root), exclusively: one cairn process
     /// writes a workspace's outputs at a time. When another holds it, `waiting` is told that
     /// process's PID (as it wrote it) before this one blocks until it is released. Released

@@ -5,6 +5,7 @@ mod build;
 mod ci;
 mod errors;
 mod exec;
+mod hostile;
 mod mimic;
 mod remote;
 mod remote_exec;
