@@ -541,6 +541,18 @@ impl<'a> Session<'a> {
             .unwrap_or(DEFAULT_REMOTE_JOBS)
     }
 
+    /// `[build] tmp_size` in bytes (4 GiB unless set).
+    pub fn tmp_size(&self) -> Result<u64, Error> {
+        match &self.ws.config.build.tmp_size {
+            None => Ok(DEFAULT_TMP_SIZE),
+            Some(text) => cairn_store::parse_size(text).ok_or_else(|| {
+                Error::Usage(format!(
+                    "Invalid `[build] tmp_size` `{text}` in cairn.toml (expected a size such as `4GiB` or `512MiB`)"
+                ))
+            }),
+        }
+    }
+
     pub fn jobs(&self) -> usize {
         self.opts
             .jobs
@@ -550,6 +562,10 @@ impl<'a> Session<'a> {
 }
 
 const DEFAULT_REMOTE_JOBS: usize = 32;
+
+/// The default bound of an action's in-memory `/tmp` in the namespace sandbox: large for a
+/// bundler, small enough that a runaway action cannot take the machine's memory.
+const DEFAULT_TMP_SIZE: u64 = 4 << 30;
 
 /// The remotes of an invocation, how their results are trusted, and the remote executor (the
 /// first remote, when remote execution is on).

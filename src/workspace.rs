@@ -135,6 +135,9 @@ pub(crate) struct BuildConfig {
     /// Where tools are looked up, in order; also the actions' `PATH`. Relative entries are
     /// relative to the workspace root. Default: `/usr/local/bin`, `/usr/bin`, `/bin`.
     pub tool_path: Option<Vec<PathBuf>>,
+    /// How much an action may write to its `/tmp` (and, each, to its `HOME` and `/dev/shm`) in
+    /// the namespace sandbox, where they are memory (tmpfs): `"4GiB"` by default.
+    pub tmp_size: Option<String>,
 }
 
 /// The environment variables cairn itself uses, read once at start-up.

@@ -237,6 +237,7 @@ pub(crate) fn execute(
         effective: OnceLock::new(),
         cancel,
         slots: Slots::new(s.jobs()),
+        tmp_size: s.tmp_size()?,
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
     let setup = s.remote_setup()?;

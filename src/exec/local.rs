@@ -54,6 +54,9 @@ pub(crate) struct LocalExecutor<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// `-j`: how many actions run here at once.
     pub slots: Slots,
+    /// Bytes an action may write to its `/tmp` (and `HOME`, `/dev/shm`) in the namespace
+    /// sandbox.
+    pub tmp_size: u64,
 }
 
 impl LocalExecutor<'_> {
@@ -279,6 +282,7 @@ impl Executor for LocalExecutor<'_> {
                     read_only: &action.tool_dirs,
                     read_only_inputs: &read_only,
                     mounts: &mounts,
+                    tmp_size: self.tmp_size,
                 };
                 sandbox::namespace_command(&self.helper, &spec, &["/bin/sh", "-c", &action.cmd])
             }

@@ -75,6 +75,8 @@ pub(crate) struct NamespaceSpec<'a> {
     /// Host directories (the store's shared trees) mounted read-only at these directories of
     /// the input root.
     pub mounts: &'a [(PathBuf, String)],
+    /// The size of the in-memory `/tmp`, `HOME` and `/dev/shm`, in bytes.
+    pub tmp_size: u64,
 }
 
 /// A `Command` that runs `argv` inside a namespace sandbox through the helper `exe`.
@@ -99,6 +101,7 @@ pub(crate) fn namespace_command(exe: &Path, spec: &NamespaceSpec, argv: &[&str])
     for (host, rel) in spec.mounts {
         cmd.arg("--mount-input").arg(host).arg(rel);
     }
+    cmd.arg("--tmp-size").arg(spec.tmp_size.to_string());
     cmd.arg("--").args(argv);
     cmd
 }
@@ -119,6 +122,7 @@ pub(crate) fn probe(exe: &Path, scratch: &Path) -> Result<(), String> {
         read_only: &[],
         read_only_inputs: &[],
         mounts: &[],
+        tmp_size: 1 << 20,
     };
     let out = namespace_command(exe, &spec, &["/bin/sh", "-c", "exit 0"])
         .env_clear()
@@ -144,6 +148,7 @@ struct HelperArgs {
     read_only: Vec<PathBuf>,
     read_only_inputs: Vec<String>,
     mounts: Vec<(PathBuf, String)>,
+    tmp_size: Option<u64>,
     argv: Vec<OsString>,
 }
 
@@ -157,6 +162,7 @@ fn parse_helper_args(args: Vec<OsString>) -> Result<HelperArgs, String> {
         read_only: Vec::new(),
         read_only_inputs: Vec::new(),
         mounts: Vec::new(),
+        tmp_size: None,
         argv: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -174,6 +180,14 @@ fn parse_helper_args(args: Vec<OsString>) -> Result<HelperArgs, String> {
                 let host = PathBuf::from(value()?);
                 let rel = value()?.to_string_lossy().into_owned();
                 h.mounts.push((host, rel));
+            }
+            Some("--tmp-size") => {
+                let text = value()?;
+                h.tmp_size = Some(
+                    text.to_str()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| format!("--tmp-size takes bytes, not {text:?}"))?,
+                );
             }
             Some("--") => {
                 h.argv = it.collect();
@@ -369,6 +383,11 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
         }
     }
 
+    // `/tmp`, `HOME` and `/dev/shm` are bounded: they are memory, and a runaway action must
+    // not take the machine's.
+    let size = args
+        .tmp_size
+        .map_or(String::new(), |n| format!(",size={n}"));
     let dev = inside("/dev");
     mkdir(&dev)?;
     for name in DEVICES {
@@ -386,7 +405,7 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
         std::os::unix::fs::symlink(target, dev.join(name))
             .map_err(|e| format!("symlink /dev/{name}: {e}"))?;
     }
-    tmpfs(&dev.join("shm"), "mode=1777")?;
+    tmpfs(&dev.join("shm"), &format!("mode=1777{size}"))?;
 
     let proc_dir = inside("/proc");
     mkdir(&proc_dir)?;
@@ -399,8 +418,8 @@ fn build_root(args: &HelperArgs) -> Result<(), String> {
     )
     .map_err(|e| format!("mounting /proc: {e}"))?;
 
-    tmpfs(&inside("/tmp"), "mode=1777")?;
-    tmpfs(&inside(SANDBOX_HOME), "mode=0755")?;
+    tmpfs(&inside("/tmp"), &format!("mode=1777{size}"))?;
+    tmpfs(&inside(SANDBOX_HOME), &format!("mode=0755{size}"))?;
     bind(&args.input_root, &inside(SANDBOX_ROOT), false)?;
     // No `..` or absolute part: a directory of the input root stays inside it.
     let in_root = |rel: &str| -> Result<PathBuf, String> {

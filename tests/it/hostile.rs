@@ -211,3 +211,38 @@ fn a_damaged_store_database_names_itself_and_verify_repair_rebuilds_it() {
     assert_eq!(ws.read("out.txt"), "hello\n");
     assert_eq!(ws.cairn(&["store", "verify"]).code, 0);
 }
+
+#[test]
+fn an_action_filling_its_tmpdir_fails_there_and_the_next_one_has_a_fresh_one() {
+    if !namespaces_available() {
+        return;
+    }
+    let ws = Workspace::new();
+    ws.write("cairn.toml", "[build]\ntmp_size = \"16MiB\"\n");
+    ws.write(
+        "BUILD.star",
+        "test(name = \"fill\", cmd = \"head -c 100000000 /dev/zero > $TMPDIR/big\")\n\
+         test(name = \"next\", deps = [\":fill\"], cmd = \"head -c 8000000 /dev/zero > $TMPDIR/some && test ! -e $TMPDIR/big\")\n\
+         test(name = \"after\", cmd = \"head -c 8000000 /dev/zero > $TMPDIR/some && test ! -e $TMPDIR/big\")\n",
+    );
+    let run = ws.json_run(&["test", "--keep-going"], 1);
+    let s = run.statuses();
+    assert_eq!(s["//:fill"], "failed");
+    assert_eq!(s["//:after"], "executed", "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("head: error writing 'standard output': No space left on device"),
+        "{}",
+        run.stderr
+    );
+    ws.write("cairn.toml", "[build]\ntmp_size = \"lots\"\n");
+    let bad = ws.cairn(&["test"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains(
+            "Invalid `[build] tmp_size` `lots` in cairn.toml (expected a size such as `4GiB` or `512MiB`)"
+        ),
+        "{}",
+        bad.stderr
+    );
+}
