@@ -9,6 +9,7 @@ mod graph;
 mod options;
 mod store;
 mod watch;
+mod watchdog;
 mod why;
 
 use std::collections::BTreeMap;
@@ -265,6 +266,9 @@ impl<'a> Session<'a> {
             }
             Ok(states)
         };
+        let (limit_time, limit_memory) = self.eval_limits()?;
+        let watchdog =
+            watchdog::Watchdog::start(limit_time, limit_memory, self.style.red("error:"));
         let (analysis, states) = analyze(
             &self.ws.root,
             std::slice::from_ref(&self.store_dir),
@@ -273,6 +277,7 @@ impl<'a> Session<'a> {
             load_states,
         )
         .map_err(|e| self.store_error(e))??;
+        drop(watchdog);
         if self.opts.verbose {
             report::print_stderr(&format!(
                 "loaded {} packages: {} evaluated, {} from the analysis cache",
@@ -539,6 +544,28 @@ impl<'a> Session<'a> {
             .jobs
             .or(self.ws.config.remote.jobs)
             .unwrap_or(DEFAULT_REMOTE_JOBS)
+    }
+
+    /// `[build] eval_time_limit` and `eval_memory_limit` (60 s and 4 GiB unless set).
+    pub fn eval_limits(&self) -> Result<(std::time::Duration, u64), Error> {
+        let build = &self.ws.config.build;
+        let time = match &build.eval_time_limit {
+            None => std::time::Duration::from_secs(60),
+            Some(text) => cairn_store::parse_age(text).ok_or_else(|| {
+                Error::Usage(format!(
+                    "Invalid `[build] eval_time_limit` `{text}` in cairn.toml (expected a time such as `60s` or `5m`)"
+                ))
+            })?,
+        };
+        let memory = match &build.eval_memory_limit {
+            None => 4 << 30,
+            Some(text) => cairn_store::parse_size(text).ok_or_else(|| {
+                Error::Usage(format!(
+                    "Invalid `[build] eval_memory_limit` `{text}` in cairn.toml (expected a size such as `4GiB`)"
+                ))
+            })?,
+        };
+        Ok((time, memory))
     }
 
     /// `[build] tmp_size` in bytes (4 GiB unless set).

@@ -138,6 +138,10 @@ pub(crate) struct BuildConfig {
     /// How much an action may write to its `/tmp` (and, each, to its `HOME` and `/dev/shm`) in
     /// the namespace sandbox, where they are memory (tmpfs): `"4GiB"` by default.
     pub tmp_size: Option<String>,
+    /// How long one BUILD.star file (with what it loads) may take to evaluate: `"60s"`.
+    pub eval_time_limit: Option<String>,
+    /// How much memory cairn may hold while evaluating one: `"4GiB"`.
+    pub eval_memory_limit: Option<String>,
 }
 
 /// The environment variables cairn itself uses, read once at start-up.

@@ -318,6 +318,22 @@ pub(crate) fn load_workspace(
     Ok(loaded)
 }
 
+/// The BUILD file being evaluated now, and since when: what the CLI's watchdog names when an
+/// evaluation runs past its time or memory limit (Starlark cannot be interrupted).
+static EVALUATING: std::sync::Mutex<Option<(String, std::time::Instant)>> =
+    std::sync::Mutex::new(None);
+
+fn lock_evaluating() -> std::sync::MutexGuard<'static, Option<(String, std::time::Instant)>> {
+    EVALUATING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The BUILD file being evaluated now (workspace-relative) and for how long.
+pub(crate) fn evaluating() -> Option<(String, std::time::Duration)> {
+    lock_evaluating()
+        .as_ref()
+        .map(|(file, since)| (file.clone(), since.elapsed()))
+}
+
 fn evaluate_package(
     loader: &StarLoader,
     package: &str,
@@ -332,7 +348,9 @@ fn evaluate_package(
         tool_path.clone(),
     );
     loader.touched.borrow_mut().push(BTreeSet::new());
+    *lock_evaluating() = Some((build.to_string(), std::time::Instant::now()));
     let result = loader.evaluate(&format!("//{build}"), source, &build_dialect(), Some(&ctx));
+    *lock_evaluating() = None;
     let touched = loader.touched.borrow_mut().pop().unwrap_or_default();
     result.map_err(diagnostic)?;
     let digests = loader.digests.borrow();

@@ -246,3 +246,104 @@ fn an_action_filling_its_tmpdir_fails_there_and_the_next_one_has_a_fresh_one() {
         bad.stderr
     );
 }
+
+#[test]
+fn a_build_file_looping_or_allocating_without_end_is_stopped_naming_itself() {
+    let ws = Workspace::new();
+    ws.write(
+        "cairn.toml",
+        "[build]\neval_time_limit = \"1s\"\neval_memory_limit = \"512MiB\"\n",
+    );
+    ws.write(
+        "defs.star",
+        "def spin():\n    n = 0\n    for x in range(1000000):\n        for y in range(1000000):\n            n += 1\n    return n\n",
+    );
+    ws.write(
+        "loops/BUILD.star",
+        "load(\"//defs.star\", \"spin\")\nN = spin()\n",
+    );
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "error: loops/BUILD.star: evaluation stopped after 1.0s (an endless loop?); `[build] eval_time_limit` in cairn.toml raises the limit"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::remove_dir_all(ws.path("loops")).unwrap();
+    ws.write(
+        "cairn.toml",
+        "[build]\neval_time_limit = \"120s\"\neval_memory_limit = \"256MiB\"\n",
+    );
+    ws.write(
+        "grows/BUILD.star",
+        "BIG = [\"x\" * 100 + str(i) for i in range(100000000)]\n",
+    );
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("error: grows/BUILD.star: evaluation stopped holding ")
+            && run
+                .stderr
+                .contains("MiB of memory, over the limit of 256 MiB (a runaway comprehension?)"),
+        "{}",
+        run.stderr
+    );
+
+    // Within the limits, the same workspace builds.
+    std::fs::remove_dir_all(ws.path("grows")).unwrap();
+    ws.write(
+        "ok/BUILD.star",
+        "N = len([i for i in range(100000)])\naction(name = \"a\", cmd = \"echo %d > $OUT\" % N, outs = [\"a.txt\"])\n",
+    );
+    ws.json_run(&["build"], 0);
+    assert_eq!(ws.read("ok/a.txt"), "100000\n");
+}
+
+#[test]
+fn a_load_cycle_names_its_path() {
+    let ws = Workspace::new();
+    ws.write("a.star", "load(\"//b.star\", \"B\")\nA = 1\n");
+    ws.write("b.star", "load(\"//a.star\", \"A\")\nB = 2\n");
+    ws.write("BUILD.star", "load(\"//a.star\", \"A\")\n");
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("BUILD.star:1:1: ")
+            && run
+                .stderr
+                .contains("load cycle: a.star -> b.star -> a.star"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_ten_megabyte_build_file_and_a_hundred_thousand_files_in_one_package_build() {
+    let ws = Workspace::new();
+    // 10 MB of BUILD.star: a large literal beside the targets.
+    let mut build = String::from("DATA = [\n");
+    while build.len() < 10 << 20 {
+        build.push_str(&format!("    \"{:0>90}\",\n", build.len()));
+    }
+    build.push_str("]\n");
+    build.push_str(
+        "action(name = \"count\", srcs = glob([\"many/f1234*.txt\"]), cmd = \"echo %d > $OUT; ls many | wc -l >> $OUT\" % len(DATA), outs = [\"count.txt\"])\n",
+    );
+    ws.write("BUILD.star", &build);
+    std::fs::create_dir_all(ws.path("many")).unwrap();
+    for i in 0..100_000 {
+        std::fs::write(ws.path(&format!("many/f{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    let entries = build.matches("\",\n").count();
+    ws.json_run(&["build"], 0);
+    // f1234.txt and f12340.txt ... f12349.txt: 11 files reach the sandbox.
+    assert_eq!(ws.read("count.txt"), format!("{entries}\n11\n"));
+    // A no-op replays; an edit of one of the 100,000 reruns.
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 0);
+    std::fs::write(ws.path("many/f12345.txt"), "edited\n").unwrap();
+    assert_eq!(ws.json_run(&["build"], 0).count("executed"), 1);
+}
