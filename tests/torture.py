@@ -41,8 +41,8 @@ import sys
 import tempfile
 import time
 
-BOUNDED = {"kill": 30, "concurrent": 3, "corrupt": 10, "full_disk": 1}
-LONG = {"kill": 200, "concurrent": 20, "corrupt": 50, "full_disk": 3}
+BOUNDED = {"kill": 30, "remote": 12, "concurrent": 3, "corrupt": 10, "full_disk": 1}
+LONG = {"kill": 200, "remote": 60, "concurrent": 20, "corrupt": 50, "full_disk": 3}
 
 
 class Failure(Exception):
@@ -219,7 +219,86 @@ def scenario_kill(args, scratch: str, rounds: int, counts: dict) -> None:
     expect(final.returncode == 0, "the build after the last kill failed", final)
     same_outputs(ws, reference(args.cairn, ws, scratch), "the kill rounds")
     verify_sound(cairn, ws, "the final build")
+    no_leftovers(cairn.store, ws)
     counts["kill"] = f"{rounds} runs: {killed} killed with SIGKILL mid-run, {finished} finished first; `store verify` clean after every one; final outputs identical to a clean build's"
+
+
+def no_leftovers(store: str, ws: str) -> None:
+    """What dead processes left is gone once the next build has run: no temp file in the
+    store, no sandbox of a dead process, nothing in the workspace but sources and outputs."""
+    tmp = os.path.join(store, "tmp")
+    stray = os.listdir(tmp) if os.path.isdir(tmp) else []
+    expect(not stray, f"temp files left in the store: {stray[:5]}")
+    for base in [os.path.join(store, "sandbox"), f"/dev/shm/cairn-{os.getuid()}"]:
+        for name in os.listdir(base) if os.path.isdir(base) else []:
+            parts = name.split("-")
+            if len(parts) > 1 and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+                raise Failure(f"a dead process's sandbox is left: {os.path.join(base, name)}")
+    for dirpath, _, files in os.walk(ws):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), ws)
+            if not (rel.endswith("BUILD.star") or "/src/" in rel or name == "data.bin"
+                    or "/tree/" in rel or rel == "cairn.toml"):
+                raise Failure(f"a stray file is left in the workspace: {rel}")
+
+
+def remotes(scratch: str) -> list[str]:
+    """The remotes to kill transfers to and from: a directory always, and the test servers
+    scripts/test.sh started (buildbox-casd over gRPC, nginx as an HTTP cache) when it did."""
+    os.makedirs(os.path.join(scratch, "remote-dir"), exist_ok=True)
+    found = [f"file://{os.path.join(scratch, 'remote-dir')}"]
+    for var in ["CAIRN_TEST_GRPC_CACHE", "CAIRN_TEST_HTTP_CACHE"]:
+        if os.environ.get(var):
+            found.append(os.environ[var])
+    return found
+
+
+def scenario_remote(args, scratch: str, rounds: int, counts: dict) -> None:
+    rng = random.Random(args.seed + 4)
+    ws = os.path.join(scratch, "remote-ws")
+    make_workspace(ws, args.packages, args.seed + 4)
+    urls = remotes(scratch)
+    cairn = Cairn(args.cairn, os.path.join(scratch, "remote-store"))
+    up = timed(cairn, ws, "build", "--remote", urls[0], "--remote-upload")
+    killed = finished = 0
+    for r in range(rounds):
+        url = rng.choice(urls)
+        if rng.random() < 0.5:
+            # An upload: new results sent while the build runs.
+            edit(ws, rng, args.packages, r)
+            runner, cmd = cairn, ["build", "--remote", url, "--remote-upload"]
+        else:
+            # A download: a fresh store (a new CI machine) restoring from the remote.
+            runner = Cairn(args.cairn, os.path.join(scratch, f"remote-fresh-{r}"))
+            runner.run(ws, "clean")
+            cmd = ["build", "--remote", url]
+        proc = runner.start(ws, *cmd)
+        time.sleep(rng.uniform(0, max(up * 1.2, 0.05)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        else:
+            finished += 1
+        _, err = proc.communicate()
+        if proc.returncode not in (0, -signal.SIGKILL):
+            raise Failure(f"round {r}: `cairn {' '.join(cmd)}` exited {proc.returncode}:\n{err[-2000:]}")
+        verify_sound(runner, ws, f"remote round {r} ({url}, killed)")
+    # Whatever was cut off, every remote hands out only correct results: a fresh machine
+    # building from each gets a clean build's outputs.
+    cairn.run(ws, "build")
+    expected = reference(args.cairn, ws, scratch)
+    hits = 0
+    for i, url in enumerate(urls):
+        pushed = cairn.run(ws, "cache", "push", "--remote", url)
+        expect(pushed.returncode == 0, f"cache push to {url} failed", pushed)
+        fresh = Cairn(args.cairn, os.path.join(scratch, f"remote-final-{i}"))
+        fresh.run(ws, "clean")
+        run = fresh.run(ws, "build", "--remote", url, "--json")
+        expect(run.returncode == 0, f"a fresh build from {url} failed", run)
+        hits += run.stdout.count('"remote_cached"')
+        same_outputs(ws, expected, f"a fresh build from {url}")
+        verify_sound(fresh, ws, f"a fresh build from {url}")
+    counts["remote"] = f"{rounds} uploads and downloads ({', '.join(u.split(':')[0] for u in urls)}) cut by SIGKILL: {killed} killed mid-run, {finished} finished first; `store verify` clean after each; then a fresh store building from each remote got a clean build's outputs ({hits} results from the remotes)"
 
 
 def scenario_concurrent(args, scratch: str, rounds: int, counts: dict) -> None:
@@ -228,6 +307,10 @@ def scenario_concurrent(args, scratch: str, rounds: int, counts: dict) -> None:
     make_workspace(ws, args.packages, args.seed + 1)
     cairn = Cairn(args.cairn, os.path.join(scratch, "conc-store"))
     runs = waited = 0
+    # A `watch` beside them all, rebuilding on every edit of the rounds.
+    watch_log = open(os.path.join(scratch, "conc-watch.log"), "w+")
+    watch = subprocess.Popen([cairn.binary, "-C", ws, "watch"], env=cairn.env(),
+                             stdout=watch_log, stderr=subprocess.STDOUT)
     for r in range(rounds):
         edit(ws, rng, args.packages, r)
         edit(ws, rng, args.packages, r + 1000)
@@ -253,8 +336,15 @@ def scenario_concurrent(args, scratch: str, rounds: int, counts: dict) -> None:
         expect(serial.returncode == 0, f"round {r}: the serial build after the concurrent ones failed", serial)
         same_outputs(ws, reference(args.cairn, ws, scratch), f"concurrent round {r}")
         verify_sound(cairn, ws, f"concurrent round {r}")
+    watch.send_signal(signal.SIGINT)
+    watch.wait(timeout=60)
+    watch_log.seek(0)
+    said = watch_log.read()
+    expect(watch.returncode in (0, 130), f"watch exited {watch.returncode}:\n{said[-2000:]}")
+    expect("database is locked" not in said and "ERROR" not in said,
+           f"watch beside the builds failed:\n{said[-2000:]}")
     expect(waited > 0, "no build said it was waiting for another writing the workspace")
-    counts["concurrent"] = f"{rounds} rounds of 4 builds on overlapping targets + 1 `store gc` at once ({runs} runs): all exited 0, none said \"database is locked\", {waited} said they waited for the build writing the workspace (naming its PID), outputs identical to a clean build's, `store verify` clean"
+    counts["concurrent"] = f"{rounds} rounds of 4 builds on overlapping targets + 1 `store gc` at once, beside a `cairn watch` ({runs} runs): all exited 0, none said \"database is locked\", {waited} said they waited for the build writing the workspace (naming its PID), outputs identical to a clean build's, `store verify` clean"
 
 
 def used_blobs(store: str, ws: str) -> list[str]:
@@ -343,6 +433,7 @@ def scenario_full_disk(args, scratch: str, rounds: int, counts: dict) -> None:
 
 SCENARIOS = {
     "kill": scenario_kill,
+    "remote": scenario_remote,
     "concurrent": scenario_concurrent,
     "corrupt": scenario_corrupt,
     "full_disk": scenario_full_disk,

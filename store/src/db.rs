@@ -163,6 +163,25 @@ pub(crate) fn salvage_action_results(path: &Path) -> Vec<(Digest, Vec<u8>)> {
     out
 }
 
+/// Runs `f` until SQLite stops answering BUSY (another process setting the database up), for
+/// at most the busy timeout.
+fn when_not_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Db {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Db> {
@@ -170,15 +189,21 @@ impl Db {
         let conn = Connection::open(path).map_err(err)?;
         // Concurrent cairn processes share the store: wait for a writer instead of failing.
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
+        // Switching a new database to WAL takes an exclusive lock, and SQLite answers BUSY
+        // there without calling the busy handler: processes opening a fresh store at once
+        // (a build, a watch, a gc) take turns instead (`tests/torture.py`, concurrent).
+        when_not_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(err)?;
+        when_not_busy(|| conn.pragma_update(None, "synchronous", "NORMAL")).map_err(err)?;
         let db = Db {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             reader: std::sync::OnceLock::new(),
         };
+        when_not_busy(|| match db.migrate() {
+            Err(StoreError::Db { source, .. }) => Err(source),
+            _ => Ok(()),
+        })
+        .map_err(err)?;
         db.migrate()?;
         Ok(db)
     }
@@ -751,6 +776,22 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_opening_a_fresh_store_at_once_all_get_it() {
+        // Found by tests/torture.py: the switch to WAL answered BUSY to all but one.
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("metadata.sqlite");
+            let opened: Vec<bool> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| Db::open(&path).is_ok()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(opened.iter().all(|ok| *ok), "{opened:?}");
+        }
+    }
 
     #[test]
     fn action_results_round_trip_and_can_be_removed() {
