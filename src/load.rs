@@ -24,8 +24,9 @@ pub(crate) fn pack(bytes: &[u8]) -> Vec<u8> {
 
 /// Decompresses what `pack` wrote (or any zstd stream); `None` if it is damaged.
 pub(crate) fn unpack(bytes: &[u8]) -> Option<Vec<u8>> {
-    /// A recorded size above this is not believed.
-    const MAX_SIZE: u64 = 1 << 30;
+    /// A recorded size above this is not believed (nor reserved up front): a frame's
+    /// declared size comes from the record itself, which may be damaged.
+    const MAX_SIZE: u64 = 64 << 20;
     match zstd::zstd_safe::get_frame_content_size(bytes) {
         Ok(Some(size)) if size <= MAX_SIZE => zstd::bulk::decompress(bytes, size as usize).ok(),
         _ => zstd::decode_all(bytes).ok(),

@@ -225,6 +225,16 @@ impl Executor for LocalExecutor<'_> {
                 ),
             };
             written.map_err(sandbox_err)?;
+            // Inputs are read-only (the namespace sandbox mounts them so): an action writing
+            // into what it reads fails the same way in the directory sandbox, but for root,
+            // whom modes do not bind.
+            if mode == SandboxMode::Directory {
+                use std::os::unix::fs::PermissionsExt;
+                let host = path.to_host(&root);
+                let read_only = if info.executable { 0o555 } else { 0o444 };
+                fs::set_permissions(&host, fs::Permissions::from_mode(read_only))
+                    .map_err(|e| sandbox_err(io_err("chmod", &host, e)))?;
+            }
         }
         // Symlinks of dependency output directories, as they were captured (relative). Without
         // a sandbox they are in the workspace already.

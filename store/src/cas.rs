@@ -530,8 +530,12 @@ impl Cas {
             return Ok(());
         }
         // A corrupt blob must never be served again: drop it so the next build re-creates it.
-        for path in [self.raw_path(expected), self.zstd_path(expected)] {
-            let _ = fs::remove_file(path);
+        // (The right bytes asked for with a wrong size are a wrong record, not a bad blob:
+        // the blob stays.)
+        if actual.hash != expected.hash {
+            for path in [self.raw_path(expected), self.zstd_path(expected)] {
+                let _ = fs::remove_file(path);
+            }
         }
         Err(StoreError::Corrupt {
             expected: *expected,
@@ -818,6 +822,21 @@ mod tests {
             cas.read_chunks(&d, |_| {}),
             Err(StoreError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn a_read_with_a_wrong_size_fails_but_keeps_the_sound_blob() {
+        let (_dir, cas) = cas();
+        let digest = cas.put_bytes(b"sound bytes").unwrap();
+        let wrong = Digest {
+            hash: digest.hash,
+            size: digest.size + 1,
+        };
+        assert!(matches!(
+            cas.get_bytes(&wrong),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(cas.get_bytes(&digest).unwrap(), b"sound bytes");
     }
 
     #[test]

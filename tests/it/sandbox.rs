@@ -614,6 +614,24 @@ fn inputs_are_read_only_in_the_namespace_sandbox() {
 }
 
 #[test]
+fn inputs_are_read_only_files_in_the_directory_sandbox() {
+    // Modes only (they do not bind root): what an unprivileged action sees, as in the
+    // namespace sandbox, where they are mounted read-only.
+    let ws = Workspace::new();
+    ws.write(
+        "BUILD.star",
+        "action(name = \"dep\", cmd = \"echo d > $OUT && echo '#!/bin/sh' > tool.sh && chmod +x tool.sh\", outs = [\"d.txt\", \"tool.sh\"])\n\
+         action(name = \"use\", deps = [\":dep\"], srcs = [\"src/a.txt\"], cmd = \"stat -c '%n %a' src/a.txt d.txt tool.sh > $OUT\", outs = [\"modes.txt\"])\n",
+    );
+    ws.write("src/a.txt", "a\n");
+    ws.json_run(&["build", "--sandbox", "directory"], 0);
+    assert_eq!(
+        ws.read("modes.txt"),
+        "src/a.txt 444\nd.txt 444\ntool.sh 555\n"
+    );
+}
+
+#[test]
 fn a_large_dependency_tree_is_made_once_in_the_store_and_mounted_read_only() {
     if !namespaces_available() {
         return;
