@@ -48,9 +48,9 @@ pub(crate) fn outputs_of(
     restore: bool,
 ) -> Result<Provides, StoreError> {
     let cas = store.cas();
-    let bad = |what: &str| StoreError::BadTree {
-        digest: *key,
-        why: format!("action result has an invalid {what}"),
+    let bad = |what: &str| StoreError::BadResult {
+        key: *key,
+        why: format!("it has an invalid {what}"),
     };
     let mut provided = Provides::default();
     for file in &result.output_files {
@@ -90,8 +90,8 @@ pub(crate) fn outputs_of(
             // A result from elsewhere (a remote, an archive) must not plant a way out of the
             // workspace; one made here never holds one (the executor refuses it).
             if !link.link_stays_inside(target) {
-                return Err(StoreError::BadTree {
-                    digest: *key,
+                return Err(StoreError::BadResult {
+                    key: *key,
                     why: format!("its symlink `{link}` (-> {target}) points outside the workspace"),
                 });
             }

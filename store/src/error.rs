@@ -70,6 +70,15 @@ pub enum StoreError {
         #[source]
         source: prost::DecodeError,
     },
+    /// A stored or received action result cannot be used as it is (an output path leaving
+    /// its package, a missing digest, a link out of the workspace).
+    #[error("The action result for {key} is malformed: {why}")]
+    BadResult {
+        /// The action key it is stored under.
+        key: Digest,
+        /// What is wrong.
+        why: String,
+    },
     /// A stored `Tree` message is malformed (dangling child, bad entry name).
     #[error("Stored tree {digest} is malformed: {why}")]
     BadTree {
