@@ -17,6 +17,7 @@ pub(crate) mod uptodate;
 
 pub(crate) use dry_run::{DryInfo, DryRun};
 pub(crate) use lookup::CacheChain;
+pub(crate) use outputs::remove_stale_temps;
 pub(crate) use recorder::Recorder;
 pub(crate) use scheduler::{
     BuildContext, BuildOptions, BuildOutcome, Status, TargetReport, run_build,

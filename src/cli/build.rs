@@ -101,7 +101,12 @@ pub(crate) fn build(
         );
         // Shared with builds, as `execute` holds it: `store gc` waits for it.
         let lock = store.lock(false).map_err(|e| s.store_error(e))?;
-        if let Some(outcome) = uptodate::replay(&s.ws, &s.store_dir, &store, &states, &command) {
+        // A build killed while writing outputs leaves temp files only a build removes.
+        let abandoned = store.workspace_lock_abandoned(&s.ws.key());
+        if let Some(outcome) = (!abandoned)
+            .then(|| uptodate::replay(&s.ws, &s.store_dir, &store, &states, &command))
+            .flatten()
+        {
             report_replayed(s, &store, &outcome, mode);
             write_summary(&outcome)?;
             if s.opts.json {
@@ -223,6 +228,14 @@ pub(crate) fn execute(
             ));
         })
         .map_err(|e| s.store_error(e))?;
+    if _writer.previous_died {
+        let removed = crate::engine::remove_stale_temps(&s.ws.root, loaded.graph().all_targets());
+        if s.opts.verbose && removed > 0 {
+            report::print_stderr(&format!(
+                "removed {removed} temp files a killed build left beside its outputs"
+            ));
+        }
+    }
     let reporter = ConsoleReporter::new(s.style, s.opts.verbose).for_watch(watch);
     let mode = sandbox_mode(s);
     let warn = |text: &str| reporter.warning(text);

@@ -125,6 +125,54 @@ impl super::BuildContext<'_> {
     }
 }
 
+/// Removes the temp files a killed build left beside the outputs of `targets` (in their
+/// directories, and anywhere inside their output directories); returns how many. Only with
+/// the workspace's lock held, so no other cairn process is writing them now.
+pub(crate) fn remove_stale_temps<'a>(
+    root: &Path,
+    targets: impl Iterator<Item = &'a crate::graph::Target>,
+) -> usize {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut trees = std::collections::BTreeSet::new();
+    for target in targets {
+        for out in &target.outs {
+            if let Some(parent) = out.to_host(root).parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
+        for dir in &target.out_dirs {
+            let host = dir.to_host(root);
+            if let Some(parent) = host.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+            trees.insert(host);
+        }
+    }
+    let is_temp = |name: &std::ffi::OsStr| {
+        name.to_str()
+            .is_some_and(|n| n.starts_with(cairn_store::TEMP_PREFIX))
+    };
+    let mut removed = 0;
+    for dir in &dirs {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if is_temp(&entry.file_name()) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    for tree in &trees {
+        for entry in walkdir::WalkDir::new(tree).into_iter().flatten() {
+            if entry.file_type().is_file()
+                && is_temp(entry.file_name())
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// The recorded run time of a result: what restoring it saves.
 pub(crate) fn saved_ms_of(result: &reapi::ActionResult) -> u64 {
     result

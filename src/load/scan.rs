@@ -254,6 +254,14 @@ fn walk(root: &Path, skip: &[PathBuf]) -> Result<(Scan, Vec<DirSig>), LoadError>
                 Some(text) => text.to_owned(),
                 None => format!("{}{NOT_UTF8}", rel.to_string_lossy()),
             };
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(cairn_store::TEMP_PREFIX))
+            {
+                // An output being written (or left by a killed build): never an input.
+                return ignore::WalkState::Continue;
+            }
             if kind.is_file() || kind.is_symlink() {
                 found.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
             } else if kind.is_dir() {

@@ -470,7 +470,7 @@ impl Cas {
             use std::os::unix::fs::PermissionsExt;
             let bytes = self.get_bytes(digest)?;
             let mut tmp = tempfile::Builder::new()
-                .prefix(".cairn-tmp-")
+                .prefix(crate::TEMP_PREFIX)
                 .tempfile_in(parent)
                 .at("create temp file in", parent)?;
             tmp.write_all(&bytes).at("write", tmp.path())?;
@@ -484,7 +484,7 @@ impl Cas {
             return Ok(());
         }
         let tmp = tempfile::Builder::new()
-            .prefix(".cairn-tmp-")
+            .prefix(crate::TEMP_PREFIX)
             .tempfile_in(parent)
             .at("create temp file in", parent)?;
         let actual = match self.locate(digest).ok_or(StoreError::Missing(*digest))? {

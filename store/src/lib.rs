@@ -255,6 +255,26 @@ impl Store {
     }
 }
 
+/// The lock of a workspace's outputs, from [`Store::lock_workspace`].
+#[derive(Debug)]
+pub struct WorkspaceLock {
+    file: std::fs::File,
+    /// Whether the last holder died holding it (killed mid-build): the temp files of the
+    /// outputs it was restoring (named [`TEMP_PREFIX`]...) may be left in the workspace.
+    pub previous_died: bool,
+}
+
+impl Drop for WorkspaceLock {
+    fn drop(&mut self) {
+        // Let go normally: the next holder has nothing to clean up after us.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// The name prefix of the temp files outputs are written to before they are renamed into
+/// place in the workspace: never an input, and removable once their writer is gone.
+pub const TEMP_PREFIX: &str = ".cairn-tmp-";
+
 /// What [`Store::open_repairing`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Repaired {
@@ -289,15 +309,30 @@ fn lock_at(root: &Path, exclusive: bool) -> Result<std::fs::File> {
 }
 
 impl Store {
+    /// Whether the last holder of the workspace lock of `key` died holding it (its PID is still
+    /// in the lock file and no such process lives): a build must then clean up after it, so
+    /// nothing may be replayed. One small read.
+    pub fn workspace_lock_abandoned(&self, key: &str) -> bool {
+        let path = self
+            .root
+            .join("locks")
+            .join(format!("{}.lock", Digest::of_bytes(key.as_bytes()).hex()));
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    }
+
     /// Takes the lock of the workspace `key` names (its root), exclusively: one cairn process
     /// writes a workspace's outputs at a time. When another holds it, `waiting` is told that
     /// process's PID (as it wrote it) before this one blocks until it is released. Released
-    /// when the returned file is dropped, or when its process dies.
+    /// when the returned lock is dropped, or when its process dies; see
+    /// [`WorkspaceLock::previous_died`].
     pub fn lock_workspace(
         &self,
         key: &str,
         waiting: impl FnOnce(Option<u32>),
-    ) -> Result<std::fs::File> {
+    ) -> Result<WorkspaceLock> {
         use std::io::{Read, Seek, Write};
         let dir = self.root.join("locks");
         let path = dir.join(format!("{}.lock", Digest::of_bytes(key.as_bytes()).hex()));
@@ -314,21 +349,30 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(|e| io("open", e))?;
+        let holder = |file: &mut std::fs::File| {
+            let mut text = String::new();
+            let _ = file.rewind();
+            let _ = file.read_to_string(&mut text);
+            text.trim().parse::<u32>().ok()
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                waiting(holder.trim().parse().ok());
+                waiting(holder(&mut file));
                 file.lock().map_err(|e| io("lock", e))?;
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", e)),
         }
+        // A holder that let go normally emptied the file: a PID left in it died holding it.
+        let previous_died = holder(&mut file).is_some();
         // Ours now: say who holds it, for the next one to wait.
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = write!(file, "{}", std::process::id());
-        Ok(file)
+        Ok(WorkspaceLock {
+            file,
+            previous_died,
+        })
     }
 
     /// Records the last use of every action result read since the previous call, in one
@@ -415,5 +459,32 @@ mod proptests {
                 Ok(())
             })
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod workspace_lock {
+    use super::*;
+
+    #[test]
+    fn a_lock_let_go_normally_leaves_nothing_to_clean_and_one_left_by_the_dead_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = store.lock_workspace("/ws", |_| panic!("free")).unwrap();
+        assert!(!first.previous_died);
+        drop(first);
+        assert!(!store.workspace_lock_abandoned("/ws"));
+        let second = store.lock_workspace("/ws", |_| panic!("free")).unwrap();
+        assert!(!second.previous_died);
+        drop(second);
+        // As a holder killed with it leaves it: its PID in the file, no such process alive.
+        let path = dir
+            .path()
+            .join("locks")
+            .join(format!("{}.lock", Digest::of_bytes(b"/ws").hex()));
+        std::fs::write(&path, "999999999").unwrap();
+        assert!(store.workspace_lock_abandoned("/ws"));
+        let third = store.lock_workspace("/ws", |_| panic!("free")).unwrap();
+        assert!(third.previous_died);
     }
 }
