@@ -337,20 +337,38 @@ impl WorkspacePath {
     }
 
     /// Whether a symlink at this path pointing at `target` stays inside the workspace: relative,
-    /// and never climbing above its root (`..` resolved lexically, as every link an output may
-    /// hold is relative and links only to paths that are themselves in the workspace).
+    /// and never climbing above its root, `..` resolved lexically (no other link involved).
+    #[cfg(test)]
     pub fn link_stays_inside(&self, target: &str) -> bool {
+        self.link_stays_inside_among(target, &|_| false)
+    }
+
+    /// `link_stays_inside` among other links (`is_link` says which workspace paths are links):
+    /// a `..` after a component that is itself a link is refused, as it climbs from wherever
+    /// that link leads, not from where it sits (`deep -> ../..` beside `esc ->
+    /// deep/../../../etc` would leave the workspace though `esc` reads as inside).
+    pub fn link_stays_inside_among(&self, target: &str, is_link: &dyn Fn(&str) -> bool) -> bool {
         if target.starts_with('/') {
             return false;
         }
-        let joined = match self.0.rsplit_once('/') {
-            Some((parent, _)) => format!("{parent}/{target}"),
-            None => target.to_string(),
-        };
-        !matches!(
-            WorkspacePath::in_package("", &joined),
-            Err(PathError::Escapes(_) | PathError::Absolute(_))
-        )
+        let mut parts: Vec<&str> = self.0.split('/').collect();
+        parts.pop();
+        let mut through_link = false;
+        for part in target.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if through_link || parts.pop().is_none() {
+                        return false;
+                    }
+                }
+                name => {
+                    parts.push(name);
+                    through_link |= is_link(&parts.join("/"));
+                }
+            }
+        }
+        true
     }
 
     /// Whether `self` is `other` or lies below it.
@@ -514,6 +532,13 @@ mod tests {
         let top = WorkspacePath::from_normalized("link".into());
         assert!(top.link_stays_inside("a/b"));
         assert!(!top.link_stays_inside(".."));
+        // Through another link, `..` climbs from where that one leads: refused.
+        let links = |p: &str| p == "pkg/out/deep";
+        let esc = WorkspacePath::from_normalized("pkg/out/esc".into());
+        assert!(esc.link_stays_inside("deep/../../../etc/passwd"));
+        assert!(!esc.link_stays_inside_among("deep/../../../etc/passwd", &links));
+        assert!(esc.link_stays_inside_among("deep/bin/tool", &links));
+        assert!(esc.link_stays_inside_among("../lib/x", &links));
     }
 
     #[test]

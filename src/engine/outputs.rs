@@ -85,11 +85,16 @@ pub(crate) fn outputs_of(
         for (rel, info) in &contents.files {
             provided.files.insert(entry(rel)?, *info);
         }
+        let in_tree = |p: &str| {
+            p.strip_prefix(path.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rel| contents.symlinks.contains_key(rel))
+        };
         for (rel, target) in &contents.symlinks {
             let link = entry(rel)?;
             // A result from elsewhere (a remote, an archive) must not plant a way out of the
             // workspace; one made here never holds one (the executor refuses it).
-            if !link.link_stays_inside(target) {
+            if !link.link_stays_inside_among(target, &in_tree) {
                 return Err(StoreError::BadResult {
                     key: *key,
                     why: format!("its symlink `{link}` (-> {target}) points outside the workspace"),

@@ -439,9 +439,14 @@ impl Executor for LocalExecutor<'_> {
             };
             // Links stay inside the workspace (an npm workspace link may leave its tree):
             // one leading out would let dependents read the host through it.
+            let in_tree = |p: &str| {
+                p.strip_prefix(dir.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|rel| contents.symlinks.contains_key(rel))
+            };
             if let Some((link, target)) = contents.symlinks.iter().find(|(link, target)| {
                 WorkspacePath::in_package(dir.as_str(), link)
-                    .is_ok_and(|p| !p.link_stays_inside(target))
+                    .is_ok_and(|p| !p.link_stays_inside_among(target, &in_tree))
             }) {
                 return Ok(ExecOutcome::Failed(failure(format!(
                     "made `{dir}/{link}` (-> {target}), which points outside the workspace: an output's symlinks must stay inside it"

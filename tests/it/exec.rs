@@ -574,6 +574,21 @@ fn an_output_symlink_leading_out_of_the_workspace_fails_the_action_naming_it() {
     );
     assert!(!ws.path("pkg/node_modules/etc").exists());
 
+    // Through another link of the tree, `..` climbs from where that one leads.
+    ws.write(
+        "pkg/BUILD.star",
+        "action(name = \"tree\", out_dirs = [\"node_modules\"], cmd = \"mkdir -p node_modules && ln -s ../.. node_modules/deep && ln -s deep/../../../etc node_modules/esc\")\n",
+    );
+    let run = ws.cairn(&["build"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "made `pkg/node_modules/esc` (-> deep/../../../etc), which points outside the workspace"
+        ),
+        "{}",
+        run.stderr
+    );
+
     // Inside the workspace, though outside the tree: stored and restored as it is.
     ws.write(
         "pkg/BUILD.star",
