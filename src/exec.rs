@@ -57,7 +57,9 @@ pub(crate) enum ExecError {
         #[source]
         source: StoreError,
     },
-    #[error("Cannot start `/bin/sh` for `{label}`: {source}")]
+    #[error(
+        "Cannot start the command of `{label}` (`/bin/sh`, through cairn's sandbox helper): {source}"
+    )]
     Spawn {
         label: Label,
         #[source]

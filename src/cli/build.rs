@@ -244,8 +244,13 @@ pub(crate) fn execute(
         workspace_root: &s.ws.root,
         mode,
         base: SandboxBase::new(s.ws.sandbox_base(s.env), loaded.store.root()),
-        helper: std::env::current_exe()
-            .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
+        // The running binary even if it was replaced or deleted since (an upgrade during a
+        // long watch): every action starts through it.
+        helper: match Path::new("/proc/self/exe") {
+            exe if exe.exists() => exe.to_path_buf(),
+            _ => std::env::current_exe()
+                .map_err(|e| Error::Io(format!("Cannot find the cairn binary: {e}")))?,
+        },
         on_fallback: &warn,
         effective: OnceLock::new(),
         cancel,

@@ -66,7 +66,11 @@ pub(crate) fn watch(
                 })
         })
         .collect();
+    let (limit_time, limit_memory) = s.eval_limits()?;
+    let watchdog =
+        super::watchdog::Watchdog::start(limit_time, limit_memory, s.style.red("error:"));
     let analysis = analyze_scanned(&s.ws.root, scan, &states, &mut cache, &s.ws.tool_path())?;
+    drop(watchdog);
     let patterns = s.patterns(patterns)?;
     let mut loaded = Loaded {
         store,
@@ -223,7 +227,14 @@ impl Watch<'_> {
             } else {
                 loaded.analysis.scan.clone()
             };
-            match analyze_scanned(&s.ws.root, scan, &loaded.states, cache, &s.ws.tool_path()) {
+            // A BUILD file edited into an endless loop ends the watch, naming it, as a build.
+            let watchdog = s.eval_limits().ok().map(|(time, memory)| {
+                super::watchdog::Watchdog::start(time, memory, s.style.red("error:"))
+            });
+            let analyzed =
+                analyze_scanned(&s.ws.root, scan, &loaded.states, cache, &s.ws.tool_path());
+            drop(watchdog);
+            match analyzed {
                 Ok(analysis) => {
                     loaded.analysis = analysis;
                     self.broken = false;

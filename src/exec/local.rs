@@ -202,6 +202,23 @@ impl Executor for LocalExecutor<'_> {
             .into_iter()
             .filter(|rel| !shared.iter().any(|(s, _)| s == rel))
             .collect();
+        // The directories the namespace sandbox would mount read-only: in the directory
+        // sandbox, their files are made read-only instead (modes, which do not bind root).
+        let read_only_here: std::collections::HashSet<String> = if mode == SandboxMode::Directory {
+            read_only_inputs(action).into_iter().collect()
+        } else {
+            Default::default()
+        };
+        let is_read_only_here = |path: &WorkspacePath| {
+            let mut dir = path.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if read_only_here.contains(parent) {
+                    return true;
+                }
+                dir = parent;
+            }
+            false
+        };
 
         // Inputs: what the CAS holds (dependency outputs) is written from it, sources are
         // copied from the workspace; both are verified against the digest in the key on the
@@ -225,10 +242,9 @@ impl Executor for LocalExecutor<'_> {
                 ),
             };
             written.map_err(sandbox_err)?;
-            // Inputs are read-only (the namespace sandbox mounts them so): an action writing
-            // into what it reads fails the same way in the directory sandbox, but for root,
-            // whom modes do not bind.
-            if mode == SandboxMode::Directory {
+            // As in the namespace sandbox, an action writing into what it reads fails (but for
+            // root, whom modes do not bind).
+            if is_read_only_here(path) {
                 use std::os::unix::fs::PermissionsExt;
                 let host = path.to_host(&root);
                 let read_only = if info.executable { 0o555 } else { 0o444 };
@@ -597,10 +613,12 @@ fn too_large(label: &Label, action: &PreparedAction) -> Result<(), ExecError> {
             .clone()
             .map(|(n, v)| n.len() + v.len() + 2 + 8)
             .sum::<usize>();
+    // With an unlimited stack, glibc's ARG_MAX is huge while the kernel still stops at 3/4
+    // of its default stack limit (6 MiB).
     let limit = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
         .ok()
         .flatten()
-        .map_or(2 << 20, |n| n as usize);
+        .map_or(2 << 20, |n| (n as usize).min(6 << 20));
     if total > limit
         && let Some((name, _)) = strings.max_by_key(|(n, v)| n.len() + v.len())
     {
@@ -644,11 +662,12 @@ enum Ended {
 /// How often a running action checks for cancellation.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-/// Waits for the child; on timeout or cancellation kills its whole process group. Either way,
-/// the group is killed afterwards so no background process outlives its action.
 /// How long the reaper has to stop an action it was asked to stop.
 const REAPER_GRACE: Duration = Duration::from_secs(5);
 
+/// Waits for the child; on timeout or cancellation stops it (through the `reaper`, for the
+/// directory and `none` sandboxes, else by killing its process group). Either way, the group
+/// is killed afterwards so no background process outlives its action.
 fn wait_for(
     mut child: std::process::Child,
     timeout: Duration,
@@ -667,13 +686,16 @@ fn wait_for(
         let _ = killpg(pgid, Signal::SIGKILL);
     };
     // The reaper kills the action and all it left when asked (SIGTERM); killing the reaper
-    // itself would orphan the daemons it is there to catch. Its group is killed too if it
-    // has not finished within a moment.
+    // itself would orphan the daemons it is there to catch. Should it not be done within a
+    // moment, the action's own group (the reaper's child's) is killed, then the reaper.
     let stop = |rx: &mpsc::Receiver<Option<std::process::ExitStatus>>| {
         if reaper {
             let _ = kill(pgid, Signal::SIGTERM);
             if let Ok(status) = rx.recv_timeout(REAPER_GRACE) {
                 return status;
+            }
+            for child in sandbox::children_of(&pgid.to_string()) {
+                let _ = killpg(child, Signal::SIGKILL);
             }
         }
         kill_group();

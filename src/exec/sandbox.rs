@@ -21,6 +21,7 @@ use nix::sys::stat::Mode;
 use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, chdir, fork, getgid, getuid, pivot_root, sethostname};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The first argument that turns the binary into the sandbox helper.
 pub(crate) const HELPER_ARG: &str = "__sandbox";
@@ -651,10 +652,19 @@ fn loopback_up() -> Result<(), String> {
 pub(crate) const REAPER_ARG: &str = "__reap";
 
 /// Set by the reaper's SIGTERM handler: cairn asks it to stop the action (timeout, Ctrl-C).
-static REAPER_TERM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static REAPER_TERM: AtomicBool = AtomicBool::new(false);
+/// The action's process group, once started (0 before).
+static REAPER_CHILD: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_reaper_term(_: nix::libc::c_int) {
-    REAPER_TERM.store(true, std::sync::atomic::Ordering::SeqCst);
+    REAPER_TERM.store(true, Ordering::SeqCst);
+    let group = REAPER_CHILD.load(Ordering::SeqCst);
+    if group > 0 {
+        // SAFETY: kill(2) is async-signal-safe; the group is the action's own.
+        unsafe {
+            nix::libc::kill(-group, nix::libc::SIGKILL);
+        }
+    }
 }
 
 /// `cairn __reap -- ARGV...`: runs ARGV in a process group of its own and, once it exits (or
@@ -700,10 +710,12 @@ pub(crate) fn reaper_main(args: Vec<OsString>) -> ExitCode {
         }
     };
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // From here the handler kills the group itself; a SIGTERM that came before is seen here.
+    REAPER_CHILD.store(pid.as_raw(), Ordering::SeqCst);
+    if REAPER_TERM.load(Ordering::SeqCst) {
+        let _ = killpg(pid, Signal::SIGKILL);
+    }
     let code = loop {
-        if REAPER_TERM.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => break code as u8,
             Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as u8,
@@ -733,12 +745,14 @@ pub(crate) fn reaper_main(args: Vec<OsString>) -> ExitCode {
 
 /// This process's children, as the kernel lists them per thread.
 fn own_children() -> Vec<nix::unistd::Pid> {
+    children_of("self")
+}
+
+/// The children of process `pid` (or `self`), as the kernel lists them per thread.
+pub(crate) fn children_of(pid: &str) -> Vec<nix::unistd::Pid> {
     let mut out = Vec::new();
-    for task in fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    let tasks = format!("/proc/{pid}/task");
+    for task in fs::read_dir(tasks).into_iter().flatten().flatten() {
         if let Ok(text) = fs::read_to_string(task.path().join("children")) {
             out.extend(
                 text.split_whitespace()

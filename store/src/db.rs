@@ -199,12 +199,7 @@ impl Db {
             conn: Mutex::new(conn),
             reader: std::sync::OnceLock::new(),
         };
-        when_not_busy(|| match db.migrate() {
-            Err(StoreError::Db { source, .. }) => Err(source),
-            _ => Ok(()),
-        })
-        .map_err(err)?;
-        db.migrate()?;
+        when_not_busy(|| db.migrate()).map_err(err)?;
         Ok(db)
     }
 
@@ -218,15 +213,12 @@ impl Db {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn migrate(&self) -> Result<()> {
+    fn migrate(&self) -> rusqlite::Result<()> {
         let conn = self.conn();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < SCHEMA_VERSION {
-            conn.execute_batch(SCHEMA).map_err(|e| self.err(e))?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(|e| self.err(e))?;
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(())
     }

@@ -237,7 +237,8 @@ pub fn read_tree(cas: &Cas, tree_digest: &Digest) -> Result<DirContents> {
     let mut out = DirContents::default();
     if let Some(root) = &tree.root {
         // Counted before walked, each distinct directory once.
-        if unfolded_size(root, 0, &by_digest, &mut HashMap::new()) > MAX_TREE_ENTRIES {
+        let (entries, bytes) = unfolded_size(root, 0, &by_digest, &mut HashMap::new());
+        if entries > MAX_TREE_ENTRIES || bytes > MAX_TREE_PATH_BYTES {
             return Err(unfolds_too_far(tree_digest));
         }
         flatten(root, "", 0, &by_digest, tree_digest, &mut out)?;
@@ -245,50 +246,64 @@ pub fn read_tree(cas: &Cas, tree_digest: &Digest) -> Result<DirContents> {
     Ok(out)
 }
 
-/// How deep, and how many entries in all, a stored tree may unfold to: a `Tree` names each
-/// child directory by digest, so a hostile one listing the next directory twice at each level
-/// unfolds to 2^depth paths from a few hundred bytes (an imported archive, a damaged store).
+/// How deep, how many entries, and how many bytes of paths in all a stored tree may unfold to:
+/// a `Tree` names each child directory by digest, so a hostile one listing the next directory
+/// twice at each level unfolds to 2^depth paths from a few hundred bytes, and long names at
+/// every level make each path long (an imported archive, a damaged store).
 const MAX_TREE_DEPTH: usize = 512;
 const MAX_TREE_ENTRIES: usize = 10_000_000;
+const MAX_TREE_PATH_BYTES: usize = 1 << 30;
 
 fn unfolds_too_far(tree_digest: &Digest) -> StoreError {
     StoreError::BadTree {
         digest: *tree_digest,
         why: format!(
-            "it unfolds deeper than {MAX_TREE_DEPTH} directories or to more than {MAX_TREE_ENTRIES} entries"
+            "it unfolds deeper than {MAX_TREE_DEPTH} directories, to more than {MAX_TREE_ENTRIES} entries or to more than {} MiB of paths",
+            MAX_TREE_PATH_BYTES >> 20
         ),
     }
 }
 
-/// How many entries `dir` unfolds to (saturating; a missing child counts as empty, for
-/// `flatten` to report).
+/// How many entries `dir` unfolds to, and the bytes of their paths relative to it (both
+/// saturating; a missing child counts as empty, for `flatten` to report).
 fn unfolded_size(
     dir: &reapi::Directory,
     depth: usize,
     by_digest: &HashMap<Digest, &reapi::Directory>,
-    memo: &mut HashMap<Digest, usize>,
-) -> usize {
+    memo: &mut HashMap<Digest, (usize, usize)>,
+) -> (usize, usize) {
     if depth > MAX_TREE_DEPTH {
-        return usize::MAX;
+        return (usize::MAX, usize::MAX);
     }
-    let mut total = dir.files.len() + dir.symlinks.len() + dir.directories.len();
+    let names = dir
+        .files
+        .iter()
+        .map(|f| f.name.len())
+        .chain(dir.symlinks.iter().map(|l| l.name.len()))
+        .chain(dir.directories.iter().map(|d| d.name.len()));
+    let mut entries = dir.files.len() + dir.symlinks.len() + dir.directories.len();
+    let mut bytes = names.fold(0usize, |sum, n| sum.saturating_add(n + 1));
     for sub in &dir.directories {
         let Some(digest) = sub.digest.as_ref().and_then(Digest::from_reapi) else {
             continue;
         };
-        let size = match memo.get(&digest) {
-            Some(n) => *n,
+        let (n, b) = match memo.get(&digest) {
+            Some(size) => *size,
             None => {
-                let n = by_digest
-                    .get(&digest)
-                    .map_or(0, |child| unfolded_size(child, depth + 1, by_digest, memo));
-                memo.insert(digest, n);
-                n
+                let size = by_digest.get(&digest).map_or((0, 0), |child| {
+                    unfolded_size(child, depth + 1, by_digest, memo)
+                });
+                memo.insert(digest, size);
+                size
             }
         };
-        total = total.saturating_add(size);
+        // Every path below `sub` starts with its name.
+        entries = entries.saturating_add(n);
+        bytes = bytes
+            .saturating_add(n.saturating_mul(sub.name.len() + 1))
+            .saturating_add(b);
     }
-    total
+    (entries, bytes)
 }
 
 fn flatten(
@@ -670,6 +685,39 @@ mod unfolding {
         let digest = cas.put_bytes(&tree.encode_to_vec()).unwrap();
         match read_tree(&cas, &digest) {
             Err(StoreError::BadTree { why, .. }) => assert!(why.contains("unfolds"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tree_unfolding_to_long_paths_is_refused_by_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
+        // 2^18 entries (under the count) whose paths are 18 names of 255 bytes each: ~1.2 GB.
+        let long = |c: char| c.to_string().repeat(255);
+        let mut child = reapi::Directory::default();
+        let mut children = Vec::new();
+        for _ in 0..18 {
+            let digest = Digest::of_bytes(&child.encode_to_vec());
+            children.push(child);
+            child = reapi::Directory {
+                directories: ['a', 'b']
+                    .iter()
+                    .map(|c| reapi::DirectoryNode {
+                        name: long(*c),
+                        digest: Some(digest.to_reapi()),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+        }
+        let tree = reapi::Tree {
+            root: Some(child),
+            children,
+        };
+        let digest = cas.put_bytes(&tree.encode_to_vec()).unwrap();
+        match read_tree(&cas, &digest) {
+            Err(StoreError::BadTree { why, .. }) => assert!(why.contains("MiB of paths"), "{why}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }

@@ -615,19 +615,20 @@ fn inputs_are_read_only_in_the_namespace_sandbox() {
 
 #[test]
 fn inputs_are_read_only_files_in_the_directory_sandbox() {
-    // Modes only (they do not bind root): what an unprivileged action sees, as in the
-    // namespace sandbox, where they are mounted read-only.
+    // Modes only (they do not bind root), in the directories the namespace sandbox mounts
+    // read-only: those holding only inputs (not the working directory, where outputs go).
     let ws = Workspace::new();
     ws.write(
         "BUILD.star",
-        "action(name = \"dep\", cmd = \"echo d > $OUT && echo '#!/bin/sh' > tool.sh && chmod +x tool.sh\", outs = [\"d.txt\", \"tool.sh\"])\n\
-         action(name = \"use\", deps = [\":dep\"], srcs = [\"src/a.txt\"], cmd = \"stat -c '%n %a' src/a.txt d.txt tool.sh > $OUT\", outs = [\"modes.txt\"])\n",
+        "action(name = \"dep\", cmd = \"mkdir -p gen && echo d > gen/d.txt && echo '#!/bin/sh' > gen/tool.sh && chmod +x gen/tool.sh\", outs = [\"gen/d.txt\", \"gen/tool.sh\"])\n\
+         action(name = \"use\", deps = [\":dep\"], srcs = [\"src/a.txt\", \"top.txt\"], cmd = \"stat -c '%n %a' src/a.txt gen/d.txt gen/tool.sh top.txt > $OUT\", outs = [\"modes.txt\"])\n",
     );
     ws.write("src/a.txt", "a\n");
+    ws.write("top.txt", "top\n");
     ws.json_run(&["build", "--sandbox", "directory"], 0);
     assert_eq!(
         ws.read("modes.txt"),
-        "src/a.txt 444\nd.txt 444\ntool.sh 555\n"
+        "src/a.txt 444\ngen/d.txt 444\ngen/tool.sh 555\ntop.txt 644\n"
     );
 }
 
