@@ -782,3 +782,40 @@ fn host_python_packages_are_hidden_from_normal_actions_in_the_namespace_sandbox(
     assert_eq!(run.statuses()["//:stdlib"], "executed");
     assert_eq!(ws.read("b.txt"), "1\n");
 }
+
+#[test]
+fn a_fixed_outputs_pass_env_reaches_its_command_and_stays_out_of_its_key() {
+    // A registry token or a proxy: the install needs it, its result does not depend on it.
+    let ws = Workspace::new();
+    let build = |digest: &str| {
+        format!(
+            "fixed_output(name = \"fetch\", cmd = \"test \\\"$REGISTRY_TOKEN\\\" = s3cret && echo fetched > $OUT\", outs = [\"f.txt\"], pass_env = [\"REGISTRY_TOKEN\"], digest = \"{digest}\")\n"
+        )
+    };
+    ws.write("BUILD.star", &build(&no_digest()));
+    let token = [("REGISTRY_TOKEN", "s3cret")];
+    let first = ws.cairn_with(ws.root(), &["build"], &token);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let actual = first.actual_digest();
+    ws.write("BUILD.star", &build(&actual));
+    let run = ws.cairn_with(ws.root(), &["build", "--json"], &token);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ws.read("f.txt"), "fetched\n");
+    // Another token: the same key, so the result is reused, not fetched again.
+    let other = ws.cairn_with(
+        ws.root(),
+        &["build", "--json"],
+        &[("REGISTRY_TOKEN", "rotated")],
+    );
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    assert_eq!(other.count("executed"), 0);
+    // Without it, a fresh store cannot fetch: the command saw the variable, not a default.
+    let fresh = tempfile::tempdir().unwrap();
+    ws.cairn(&["clean"]);
+    let without = ws.cairn_with(
+        ws.root(),
+        &["build"],
+        &[("CAIRN_STORE", fresh.path().to_str().unwrap())],
+    );
+    assert_eq!(without.code, 1, "{}", without.stderr);
+}
