@@ -485,10 +485,15 @@ BUILD.star; 100,000 files in one package; a damaged store database and `store ve
 --repair`), property tests (`proptest`) cover every record cairn reads back from its store, and
 a concurrent first open of a fresh store has a unit test in `store/src/db.rs`.
 
+What remote servers may answer is covered by
+`remote_answers_of_any_shape_never_break_a_build_nor_reach_outside_the_workspace` (crafted and
+damaged results through a directory remote, each built from a fresh store).
+
 ## Not covered yet
 
-- a kill while a watch restores outputs (watch is run beside concurrent builds, not killed);
-- property tests of what remote servers answer (the archive reader has them).
+- a kill while a watch restores outputs (watch runs beside the concurrent builds, unkilled);
+- damaged answers from the gRPC and HTTP backends themselves (their messages are decoded by
+  prost as the directory remote's are, and reach the same checks).
 """
 
 
