@@ -35,7 +35,6 @@ pub fn main() -> ExitCode {
     let mut raw = std::env::args_os().skip(1);
     match raw.next() {
         Some(a) if a == sandbox::HELPER_ARG => return sandbox::helper_main(raw.collect()),
-        Some(a) if a == sandbox::REAPER_ARG => return sandbox::reaper_main(raw.collect()),
         _ => {}
     }
     let args = match Args::try_parse() {

@@ -5,6 +5,7 @@
 pub(crate) mod base;
 pub(crate) mod dry;
 pub(crate) mod local;
+pub(crate) mod orphans;
 pub(crate) mod remote;
 pub(crate) mod sandbox;
 pub(crate) mod slots;

@@ -256,6 +256,7 @@ pub(crate) fn execute(
         cancel,
         slots: Slots::new(s.jobs()),
         tmp_size: s.tmp_size()?,
+        orphans: Default::default(),
     };
     let tools = ToolResolver::new(s.ws.tool_path(), Some(&loaded.store));
     let setup = s.remote_setup()?;

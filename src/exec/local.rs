@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cairn_store::{Digest, FileInfo, MerkleTree, Store, StoreError, capture_dir, reapi};
 
 use super::base::{SandboxBase, sandbox_prefix};
+use super::orphans;
 use super::sandbox::{self, NamespaceSpec, SandboxMode};
 use super::slots::Slots;
 use super::{ExecError, ExecFailure, ExecOutcome, Executor};
@@ -54,6 +55,8 @@ pub(crate) struct LocalExecutor<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// `-j`: how many actions run here at once.
     pub slots: Slots,
+    /// What actions leave behind outside a PID namespace.
+    pub orphans: orphans::Orphans,
     /// Bytes an action may write to its `/tmp` (and `HOME`, `/dev/shm`) in the namespace
     /// sandbox.
     pub tmp_size: u64,
@@ -317,10 +320,8 @@ impl Executor for LocalExecutor<'_> {
                 // (on the command's first line, so its line numbers stay as written), not by
                 // a hook between fork and exec, which would make the spawn a full `fork` of
                 // this process (copying its page tables) instead of a `vfork`.
-                // Under the reaper (this binary), so that no process the action starts
-                // outlives it, daemons included.
-                let mut c = Command::new(&self.helper);
-                c.args([sandbox::REAPER_ARG, "--", "/bin/sh", "-c"])
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
                     .arg(format!("umask 022; {}", action.cmd))
                     .current_dir(&workdir);
                 c
@@ -339,16 +340,24 @@ impl Executor for LocalExecutor<'_> {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        // Without a PID namespace, what the action leaves behind is found by its tag.
+        let tag = (mode != SandboxMode::Namespace).then(|| self.orphans.tag());
+        if let Some(tag) = &tag {
+            command.env(orphans::TAG_VAR, tag);
+        }
         let child = command.spawn().map_err(|source| ExecError::Spawn {
             label: label.clone(),
             source,
         })?;
-        let (status, ended) = wait_for(
-            child,
-            Duration::from_millis(action.timeout_ms),
-            self.cancel,
-            mode != SandboxMode::Namespace,
-        );
+        let pid = child.id();
+        if tag.is_some() {
+            self.orphans.started(pid);
+        }
+        let (status, ended) =
+            wait_for(child, Duration::from_millis(action.timeout_ms), self.cancel);
+        if let Some(tag) = &tag {
+            self.orphans.ended(pid, tag);
+        }
         let duration_ms = start.elapsed().as_millis() as u64;
 
         let exit_code = status.and_then(|s| s.code());
@@ -662,19 +671,15 @@ enum Ended {
 /// How often a running action checks for cancellation.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-/// How long the reaper has to stop an action it was asked to stop.
-const REAPER_GRACE: Duration = Duration::from_secs(5);
-
-/// Waits for the child; on timeout or cancellation stops it (through the `reaper`, for the
-/// directory and `none` sandboxes, else by killing its process group). Either way, the group
-/// is killed afterwards so no background process outlives its action.
+/// Waits for the child; on timeout or cancellation kills its whole process group. Either way,
+/// the group is killed afterwards so no background process outlives its action (those that
+/// left the group are `orphans`' business).
 fn wait_for(
     mut child: std::process::Child,
     timeout: Duration,
     cancel: Option<&AtomicBool>,
-    reaper: bool,
 ) -> (Option<std::process::ExitStatus>, Ended) {
-    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::sys::signal::{Signal, killpg};
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -685,19 +690,7 @@ fn wait_for(
     let kill_group = || {
         let _ = killpg(pgid, Signal::SIGKILL);
     };
-    // The reaper kills the action and all it left when asked (SIGTERM); killing the reaper
-    // itself would orphan the daemons it is there to catch. Should it not be done within a
-    // moment, the action's own group (the reaper's child's) is killed, then the reaper.
     let stop = |rx: &mpsc::Receiver<Option<std::process::ExitStatus>>| {
-        if reaper {
-            let _ = kill(pgid, Signal::SIGTERM);
-            if let Ok(status) = rx.recv_timeout(REAPER_GRACE) {
-                return status;
-            }
-            for child in sandbox::children_of(&pgid.to_string()) {
-                let _ = killpg(child, Signal::SIGKILL);
-            }
-        }
         kill_group();
         rx.recv().ok().flatten()
     };
