@@ -359,3 +359,47 @@ fn the_pytools_example_runs_its_suites_on_every_interpreter_with_junit_and_a_cov
         gate.stderr
     );
 }
+
+#[test]
+fn npm_deps_installs_through_the_npmrc_and_env_it_is_given() {
+    // A private registry, given by an `.npmrc` or by `env`: npm must use it. Pointed at a
+    // closed port here, the install fails naming it, proving neither was ignored (npm
+    // rewrites the lockfile's registry.npmjs.org URLs to the configured registry).
+    let ws = Workspace::new();
+    ws.write(
+        "package.json",
+        r#"{"name": "app", "version": "1.0.0", "private": true, "dependencies": {"is-number": "7.0.0"}}"#,
+    );
+    ws.write(
+        "package-lock.json",
+        r#"{"name": "app", "version": "1.0.0", "lockfileVersion": 3, "requires": true, "packages": {"": {"name": "app", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}}, "node_modules/is-number": {"version": "7.0.0", "resolved": "https://registry.npmjs.org/is-number/-/is-number-7.0.0.tgz", "license": "MIT", "engines": {"node": ">=0.12.0"}}}}"#,
+    );
+    ws.write(".npmrc", "registry=http://127.0.0.1:9/\nfetch-retries=0\n");
+    let via = [
+        ("npmrc", "npmrc = \".npmrc\""),
+        (
+            "env",
+            "env = {\"npm_config_registry\": \"http://127.0.0.1:9/\", \"npm_config_fetch_retries\": \"0\"}",
+        ),
+    ];
+    for (target, given) in via {
+        if target == "env" {
+            std::fs::remove_file(ws.path(".npmrc")).unwrap();
+        }
+        ws.write(
+            "BUILD.star",
+            &format!(
+                "npm_deps(name = \"deps\", {given}, digest = \"{}\")\n",
+                no_digest()
+            ),
+        );
+        let run = ws.cairn(&["build"]);
+        assert_eq!(run.code, 1, "{target}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("127.0.0.1:9"),
+            "{target} did not use the registry it was given:\n{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("actual:"), "{}", run.stderr);
+    }
+}
