@@ -63,7 +63,7 @@ impl Orphans {
         }
         loop {
             let running = self.lock().clone();
-            let victims: Vec<Pid> = children_of("self")
+            let victims: Vec<Pid> = reparented_here()
                 .into_iter()
                 .filter(|p| !running.contains(&p.as_raw()))
                 .filter(|p| {
@@ -99,18 +99,18 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The children of process `pid` (or `self`), as the kernel lists them per thread.
-pub(crate) fn children_of(pid: &str) -> Vec<Pid> {
-    let mut out = Vec::new();
-    let tasks = format!("/proc/{pid}/task");
-    for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .map(Pid::from_raw),
-            );
-        }
-    }
-    out
+/// The children of cairn's main thread: where the kernel reparents orphans to a subreaper
+/// (its first live thread, the main one, which lives as long as cairn). One small read, not
+/// one per thread: this runs after every action (reading every thread's list cost a cold
+/// build of 2,000 actions in the directory sandbox ~14 %).
+fn reparented_here() -> Vec<Pid> {
+    let pid = std::process::id();
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
 }
