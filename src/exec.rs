@@ -58,9 +58,7 @@ pub(crate) enum ExecError {
         #[source]
         source: StoreError,
     },
-    #[error(
-        "Cannot start the command of `{label}` (`/bin/sh`, through cairn's sandbox helper): {source}"
-    )]
+    #[error("Cannot start the command of `{label}`: {source}")]
     Spawn {
         label: Label,
         #[source]

@@ -163,6 +163,21 @@ def same_outputs(ws: str, expected: dict[str, str], when: str) -> None:
         raise Failure(f"outputs after {when} differ from a clean build's: {wrong[:10]}")
 
 
+def killed_at_random(runner: Cairn, ws: str, cmd: list[str], rng: random.Random,
+                     limit: float, what: str) -> bool:
+    """Runs `cairn CMD` and SIGKILLs it after a random delay under `limit` seconds; whether
+    it was killed (rather than finished first). Any exit but success or the kill fails."""
+    proc = runner.start(ws, *cmd)
+    time.sleep(rng.uniform(0, max(limit, 0.05)))
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise Failure(f"{what}: `cairn {' '.join(cmd)}` exited {proc.returncode}:\n{err[-2000:]}")
+    return killed
+
+
 def edit(ws: str, rng: random.Random, packages: int, stamp: int) -> None:
     pkg = rng.randrange(packages)
     with open(os.path.join(ws, f"p{pkg}", "src", "s0.txt"), "a") as f:
@@ -204,16 +219,10 @@ def scenario_kill(args, scratch: str, rounds: int, counts: dict) -> None:
             cairn.run(ws, "store", "gc", "--max-size", "0")
             cmd = ["build"]
         limit = durations["build" if kind == "cold" else kind] * 1.2
-        proc = cairn.start(ws, *cmd)
-        time.sleep(rng.uniform(0, max(limit, 0.05)))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        if killed_at_random(cairn, ws, cmd, rng, limit, f"round {r} ({kind})"):
             killed += 1
         else:
             finished += 1
-        out, err = proc.communicate()
-        if proc.returncode not in (0, -signal.SIGKILL):
-            raise Failure(f"round {r} ({kind}): `cairn {' '.join(cmd)}` exited {proc.returncode}:\n{err[-2000:]}")
         verify_sound(cairn, ws, f"round {r} ({kind}, killed)")
     final = cairn.run(ws, "build")
     expect(final.returncode == 0, "the build after the last kill failed", final)
@@ -272,16 +281,10 @@ def scenario_remote(args, scratch: str, rounds: int, counts: dict) -> None:
             runner = Cairn(args.cairn, os.path.join(scratch, f"remote-fresh-{r}"))
             runner.run(ws, "clean")
             cmd = ["build", "--remote", url]
-        proc = runner.start(ws, *cmd)
-        time.sleep(rng.uniform(0, max(up * 1.2, 0.05)))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        if killed_at_random(runner, ws, cmd, rng, up * 1.2, f"remote round {r}"):
             killed += 1
         else:
             finished += 1
-        _, err = proc.communicate()
-        if proc.returncode not in (0, -signal.SIGKILL):
-            raise Failure(f"round {r}: `cairn {' '.join(cmd)}` exited {proc.returncode}:\n{err[-2000:]}")
         verify_sound(runner, ws, f"remote round {r} ({url}, killed)")
     # Whatever was cut off, every remote hands out only correct results: a fresh machine
     # building from each gets a clean build's outputs.

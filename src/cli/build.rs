@@ -217,7 +217,7 @@ pub(crate) fn execute(
     // Shared with other builds; `store gc` waits for it.
     let _lock = loaded.store.lock(false).map_err(|e| s.store_error(e))?;
     // One writer of this workspace's outputs at a time (a second build, a watch beside it).
-    let _writer = loaded
+    let writer = loaded
         .store
         .lock_workspace(&s.ws.key(), |pid| {
             let holder = pid.map_or("another cairn process".to_string(), |p| {
@@ -228,7 +228,7 @@ pub(crate) fn execute(
             ));
         })
         .map_err(|e| s.store_error(e))?;
-    if _writer.previous_died {
+    if writer.previous_died {
         let removed = crate::engine::remove_stale_temps(&s.ws.root, loaded.graph().all_targets());
         if s.opts.verbose && removed > 0 {
             report::print_stderr(&format!(

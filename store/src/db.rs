@@ -893,6 +893,7 @@ mod tests {
 #[cfg(test)]
 mod proptests {
     use super::*;
+    use crate::file_state::proptests::state;
     use proptest::prelude::*;
     use proptest::test_runner::TestRunner;
     use rusqlite::types::Value;
@@ -901,24 +902,6 @@ mod proptests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db.sqlite")).unwrap();
         (dir, db)
-    }
-
-    fn state() -> impl Strategy<Value = FileState> {
-        (
-            any::<(u64, u64, i64, i64, u32)>(),
-            any::<[u8; 32]>(),
-            any::<u64>(),
-        )
-            .prop_map(
-                |((dev, ino, mtime_ns, ctime_ns, mode), hash, size)| FileState {
-                    dev,
-                    ino,
-                    mtime_ns,
-                    ctime_ns,
-                    mode,
-                    digest: Digest { hash, size },
-                },
-            )
     }
 
     /// Any SQLite value, or (often) `likely`, the one a reader looks for.

@@ -770,12 +770,13 @@ mod tests {
 /// Property tests (issue 15): a file-state record read back from the database may be damaged,
 /// truncated or foreign; decoding it keeps what could be read and never panics.
 #[cfg(test)]
-mod proptests {
+pub(crate) mod proptests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn state() -> impl Strategy<Value = FileState> {
+    /// Any file state (shared with the database's property tests).
+    pub(crate) fn state() -> impl Strategy<Value = FileState> {
         (
             any::<(u64, u64, i64, i64, u32)>(),
             any::<[u8; 32]>(),

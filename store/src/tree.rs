@@ -657,21 +657,21 @@ mod proptests {
 mod unfolding {
     use super::*;
 
-    #[test]
-    fn a_tree_unfolding_exponentially_is_refused_not_walked() {
+    /// A tree of `levels` directories, each listing the one below twice (as `a…` and `b…`,
+    /// names of `name_len` bytes), stored in a fresh CAS; and `read_tree`'s answer to it.
+    fn read_doubling_tree(levels: usize, name_len: usize) -> Result<DirContents> {
         let dir = tempfile::tempdir().unwrap();
         let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
-        // Each level lists the one below twice: 2^60 paths from 60 small messages.
         let mut child = reapi::Directory::default();
         let mut children = Vec::new();
-        for _ in 0..60 {
+        for _ in 0..levels {
             let digest = Digest::of_bytes(&child.encode_to_vec());
             children.push(child);
             child = reapi::Directory {
-                directories: ["a", "b"]
+                directories: ['a', 'b']
                     .iter()
-                    .map(|name| reapi::DirectoryNode {
-                        name: name.to_string(),
+                    .map(|c| reapi::DirectoryNode {
+                        name: c.to_string().repeat(name_len),
                         digest: Some(digest.to_reapi()),
                     })
                     .collect(),
@@ -683,7 +683,13 @@ mod unfolding {
             children,
         };
         let digest = cas.put_bytes(&tree.encode_to_vec()).unwrap();
-        match read_tree(&cas, &digest) {
+        read_tree(&cas, &digest)
+    }
+
+    #[test]
+    fn a_tree_unfolding_exponentially_is_refused_not_walked() {
+        // 2^60 paths from 60 small messages.
+        match read_doubling_tree(60, 1) {
             Err(StoreError::BadTree { why, .. }) => assert!(why.contains("unfolds"), "{why}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -691,32 +697,8 @@ mod unfolding {
 
     #[test]
     fn a_tree_unfolding_to_long_paths_is_refused_by_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let cas = Cas::open(dir.path().join("cas"), dir.path().join("tmp")).unwrap();
         // 2^18 entries (under the count) whose paths are 18 names of 255 bytes each: ~1.2 GB.
-        let long = |c: char| c.to_string().repeat(255);
-        let mut child = reapi::Directory::default();
-        let mut children = Vec::new();
-        for _ in 0..18 {
-            let digest = Digest::of_bytes(&child.encode_to_vec());
-            children.push(child);
-            child = reapi::Directory {
-                directories: ['a', 'b']
-                    .iter()
-                    .map(|c| reapi::DirectoryNode {
-                        name: long(*c),
-                        digest: Some(digest.to_reapi()),
-                    })
-                    .collect(),
-                ..Default::default()
-            };
-        }
-        let tree = reapi::Tree {
-            root: Some(child),
-            children,
-        };
-        let digest = cas.put_bytes(&tree.encode_to_vec()).unwrap();
-        match read_tree(&cas, &digest) {
+        match read_doubling_tree(18, 255) {
             Err(StoreError::BadTree { why, .. }) => assert!(why.contains("MiB of paths"), "{why}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
